@@ -70,9 +70,8 @@ def make_gradients(variables, num_steps, seed=1):
 
 def numpy_schedule(step, init_lr, num_train_steps, num_warmup_steps):
     step = np.float32(step)
-    decayed = np.float32(init_lr) * (
-        np.float32(1.0) - np.minimum(step, np.float32(num_train_steps)) / np.float32(num_train_steps)
-    )
+    decay_fraction = np.minimum(step, np.float32(num_train_steps)) / np.float32(num_train_steps)
+    decayed = np.float32(init_lr) * (np.float32(1.0) - decay_fraction)
     if num_warmup_steps and step < num_warmup_steps:
         return np.float32(init_lr) * (step / np.float32(num_warmup_steps))
     return decayed
@@ -365,6 +364,57 @@ def test_lamb_scales_step_by_weight_to_update_norm_ratio():
     np.testing.assert_allclose(variable.numpy(), [3.0, 4.0] - 0.1 * ratio * update, rtol=1e-6)
 
 
+def embedding_gradient(table, ids):
+    """The gradient of sum(gather(table, ids)**2): tf.IndexedSlices, as a lookup gives."""
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(tf.gather(table.value, ids)))
+    grad = tape.gradient(loss, table.value)
+    assert isinstance(grad, tf.IndexedSlices)
+    return grad
+
+
+def test_sparse_embedding_gradient_updates_every_row_like_its_dense_form():
+    table_values = np.random.default_rng(3).normal(size=(5, 2)).astype(np.float32)
+    ids = tf.constant([1, 3, 1])
+    results = []
+    for densify in (False, True):
+        with name_scopes("bert/embeddings"):
+            table = keras.Variable(table_values, name="word_embeddings")
+        optimizer = optimization.create_optimizer(0.1, 10, 0, clip_norm=None)
+        optimizer.build([table])
+        for _ in range(2):
+            grad = embedding_gradient(table, ids)
+            optimizer.apply_gradients([(tf.convert_to_tensor(grad) if densify else grad, table)])
+        results.append(table.numpy())
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-6)
+    # Rows without a gradient still decay: the original applies a dense update.
+    decay_per_step = [1 - 0.1 * 0.01, 1 - 0.09 * 0.01]  # 1 - lr * weight_decay_rate
+    np.testing.assert_allclose(results[0][0], table_values[0] * np.prod(decay_per_step), rtol=1e-6)
+
+
+def test_sparse_gradient_is_clipped_by_the_norm_of_its_slices_as_the_original():
+    # tf.clip_by_global_norm measures an IndexedSlices by its slices, so a row looked up
+    # twice counts twice; the original clipped its embedding gradient the same way.
+    table_values = np.random.default_rng(4).normal(size=(5, 2)).astype(np.float32)
+    with name_scopes("bert/embeddings"):
+        table = keras.Variable(table_values, name="word_embeddings")
+    ids = tf.constant([1, 3, 1])
+    grad = embedding_gradient(table, ids)
+    optimizer = optimization.create_optimizer(0.1, 10, 0)
+    optimizer.build([table])
+    optimizer.apply_gradients([(grad, table)])
+
+    slices = grad.values.numpy()
+    slices_norm = np.sqrt(np.sum(np.square(slices)))
+    assert slices_norm > 1.0
+    clipped = np.zeros_like(table_values)
+    np.add.at(clipped, grad.indices.numpy(), slices / slices_norm)
+    ref_params, _, _, _ = numpy_reference(
+        [table_values], [[clipped]], [table.path], "adamw",
+        init_lr=0.1, num_train_steps=10, num_warmup_steps=0, clip_norm=None)
+    np.testing.assert_allclose(table.numpy(), ref_params[0], rtol=1e-5, atol=1e-6)
+
+
 # ------------------------------------------------------------------- create_optimizer
 
 
@@ -457,11 +507,14 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
     per_replica = [np.array([3.0, -4.0], np.float32), np.array([1.0, 2.0], np.float32)]
     results = {}
-    for optimizer_type in ("adamw", "lamb"):
+    for run_name in ("adamw", "lamb", "adamw_loss_scaled"):
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         with strategy.scope():
             variable = keras.Variable(np.array([0.5, -0.5], np.float32), name="kernel")
-            optimizer = optimization.create_optimizer(0.1, 10, 0, optimizer_type)
+            inner = optimization.create_optimizer(0.1, 10, 0, run_name.split("_")[0])
+            optimizer = inner
+            if run_name.endswith("loss_scaled"):
+                optimizer = keras.optimizers.LossScaleOptimizer(inner, initial_scale=8.0)
             optimizer.build([variable])
 
         @tf.function
@@ -469,13 +522,15 @@ MIRRORED_SCRIPT = textwrap.dedent(
             def replica_step():
                 replica = tf.distribute.get_replica_context().replica_id_in_sync_group
                 grad = tf.gather(tf.constant(np.stack(per_replica)), replica)
-                optimizer.apply_gradients([(grad, variable)])
+                if optimizer is not inner:
+                    grad = grad * optimizer.dynamic_scale
+                optimizer.apply([grad], [variable])
             strategy.run(replica_step)
 
         train_step()
         train_step()
-        slots = optimizer.slot_variables()
-        results[optimizer_type] = {
+        slots = inner.slot_variables()
+        results[run_name] = {
             "replicas": strategy.num_replicas_in_sync,
             "kernel": variable.numpy().tolist(),
             "adam_m": slots["kernel/adam_m"].numpy().tolist(),
@@ -496,11 +551,12 @@ def test_mirrored_strategy_clips_the_summed_gradient_like_one_device():
     assert result_lines, completed.stderr[-3000:]
     results = json.loads(result_lines[-1][len("RESULT "):])
     summed = np.array([4.0, -2.0], np.float32)  # norm 4.47: clipped to 1 after the sum
-    for optimizer_type, result in results.items():
+    assert sorted(results) == ["adamw", "adamw_loss_scaled", "lamb"]
+    for run_name, result in results.items():
         assert result["replicas"] == 2
         ref_params, ref_m, ref_v, clipped = numpy_reference(
             [np.array([0.5, -0.5], np.float32)], [[summed], [summed]], ["kernel"],
-            optimizer_type, init_lr=0.1, num_train_steps=10, num_warmup_steps=0)
+            run_name.split("_")[0], init_lr=0.1, num_train_steps=10, num_warmup_steps=0)
         assert all(clipped)
         np.testing.assert_allclose(result["kernel"], ref_params[0], rtol=1e-5)
         np.testing.assert_allclose(result["adam_m"], ref_m[0], rtol=1e-5)
