@@ -192,10 +192,11 @@ class _AdamMomentsOptimizer(keras.optimizers.Optimizer):
                     f"No optimizer slot named {name!r}; expected '<variable>/adam_m' or "
                     "'<variable>/adam_v' for a variable the optimizer was built with."
                 )
-            if tuple(slots[name].shape) != tuple(tf.convert_to_tensor(value).shape):
+            value_shape = tuple(tf.convert_to_tensor(value).shape)
+            if tuple(slots[name].shape) != value_shape:
                 raise ValueError(
                     f"Slot {name!r} has shape {tuple(slots[name].shape)} but the value "
-                    f"has shape {tuple(tf.convert_to_tensor(value).shape)}."
+                    f"has shape {value_shape}."
                 )
             slots[name].assign(value)
 
@@ -204,6 +205,13 @@ class _AdamMomentsOptimizer(keras.optimizers.Optimizer):
         raise ValueError(
             "Pass exclude_from_weight_decay=[patterns] to the optimizer's constructor."
         )
+
+    def _get_current_learning_rate(self):
+        # Keras evaluates a schedule on micro-batches when accumulating gradients; BERT's
+        # num_train_steps and warmup count updates, like the original's global_step.
+        if isinstance(self._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            return self._learning_rate(self.iterations)
+        return super()._get_current_learning_rate()
 
     def _clip_gradients(self, grads):
         # Deferred to _backend_update_step, after the cross-replica sum.
@@ -231,7 +239,7 @@ class _AdamMomentsOptimizer(keras.optimizers.Optimizer):
             learning_rate,
         )
 
-    def _moments_and_gradient(self, gradient, variable):
+    def _update_moments(self, gradient, variable):
         """Updates adam_m and adam_v from `gradient` and returns their new values."""
         index = self._get_variable_index(variable)
         adam_m, adam_v = self._adam_m[index], self._adam_v[index]
@@ -310,7 +318,7 @@ class AdamWeightDecay(_AdamMomentsOptimizer):
         )
 
     def update_step(self, gradient, variable, learning_rate):
-        next_m, next_v = self._moments_and_gradient(gradient, variable)
+        next_m, next_v = self._update_moments(gradient, variable)
         update = next_m / (tf.sqrt(next_v) + self.epsilon)
         if self._uses_weight_decay[self._get_variable_index(variable)]:
             update += self.weight_decay_rate * variable
@@ -385,7 +393,7 @@ class Lamb(_AdamMomentsOptimizer):
         ]
 
     def update_step(self, gradient, variable, learning_rate):
-        next_m, next_v = self._moments_and_gradient(gradient, variable)
+        next_m, next_v = self._update_moments(gradient, variable)
         index = self._get_variable_index(variable)
         step = tf.cast(self.iterations + 1, variable.dtype)
         m_hat = next_m / (1.0 - tf.pow(tf.cast(self.beta_1, variable.dtype), step))
@@ -422,6 +430,7 @@ def create_optimizer(
     epsilon=1e-6,
     exclude_from_weight_decay=DEFAULT_EXCLUDE_FROM_WEIGHT_DECAY,
     clip_norm=1.0,
+    gradient_accumulation_steps=None,
 ):
     """Builds the optimizer every BERT runner trains with, configured as the original.
 
@@ -436,6 +445,9 @@ def create_optimizer(
         any of them gets no weight decay (and, for LAMB, no layer adaptation).
       clip_norm: global-norm clip applied by the optimizer itself to all gradients
         together (after the cross-replica sum); callers must not clip again. None disables.
+      gradient_accumulation_steps: None, or N >= 2 to average N micro-batches' gradients
+        into one update (Keras' mechanism); the schedule, LAMB's bias correction and
+        `iterations` then count updates, and the clip applies to the averaged gradient.
 
     Returns:
       An `AdamWeightDecay` or `Lamb` driven by `LinearDecayWithWarmup`.
@@ -454,4 +466,5 @@ def create_optimizer(
         epsilon=epsilon,
         exclude_from_weight_decay=list(exclude_from_weight_decay or []),
         global_clipnorm=clip_norm,
+        gradient_accumulation_steps=gradient_accumulation_steps,
     )
