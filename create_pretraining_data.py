@@ -1,0 +1,712 @@
+"""Raw text to masked-LM / next-sentence TFRecords, example for example as the original.
+
+Input: one sentence per line, blank lines between documents. Output: tf.train.Example
+records with `input_ids`, `input_mask`, `segment_ids`, `masked_lm_positions`,
+`masked_lm_ids`, `masked_lm_weights`, `next_sentence_labels`.
+
+With one worker the same input, vocab, flags and `--random_seed` give the original's
+examples in the original's order: every random draw is made by one `random.Random`
+in the original's sequence. What differs is the cost: tokens are kept as vocab ids,
+finished examples are serialized at once and spilled to a temporary file (memory does
+not grow with `dupe_factor`), and `--num_workers` spreads the work over processes
+(reproducible for a given worker count, but a different stream than one worker).
+"""
+
+import array
+import collections
+import glob
+import multiprocessing
+import os
+import random
+import struct
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+import tokenization
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("input_file", None,
+                    "Input raw text file (or comma-separated list of files; each may be a glob).")
+flags.DEFINE_string("output_file", None,
+                    "Output TFRecord file (or comma-separated list of files).")
+flags.DEFINE_string("vocab_file", None, "The vocabulary file that the BERT model was trained on.")
+flags.DEFINE_bool("do_lower_case", True,
+                  "Whether to lower case the input text. True for uncased models, False for cased models.")
+flags.DEFINE_bool("do_whole_word_mask", False,
+                  "Whether to mask all of the WordPieces of a word together, or each one on its own.")
+flags.DEFINE_integer("max_seq_length", 128, "Maximum sequence length.")
+flags.DEFINE_integer("max_predictions_per_seq", 20, "Maximum number of masked LM predictions per sequence.")
+flags.DEFINE_integer("random_seed", 12345, "Random seed for data generation.")
+flags.DEFINE_integer("dupe_factor", 10, "Number of times to duplicate the input data (with different masks).")
+flags.DEFINE_float("masked_lm_prob", 0.15, "Masked LM probability.")
+flags.DEFINE_float("short_seq_prob", 0.1,
+                   "Probability of creating sequences shorter than the maximum length.")
+flags.DEFINE_integer("num_workers", 1,
+                     "Processes to use. 1 reproduces the original's output exactly; N > 1 is "
+                     "reproducible for the same N but draws a different random stream.")
+
+# How many examples are logged in full, as the original does.
+_LOGGED_EXAMPLES = 20
+
+
+class TrainingInstance:
+    """One pretraining example, as vocab ids.
+
+    Attributes:
+      token_ids: [CLS] A [SEP] B [SEP] after masking (list of int).
+      segment_ids: 0 for [CLS], A and the first [SEP]; 1 for B and the last [SEP].
+      is_random_next: whether B is a random segment (label 1) or A's continuation (0).
+      masked_lm_positions: ascending positions of the masked tokens.
+      masked_lm_labels: ids of the original tokens at those positions.
+    """
+
+    __slots__ = ("token_ids", "segment_ids", "is_random_next", "masked_lm_positions", "masked_lm_labels")
+
+    def __init__(self, token_ids, segment_ids, is_random_next, masked_lm_positions, masked_lm_labels):
+        self.token_ids = token_ids
+        self.segment_ids = segment_ids
+        self.is_random_next = is_random_next
+        self.masked_lm_positions = masked_lm_positions
+        self.masked_lm_labels = masked_lm_labels
+
+
+class PretrainingVocab:
+    """What instance creation needs of the vocab: special ids, word-piece flags, size."""
+
+    def __init__(self, vocab):
+        self.size = len(vocab)
+        self.cls_id = vocab["[CLS]"]
+        self.sep_id = vocab["[SEP]"]
+        self.mask_id = vocab["[MASK]"]
+        # Random replacements draw a vocab line; with unique entries line == id.
+        self.is_continuation = [token.startswith("##") for token in vocab]
+
+
+# --- Reading documents ----------------------------------------------------------------
+
+def expand_input_files(input_file):
+    """Comma list of globs -> files, in the given order (sorted within one glob)."""
+    files = []
+    for pattern in input_file.split(","):
+        pattern = pattern.strip()
+        if not pattern:
+            continue
+        matches = _glob(pattern)
+        if not matches:
+            raise ValueError(f"--input_file: no file matches {pattern}")
+        files.extend(matches)
+    return files
+
+
+def _glob(pattern):
+    if "://" in pattern:
+        import tensorflow as tf
+        return sorted(tf.io.gfile.glob(pattern))
+    return sorted(glob.glob(pattern))
+
+
+def _read_bytes(path):
+    try:
+        if "://" in path:
+            import tensorflow as tf
+            with tf.io.gfile.GFile(path, "rb") as f:
+                return f.read()
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read input file {path}: {e.strerror or e}") from None
+
+
+def read_lines(input_files):
+    """Yields (file, 1-based line number, stripped str line) for every input line.
+
+    Lines end at b"\\n" only (as the original's readline), invalid UTF-8 bytes are
+    dropped (as the original) and reported once per file with a warning.
+    """
+    for path in input_files:
+        data = _read_bytes(path)
+        if not data.strip():
+            logging.warning("Input file %s is empty: it contributes no documents", path)
+            continue
+        lines = data.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        bad_lines = []
+        has_blank = False
+        for number, raw in enumerate(lines, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                line = raw.decode("utf-8", "ignore")
+                bad_lines.append(number)
+            line = line.strip()
+            has_blank = has_blank or not line
+            yield path, number, line
+        if bad_lines:
+            logging.warning("%s: %d line(s) hold invalid UTF-8 (first: line %d); the invalid bytes were "
+                            "dropped", path, len(bad_lines), bad_lines[0])
+        if not has_blank:
+            logging.warning("%s has no blank line: all of its lines belong to one document (documents are "
+                            "separated by blank lines)", path)
+
+
+def tokenize_lines_to_ids(tokenizer, lines):
+    """Token ids of each line (an array('i') each, empty for lines without tokens)."""
+    vocab = tokenizer.vocab
+    return [array.array("i", [vocab[t] for t in tokenizer.tokenize(line)]) for line in lines]
+
+
+def read_documents(input_files, tokenizer, pool=None, progress=None):
+    """Reads the corpus into documents: lists of non-empty segments of token ids.
+
+    A blank line starts a new document; documents continue across files unless a file
+    ends with a blank line (as the original). Empty documents are removed.
+    """
+    documents = [[]]
+    pending = []
+    for item in read_lines(input_files):
+        pending.append(item)
+        if len(pending) >= 20000:
+            _append_segments(documents, pending, _tokenize_chunks(tokenizer, [l for _, _, l in pending], pool))
+            if progress:
+                progress(len(pending))
+            pending = []
+    if pending:
+        _append_segments(documents, pending, _tokenize_chunks(tokenizer, [l for _, _, l in pending], pool))
+        if progress:
+            progress(len(pending))
+    return [document for document in documents if document]
+
+
+def _append_segments(documents, lines, segments):
+    for (_, _, line), segment in zip(lines, segments):
+        if not line:
+            documents.append([])
+        if segment:
+            documents[-1].append(segment)
+
+
+_WORKER_TOKENIZER = None
+
+
+def _init_tokenizer_worker(vocab_file, do_lower_case):
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = tokenization.FullTokenizer(vocab_file, do_lower_case)
+
+
+def _tokenize_in_worker(lines):
+    return tokenize_lines_to_ids(_WORKER_TOKENIZER, lines)
+
+
+def _tokenize_chunks(tokenizer, lines, pool):
+    if pool is None:
+        return tokenize_lines_to_ids(tokenizer, lines)
+    step = max(1, len(lines) // (4 * pool._processes))
+    results = []
+    for part in pool.imap(_tokenize_in_worker, [lines[i:i + step] for i in range(0, len(lines), step)]):
+        results.extend(part)
+    return results
+
+
+# --- Creating instances ---------------------------------------------------------------
+
+def create_instances_from_document(all_documents, document_index, max_seq_length, short_seq_prob,
+                                   masked_lm_prob, max_predictions_per_seq, vocab, rng,
+                                   do_whole_word_mask=False):
+    """Creates the training instances of one document, drawing from `rng` as the original.
+
+    Segments are gathered into a chunk until it reaches a target length; the chunk is
+    cut at a random point into A and B, and half the time (always for a one-segment
+    chunk) B is replaced by segments of another, random document.
+    """
+    document = all_documents[document_index]
+    max_num_tokens = max_seq_length - 3  # room for [CLS], [SEP], [SEP]
+
+    # Usually fill the whole sequence; sometimes use a shorter one so that the model
+    # also sees the short sequences it will meet when fine-tuned.
+    target_seq_length = max_num_tokens
+    if rng.random() < short_seq_prob:
+        target_seq_length = rng.randint(2, max_num_tokens)
+
+    instances = []
+    current_chunk = []
+    current_length = 0
+    i = 0
+    while i < len(document):
+        segment = document[i]
+        current_chunk.append(segment)
+        current_length += len(segment)
+        if i == len(document) - 1 or current_length >= target_seq_length:
+            a_end = 1
+            if len(current_chunk) >= 2:
+                a_end = rng.randint(1, len(current_chunk) - 1)
+            tokens_a = []
+            for piece in current_chunk[:a_end]:
+                tokens_a.extend(piece)
+
+            tokens_b = []
+            if len(current_chunk) == 1 or rng.random() < 0.5:
+                is_random_next = True
+                target_b_length = target_seq_length - len(tokens_a)
+                # Ten tries at another document; with a single document the last draw
+                # (itself) is used, as the original does.
+                for _ in range(10):
+                    random_document_index = rng.randint(0, len(all_documents) - 1)
+                    if random_document_index != document_index:
+                        break
+                random_document = all_documents[random_document_index]
+                random_start = rng.randint(0, len(random_document) - 1)
+                for j in range(random_start, len(random_document)):
+                    tokens_b.extend(random_document[j])
+                    if len(tokens_b) >= target_b_length:
+                        break
+                # The segments of this chunk that B did not use are read again.
+                i -= len(current_chunk) - a_end
+            else:
+                is_random_next = False
+                for piece in current_chunk[a_end:]:
+                    tokens_b.extend(piece)
+
+            truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
+            token_ids = [vocab.cls_id] + tokens_a + [vocab.sep_id] + tokens_b + [vocab.sep_id]
+            segment_ids = [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
+            token_ids, positions, labels = create_masked_lm_predictions(
+                token_ids, masked_lm_prob, max_predictions_per_seq, vocab, rng, do_whole_word_mask)
+            instances.append(TrainingInstance(token_ids, segment_ids, is_random_next, positions, labels))
+            current_chunk = []
+            current_length = 0
+        i += 1
+    return instances
+
+
+def create_masked_lm_predictions(token_ids, masked_lm_prob, max_predictions_per_seq, vocab, rng,
+                                 do_whole_word_mask=False):
+    """Masks a random ~`masked_lm_prob` of the tokens: 80% [MASK], 10% kept, 10% random.
+
+    Returns:
+      (masked token ids, ascending masked positions, original ids at those positions).
+    """
+    cand_indexes = []
+    is_continuation = vocab.is_continuation
+    for i, token_id in enumerate(token_ids):
+        if token_id == vocab.cls_id or token_id == vocab.sep_id:
+            continue
+        # Whole-word masking: a ## piece joins the word of the piece before it.
+        if do_whole_word_mask and cand_indexes and is_continuation[token_id]:
+            cand_indexes[-1].append(i)
+        else:
+            cand_indexes.append([i])
+    rng.shuffle(cand_indexes)
+
+    output_ids = list(token_ids)
+    # Python 3 round(): halves go to the even neighbour (30 * 0.15 = 4.5 -> 4).
+    num_to_predict = min(max_predictions_per_seq, max(1, int(round(len(token_ids) * masked_lm_prob))))
+    masked = []
+    covered = set()
+    for index_set in cand_indexes:
+        if len(masked) >= num_to_predict:
+            break
+        if len(masked) + len(index_set) > num_to_predict:
+            continue  # a whole word that no longer fits
+        if any(index in covered for index in index_set):
+            continue
+        for index in index_set:
+            covered.add(index)
+            if rng.random() < 0.8:
+                replacement = vocab.mask_id
+            elif rng.random() < 0.5:
+                replacement = token_ids[index]
+            else:
+                replacement = rng.randint(0, vocab.size - 1)
+            output_ids[index] = replacement
+            masked.append((index, token_ids[index]))
+    masked.sort()
+    return output_ids, [index for index, _ in masked], [label for _, label in masked]
+
+
+def truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng):
+    """Trims the longer side (B on ties), at a random end, until the pair fits."""
+    while len(tokens_a) + len(tokens_b) > max_num_tokens:
+        trunc_tokens = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
+        # Trimming either end keeps the model from learning where truncation happens.
+        if rng.random() < 0.5:
+            del trunc_tokens[0]
+        else:
+            trunc_tokens.pop()
+
+
+# --- Serializing ------------------------------------------------------------------------
+
+def _varint(value):
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _length_delimited(field_number, payload):
+    return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
+
+
+class ExampleEncoder:
+    """Serializes instances as tf.train.Example protos, written by hand for speed.
+
+    The bytes are those of the protobuf wire format with the features in the original's
+    insertion order, so `tf.train.Example.FromString` (and tf.io.parse_example) read
+    back exactly the original's features.
+    """
+
+    _FEATURE_NAMES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
+                      "masked_lm_weights", "next_sentence_labels")
+
+    def __init__(self, max_seq_length, max_predictions_per_seq, vocab_size):
+        self.max_seq_length = max_seq_length
+        self.max_predictions_per_seq = max_predictions_per_seq
+        self._varints = [_varint(i) for i in range(max(vocab_size, max_seq_length) + 1)]
+        self._keys = {name: _length_delimited(1, name.encode()) for name in self._FEATURE_NAMES}
+
+    def _int64_feature(self, name, values):
+        varints = self._varints
+        packed = b"".join([varints[v] for v in values])
+        int64_list = _length_delimited(1, packed)                 # Int64List.value (packed)
+        feature = _length_delimited(3, int64_list)                # Feature.int64_list
+        return _length_delimited(1, self._keys[name] + _length_delimited(2, feature))  # map entry
+
+    def _float_feature(self, name, values):
+        packed = struct.pack(f"<{len(values)}f", *values)
+        float_list = _length_delimited(1, packed)                 # FloatList.value (packed)
+        feature = _length_delimited(2, float_list)                # Feature.float_list
+        return _length_delimited(1, self._keys[name] + _length_delimited(2, feature))
+
+    def features(self, instance):
+        """The original's feature values for `instance`, padded with zeros."""
+        seq_pad = [0] * (self.max_seq_length - len(instance.token_ids))
+        pred_pad = [0] * (self.max_predictions_per_seq - len(instance.masked_lm_positions))
+        n = len(instance.masked_lm_positions)
+        return collections.OrderedDict([
+            ("input_ids", instance.token_ids + seq_pad),
+            ("input_mask", [1] * len(instance.token_ids) + seq_pad),
+            ("segment_ids", instance.segment_ids + seq_pad),
+            ("masked_lm_positions", instance.masked_lm_positions + pred_pad),
+            ("masked_lm_ids", instance.masked_lm_labels + pred_pad),
+            ("masked_lm_weights", [1.0] * n + [0.0] * len(pred_pad)),
+            ("next_sentence_labels", [1 if instance.is_random_next else 0]),
+        ])
+
+    def encode(self, instance):
+        parts = []
+        for name, values in self.features(instance).items():
+            if name == "masked_lm_weights":
+                parts.append(self._float_feature(name, values))
+            else:
+                parts.append(self._int64_feature(name, values))
+        return _length_delimited(1, b"".join(parts))  # Example.features
+
+
+class RecordSpill:
+    """Serialized records kept in an unnamed temporary file, read back in any order."""
+
+    def __init__(self, directory=None):
+        self._file = tempfile.TemporaryFile(dir=directory)
+        self.offsets = array.array("q")
+        self.lengths = array.array("i")
+        self._end = 0
+
+    def append(self, record):
+        self._file.write(record)
+        self.offsets.append(self._end)
+        self.lengths.append(len(record))
+        self._end += len(record)
+
+    def __len__(self):
+        return len(self.offsets)
+
+    def read(self, index):
+        self._file.seek(self.offsets[index])
+        return self._file.read(self.lengths[index])
+
+    def finish_writing(self):
+        self._file.flush()
+
+    def close(self):
+        self._file.close()
+
+
+# --- The pipeline -------------------------------------------------------------------------
+
+def create_training_records(documents, vocab, encoder, rng, dupe_factor, max_seq_length, short_seq_prob,
+                            masked_lm_prob, max_predictions_per_seq, do_whole_word_mask,
+                            document_indexes=None, spill=None, progress=None):
+    """Creates every instance of `documents` (or of `document_indexes`) into a RecordSpill."""
+    spill = spill or RecordSpill()
+    if document_indexes is None:
+        document_indexes = range(len(documents))
+    for _ in range(dupe_factor):
+        for document_index in document_indexes:
+            for instance in create_instances_from_document(
+                    documents, document_index, max_seq_length, short_seq_prob, masked_lm_prob,
+                    max_predictions_per_seq, vocab, rng, do_whole_word_mask):
+                spill.append(encoder.encode(instance))
+            if progress:
+                progress(1)
+    spill.finish_writing()
+    return spill
+
+
+_WORKER_STATE = {}
+
+
+def _create_shard(shard_index):
+    """Worker: instances of every document whose index is shard_index mod num_workers."""
+    state = _WORKER_STATE
+    num_workers = state["num_workers"]
+    rng = random.Random(f"{state['random_seed']}:{shard_index}:{num_workers}")
+    spill = create_training_records(
+        state["documents"], state["vocab"], state["encoder"], rng, state["dupe_factor"],
+        state["max_seq_length"], state["short_seq_prob"], state["masked_lm_prob"],
+        state["max_predictions_per_seq"], state["do_whole_word_mask"],
+        document_indexes=range(shard_index, len(state["documents"]), num_workers))
+    # The spill's unnamed file does not survive the process: hand back a named copy.
+    fd, path = tempfile.mkstemp(prefix="pretraining-shard-")
+    with os.fdopen(fd, "wb") as out:
+        for index in range(len(spill)):
+            out.write(spill.read(index))
+    lengths = spill.lengths
+    spill.close()
+    return path, lengths
+
+
+class _Progress:
+    """A progress line on stderr (when it is a terminal) or in the log every few seconds."""
+
+    def __init__(self, what, total=None, interval=5.0):
+        self.what, self.total, self.interval = what, total, interval
+        self.done = 0
+        self.start = self.last = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, n):
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= (0.5 if self.tty else self.interval):
+            self.last = now
+            self._show(now)
+
+    def _show(self, now, final=False):
+        rate = self.done / max(now - self.start, 1e-9)
+        text = f"{self.what}: {self.done}"
+        if self.total:
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            text += f"/{self.total} ({100.0 * self.done / self.total:.0f}%), ETA {eta:.0f}s"
+        text += f", {rate:.0f}/s"
+        if self.tty:
+            sys.stderr.write("\r" + text + ("\n" if final else ""))
+            sys.stderr.flush()
+        else:
+            logging.info(text)
+
+    def close(self):
+        self._show(time.monotonic(), final=True)
+
+
+def write_records(records, output_files, encoder_log):
+    """Writes records (an iterable of bytes) round-robin to `output_files`, atomically.
+
+    Every file is written under a temporary name and renamed only when all of them
+    are complete, so an interrupted run leaves no partial output.
+    """
+    import tensorflow as tf
+    temp_names = [f"{path}.tmp-{os.getpid()}" for path in output_files]
+    writers = []
+    try:
+        for name in temp_names:
+            writers.append(tf.io.TFRecordWriter(name))
+        total = 0
+        for total, record in enumerate(records, 1):
+            writers[(total - 1) % len(writers)].write(record)
+            if total <= _LOGGED_EXAMPLES:
+                encoder_log(record)
+        for writer in writers:
+            writer.close()
+        for name, path in zip(temp_names, output_files):
+            tf.io.gfile.rename(name, path, overwrite=True)
+        return total
+    except BaseException:
+        for writer in writers:
+            writer.close()
+        for name in temp_names:
+            if tf.io.gfile.exists(name):
+                tf.io.gfile.remove(name)
+        raise
+
+
+def _example_logger(inv_vocab):
+    import tensorflow as tf
+
+    def log(record):
+        example = tf.train.Example.FromString(record)
+        feature = example.features.feature
+        ids = [i for i, m in zip(feature["input_ids"].int64_list.value, feature["input_mask"].int64_list.value) if m]
+        logging.info("*** Example ***")
+        logging.info("tokens: %s", " ".join(inv_vocab[i] for i in ids))
+        for name in ExampleEncoder._FEATURE_NAMES:
+            values = feature[name]
+            values = values.float_list.value if values.HasField("float_list") else values.int64_list.value
+            logging.info("%s: %s", name, " ".join(str(v) for v in values))
+    return log
+
+
+def check_flags(max_seq_length, max_predictions_per_seq, masked_lm_prob, short_seq_prob, dupe_factor,
+                num_workers):
+    if max_seq_length < 5:
+        raise ValueError(f"--max_seq_length={max_seq_length} is too small: [CLS] A [SEP] B [SEP] needs at least 5")
+    if max_predictions_per_seq < 1:
+        raise ValueError(f"--max_predictions_per_seq={max_predictions_per_seq} must be at least 1")
+    if not 0.0 <= masked_lm_prob <= 1.0:
+        raise ValueError(f"--masked_lm_prob={masked_lm_prob} must be between 0 and 1")
+    if not 0.0 <= short_seq_prob <= 1.0:
+        raise ValueError(f"--short_seq_prob={short_seq_prob} must be between 0 and 1")
+    if dupe_factor < 1:
+        raise ValueError(f"--dupe_factor={dupe_factor} must be at least 1")
+    if num_workers < 1:
+        raise ValueError(f"--num_workers={num_workers} must be at least 1")
+
+
+def create_pretraining_data(input_files, output_files, vocab_file, do_lower_case=True,
+                            do_whole_word_mask=False, max_seq_length=128, max_predictions_per_seq=20,
+                            random_seed=12345, dupe_factor=10, masked_lm_prob=0.15, short_seq_prob=0.1,
+                            num_workers=1):
+    """Reads `input_files`, writes the pretraining TFRecords; returns the instance count."""
+    check_flags(max_seq_length, max_predictions_per_seq, masked_lm_prob, short_seq_prob, dupe_factor,
+                num_workers)
+    tokenizer = tokenization.FullTokenizer(vocab_file=vocab_file, do_lower_case=do_lower_case)
+    vocab = PretrainingVocab(tokenizer.vocab)
+    encoder = ExampleEncoder(max_seq_length, max_predictions_per_seq, vocab.size)
+    for path in output_files:
+        directory = os.path.dirname(path)
+        if directory and "://" not in path and not os.path.isdir(directory):
+            raise ValueError(f"--output_file: directory {directory} does not exist")
+
+    pool = None
+    if num_workers > 1:
+        pool = multiprocessing.get_context("fork").Pool(
+            num_workers, initializer=_init_tokenizer_worker, initargs=(vocab_file, do_lower_case))
+    try:
+        reading = _Progress("lines read")
+        documents = read_documents(input_files, tokenizer, pool, reading)
+        reading.close()
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    if not documents:
+        raise ValueError(f"--input_file: {', '.join(input_files)} hold no text (one sentence per line, "
+                         f"blank lines between documents)")
+    rng = random.Random(random_seed)
+    rng.shuffle(documents)
+    logging.info("Read %d documents with %d segments", len(documents), sum(len(d) for d in documents))
+
+    creating = _Progress("documents processed", total=dupe_factor * len(documents))
+    if num_workers == 1:
+        spill = create_training_records(
+            documents, vocab, encoder, rng, dupe_factor, max_seq_length, short_seq_prob, masked_lm_prob,
+            max_predictions_per_seq, do_whole_word_mask, progress=creating)
+        creating.close()
+        order = list(range(len(spill)))
+        rng.shuffle(order)  # the original shuffles its instance list: same draws, same permutation
+        records = (spill.read(i) for i in order)
+        try:
+            total = write_records(records, output_files, _example_logger(tokenizer.inv_vocab))
+        finally:
+            spill.close()
+    else:
+        total = _create_with_workers(documents, vocab, encoder, random_seed, dupe_factor, max_seq_length,
+                                     short_seq_prob, masked_lm_prob, max_predictions_per_seq,
+                                     do_whole_word_mask, num_workers, output_files, tokenizer, creating)
+    logging.info("Wrote %d total instances", total)
+    if total == 0:
+        logging.warning("No instance was created: the documents are too short")
+    return total
+
+
+def _create_with_workers(documents, vocab, encoder, random_seed, dupe_factor, max_seq_length, short_seq_prob,
+                         masked_lm_prob, max_predictions_per_seq, do_whole_word_mask, num_workers,
+                         output_files, tokenizer, progress):
+    _WORKER_STATE.update(documents=documents, vocab=vocab, encoder=encoder, random_seed=random_seed,
+                         dupe_factor=dupe_factor, max_seq_length=max_seq_length, short_seq_prob=short_seq_prob,
+                         masked_lm_prob=masked_lm_prob, max_predictions_per_seq=max_predictions_per_seq,
+                         do_whole_word_mask=do_whole_word_mask, num_workers=num_workers)
+    with multiprocessing.get_context("fork").Pool(num_workers) as pool:
+        shards = pool.map(_create_shard, range(num_workers))
+    _WORKER_STATE.clear()
+    progress(progress.total)
+    progress.close()
+    files = []
+    try:
+        index = []  # (shard, offset, length) of every record
+        for shard, (path, lengths) in enumerate(shards):
+            files.append(open(path, "rb"))
+            offset = 0
+            for length in lengths:
+                index.append((shard, offset, length))
+                offset += length
+        random.Random(f"{random_seed}:merge").shuffle(index)
+
+        def records():
+            for shard, offset, length in index:
+                files[shard].seek(offset)
+                yield files[shard].read(length)
+
+        return write_records(records(), output_files, _example_logger(tokenizer.inv_vocab))
+    finally:
+        for f in files:
+            f.close()
+        for path, _ in shards:
+            os.remove(path)
+
+
+def main(_):
+    logging.set_verbosity(logging.INFO)
+    input_files = expand_input_files(FLAGS.input_file)
+    output_files = [path.strip() for path in FLAGS.output_file.split(",") if path.strip()]
+    logging.info("*** Reading from input files ***")
+    for input_file in input_files:
+        logging.info("  %s", input_file)
+    logging.info("*** Writing to output files ***")
+    for output_file in output_files:
+        logging.info("  %s", output_file)
+    create_pretraining_data(
+        input_files, output_files, FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case,
+        do_whole_word_mask=FLAGS.do_whole_word_mask, max_seq_length=FLAGS.max_seq_length,
+        max_predictions_per_seq=FLAGS.max_predictions_per_seq, random_seed=FLAGS.random_seed,
+        dupe_factor=FLAGS.dupe_factor, masked_lm_prob=FLAGS.masked_lm_prob,
+        short_seq_prob=FLAGS.short_seq_prob, num_workers=FLAGS.num_workers)
+
+
+def run():
+    """Entry point: a user's mistake ends with one line on stderr and exit code 1."""
+    flags.mark_flag_as_required("input_file")
+    flags.mark_flag_as_required("output_file")
+    flags.mark_flag_as_required("vocab_file")
+    try:
+        app.run(main)
+    except Exception as e:  # pylint: disable=broad-except
+        if not isinstance(e, (ValueError, OSError)) and not type(e).__module__.startswith("tensorflow"):
+            raise
+        sys.stderr.write(f"create_pretraining_data.py: error: {e}\n")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()

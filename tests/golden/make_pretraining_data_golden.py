@@ -1,0 +1,103 @@
+"""Makes the create_pretraining_data golden files with the ORIGINAL code (run once, by hand).
+
+Not part of the project or its tests: it loads the original google-research/bert
+create_pretraining_data.py (PyPI bert-tensorflow 1.0.4, TF1 code) through
+tf.compat.v1, which is allowed here and nowhere else, and runs it on the fixture
+inputs beside this file. The tests compare our output with these records.
+
+    pip download --no-deps bert-tensorflow==1.0.4 -d /tmp/bert_orig
+    (cd /tmp/bert_orig && unzip -o -q bert_tensorflow-1.0.4-py2.py3-none-any.whl)
+    .venv/bin/python tests/golden/make_pretraining_data_golden.py /tmp/bert_orig
+
+bert-tensorflow 1.0.4 predates whole-word masking, so for scenario `wwm` its
+masking function is replaced by one that follows the HEAD behaviour documented in
+shared/REFERENCE.md section 5.3 (candidates grouped by `##` pieces, a word skipped
+when it would overflow the budget); everything else in that run is the original's.
+"""
+
+import collections
+import importlib.util
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+SCENARIOS = {
+    "plain": dict(max_seq_length=128, max_predictions_per_seq=20, dupe_factor=2, random_seed=12345,
+                  masked_lm_prob=0.15, short_seq_prob=0.1, do_lower_case=True, outputs=1),
+    "short_cased": dict(max_seq_length=48, max_predictions_per_seq=6, dupe_factor=2, random_seed=7,
+                        masked_lm_prob=0.2, short_seq_prob=0.3, do_lower_case=False, outputs=2),
+    "wwm": dict(max_seq_length=64, max_predictions_per_seq=10, dupe_factor=2, random_seed=99,
+                masked_lm_prob=0.15, short_seq_prob=0.1, do_lower_case=True, outputs=1),
+}
+INPUTS = ["pretraining_input_1.txt", "pretraining_input_2.txt"]
+
+
+def wwm_masking(orig_module):
+    """HEAD's whole-word masking, per REFERENCE.md 5.3, bound to the original module's types."""
+
+    def create_masked_lm_predictions(tokens, masked_lm_prob, max_predictions_per_seq, vocab_words, rng):
+        cand_indexes = []
+        for i, token in enumerate(tokens):
+            if token in ("[CLS]", "[SEP]"):
+                continue
+            if cand_indexes and token.startswith("##"):
+                cand_indexes[-1].append(i)
+            else:
+                cand_indexes.append([i])
+        rng.shuffle(cand_indexes)
+        output_tokens = list(tokens)
+        num_to_predict = min(max_predictions_per_seq, max(1, int(round(len(tokens) * masked_lm_prob))))
+        chosen, covered = [], set()
+        for index_set in cand_indexes:
+            if len(chosen) >= num_to_predict:
+                break
+            if len(chosen) + len(index_set) > num_to_predict:
+                continue
+            if any(i in covered for i in index_set):
+                continue
+            for i in index_set:
+                covered.add(i)
+                if rng.random() < 0.8:
+                    output_tokens[i] = "[MASK]"
+                elif rng.random() < 0.5:
+                    output_tokens[i] = tokens[i]
+                else:
+                    output_tokens[i] = vocab_words[rng.randint(0, len(vocab_words) - 1)]
+                chosen.append(orig_module.MaskedLmInstance(index=i, label=tokens[i]))
+        chosen.sort(key=lambda x: x.index)
+        return output_tokens, [p.index for p in chosen], [p.label for p in chosen]
+
+    return create_masked_lm_predictions
+
+
+def main(orig_dir):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.path.insert(0, orig_dir)
+    import bert.tokenization as orig_tokenization
+    orig_tokenization.preserve_token = lambda token, vocab: False  # 1.0.4's extra flag, off
+    spec = importlib.util.spec_from_file_location("orig_cpd", os.path.join(orig_dir, "bert", "create_pretraining_data.py"))
+    orig = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(orig)
+    original_masking = orig.create_masked_lm_predictions
+    sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+    from tests import helpers
+    import random
+
+    vocab_file = helpers.real_vocab_file()
+    inputs = [os.path.join(HERE, name) for name in INPUTS]
+    for name, s in SCENARIOS.items():
+        orig.create_masked_lm_predictions = wwm_masking(orig) if name == "wwm" else original_masking
+        tokenizer = orig_tokenization.FullTokenizer(vocab_file=vocab_file, do_lower_case=s["do_lower_case"])
+        rng = random.Random(s["random_seed"])
+        instances = orig.create_training_instances(
+            inputs, tokenizer, s["max_seq_length"], s["dupe_factor"], s["short_seq_prob"], s["masked_lm_prob"],
+            s["max_predictions_per_seq"], rng)
+        outputs = [os.path.join(HERE, f"pretraining_{name}_{k}.tfrecord") for k in range(s["outputs"])]
+        orig.write_instance_to_example_files(instances, tokenizer, s["max_seq_length"],
+                                             s["max_predictions_per_seq"], outputs)
+        print(name, len(instances), "instances ->", ", ".join(os.path.basename(o) for o in outputs))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "/tmp/bert_orig")
