@@ -387,3 +387,436 @@ def _is_punctuation(char):
 def _is_chinese_char(cp):
     """Whether code point `cp` lies in one of the CJK ideograph ranges."""
     return any(lo <= cp <= hi for lo, hi in CJK_RANGES)
+
+
+# ---------------------------------------------------------------------------
+# In-graph tokenization: the same ids as FullTokenizer, as TensorFlow ops.
+#
+# TensorFlow and tensorflow-text are imported on first use of `InGraphTokenizer`
+# (through the module-level __getattr__ below), so `import tokenization` stays light.
+# ---------------------------------------------------------------------------
+
+# Bits of the per-code-point table of the in-graph tokenizer (one int32 per code point).
+_DROP = 1 << 0             # removed by _clean_text (NUL, U+FFFD, Cc/Cf but \t\n\r)
+_SPACE = 1 << 1            # str.split() separator: \t\n\r, Zs, U+2028, U+2029, ...
+_CJK = 1 << 2              # a CJK ideograph: a word of its own
+_PUNCTUATION = 1 << 3      # a token of its own (judged after lower-casing)
+_CASE_IGNORABLE = 1 << 4   # skipped by str.lower()'s final-sigma context rule
+_CASED = 1 << 5            # a cased letter for that rule (and not case-ignorable)
+_REORDER = 1 << 6          # its lower-cased NFD holds a non-Mn mark with ccc > 0
+_LOWER_CHANGES = 1 << 7    # lower() + NFD + Mn removal changes this code point
+_MAPPING_LENGTH_SHIFT = 8  # bits 8-9: length of that replacement (0 to 3 code points)
+_MAPPING_OFFSET_SHIFT = 10  # bits 10-30: where it starts in the replacement array
+
+_CAPITAL_SIGMA, _SMALL_SIGMA, _FINAL_SIGMA = 0x3A3, 0x3C3, 0x3C2
+
+
+class _InGraphTables:
+    """The original's character rules as arrays, for one casing.
+
+    `code_points[cp]` (int32 [0x110000]) holds the flag bits above and, in the
+    uncased tables, where the replacement of `cp` under `lower()` + NFD + removal of
+    Mn marks lies in `replacements` (int32 [R]). `full_mappings` (cp -> tuple of code
+    points, before Mn removal) and `combining` (cp -> canonical combining class * 2
+    + is_Mn) serve the rare batches that need NFD's canonical reordering.
+    """
+
+    def __init__(self, do_lower_case):
+        import numpy as np
+
+        tables = _char_tables()
+        size = sys.maxunicode + 1
+        code_points = np.zeros(size, np.int64)
+        for cp, replacement in tables.clean_table.items():
+            if replacement is None:
+                code_points[cp] |= _DROP
+        # Python's str.split() also splits on U+2028/U+2029, which _clean_text keeps.
+        spaces = [cp for cp in range(size) if chr(cp).isspace()]
+        code_points[spaces] |= _SPACE
+        for lo, hi in CJK_RANGES:
+            code_points[lo:hi + 1] |= _CJK
+        code_points[tables.punctuation_codepoints] |= _PUNCTUATION
+        self.replacements = np.zeros(0, np.int32)
+        self.full_mappings = {}
+        self.combining = {}
+        if do_lower_case:
+            self._add_lower_casing(code_points, tables)
+        self.code_points = code_points.astype(np.int32)
+
+    def _add_lower_casing(self, code_points, tables):
+        import numpy as np
+
+        category = unicodedata.category
+        normalize = unicodedata.normalize
+        combining = unicodedata.combining
+        non_mn_marks = set()
+        for cp in range(sys.maxunicode + 1):
+            char = chr(cp)
+            ccc = combining(char)
+            is_mn = category(char) == "Mn"
+            if ccc or is_mn:
+                self.combining[cp] = ccc * 2 + int(is_mn)
+            if ccc and not is_mn:
+                non_mn_marks.add(cp)
+        replacements = []
+        sigma = "\u03a3"
+        for cp in range(sys.maxunicode + 1):
+            char = chr(cp)
+            # str.lower() maps U+03A3 to final sigma when a cased letter comes before it
+            # (case-ignorable characters skipped) and none after. Ask lower() itself
+            # which side of that rule each character falls on.
+            if (char + sigma).lower()[-1] == "\u03c2":
+                code_points[cp] |= _CASED
+            elif ("A" + char + sigma).lower()[-1] == "\u03c2":
+                code_points[cp] |= _CASE_IGNORABLE
+            lowered = char.lower()
+            decomposed = normalize("NFD", lowered)
+            if decomposed != char:
+                self.full_mappings[cp] = tuple(ord(c) for c in decomposed)
+                if any(ord(c) in non_mn_marks for c in decomposed):
+                    code_points[cp] |= _REORDER
+            stripped = decomposed.translate(tables.strip_accents_table)
+            if stripped != char:
+                code_points[cp] |= (_LOWER_CHANGES | len(stripped) << _MAPPING_LENGTH_SHIFT
+                                    | len(replacements) << _MAPPING_OFFSET_SHIFT)
+                replacements.extend(ord(c) for c in stripped)
+        self.replacements = np.array(replacements, np.int32)
+        # The sigma rule in the graph scans whole lines: it relies on separators and
+        # CJK ideographs (word boundaries in the original) stopping the scan.
+        boundaries = code_points & (_SPACE | _CJK) != 0
+        if np.any(code_points[boundaries] & (_CASED | _CASE_IGNORABLE)):
+            raise ValueError("this Python's Unicode data has a cased or case-ignorable separator or CJK character")
+        if len(replacements) >= 1 << (31 - _MAPPING_OFFSET_SHIFT):
+            raise ValueError("too many lower-casing replacements for the in-graph table")
+
+
+_IN_GRAPH_TABLES = {}
+
+
+def _in_graph_tables(do_lower_case):
+    """`_InGraphTables` for `do_lower_case`, built once per process (about 2 s)."""
+    if do_lower_case not in _IN_GRAPH_TABLES:
+        _IN_GRAPH_TABLES[do_lower_case] = _InGraphTables(do_lower_case)
+    return _IN_GRAPH_TABLES[do_lower_case]
+
+
+def _define_in_graph_tokenizer():
+    """Defines `InGraphTokenizer`; called on its first use so TensorFlow loads late."""
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_text as tf_text
+
+    def shifted_right(values, first):
+        """values[i - 1] at position i, `first` at position 0 (1-D)."""
+        return tf.concat([tf.fill([1], first), values[:-1]], axis=0)
+
+    def expand(lengths):
+        """For each output position, the index of its input and its rank among that
+        input's outputs, when input i becomes lengths[i] outputs (all 1-D int32)."""
+        source = tf.repeat(tf.range(tf.size(lengths)), lengths)
+        starts = tf.cumsum(lengths, exclusive=True)
+        within = tf.range(tf.size(source)) - tf.gather(starts, source)
+        return source, within
+
+    def sorted_lookup(keys, values, queries, default):
+        """values[j] where keys[j] == query (keys sorted, int32 1-D), else `default`."""
+        index = tf.minimum(tf.searchsorted(keys, queries), tf.size(keys) - 1)
+        found = tf.gather(keys, index) == queries
+        return tf.where(found, tf.gather(values, index), default), found
+
+    class InGraphTokenizer(tf.Module):
+        """FullTokenizer as TensorFlow ops: same ids, inside tf.function and SavedModels.
+
+        `tokenize(text)` maps a batch of strings (tf.string [B]) to the ids of
+        `FullTokenizer.convert_tokens_to_ids(FullTokenizer.tokenize(line))` for each
+        line: a tf.RaggedTensor int64 [B, (T)]. `pack_inputs(text_a, text_b,
+        max_seq_length)` builds the classifier's `[CLS] A [SEP] (B [SEP])` inputs.
+
+        The original's rules run on code points with core TensorFlow ops, from tables
+        computed by this Python's `unicodedata` (the original's source of truth):
+        invalid UTF-8 bytes vanish as in `bytes.decode("utf-8", "ignore")`; control
+        characters are dropped; whitespace (including U+2028/U+2029, where Python's
+        str.split() also splits) separates words; each CJK ideograph is a word; with
+        `do_lower_case` each code point becomes `_run_strip_accents(chr(cp).lower())`,
+        with str.lower()'s final-sigma rule (U+03A3 -> U+03C2 at the end of a word)
+        done by a context scan, and NFD's canonical reordering of combining marks
+        done, in the batches that need it, by a stable sort of each run of marks;
+        every punctuation code point of the result is a token; words of more than
+        `max_input_chars_per_word` code points become [UNK]. Only WordPiece itself
+        comes from tensorflow-text: `FastWordpieceTokenizer` (op
+        FastWordpieceTokenizeWithOffsets) with pre-tokenization off. Its normalizer
+        is not used: it case-folds with NFKC and another Unicode version.
+
+        One difference remains, by construction: the tables follow the Unicode
+        version of the Python that built them, so a SavedModel keeps the rules of
+        the Python that exported it.
+
+        Example:
+            >>> tokenizer = InGraphTokenizer("vocab.txt", do_lower_case=True)
+            >>> tokenizer.tokenize(tf.constant(["UNwant\\u00E9d,running"])).to_list()
+            [[id("un"), id("##want"), id("##ed"), id(","), id("runn"), id("##ing")]]
+        """
+
+        def __init__(self, vocab_file, do_lower_case=True, max_input_chars_per_word=200, name=None):
+            super().__init__(name=name)
+            if max_input_chars_per_word < 1:
+                raise ValueError(f"max_input_chars_per_word must be at least 1, got {max_input_chars_per_word}")
+            vocab = load_vocab(vocab_file)
+            missing = [token for token in _SPECIAL_TOKENS if token not in vocab]
+            if missing:
+                raise ValueError(
+                    f"vocab file {vocab_file} lacks {', '.join(missing)}: a BERT vocab needs "
+                    f"{', '.join(_SPECIAL_TOKENS)}")
+            self.do_lower_case = bool(do_lower_case)
+            self.max_input_chars_per_word = int(max_input_chars_per_word)
+            self.vocab_size = len(vocab)
+            self.cls_id = vocab["[CLS]"]
+            self.sep_id = vocab["[SEP]"]
+            self.unk_id = vocab["[UNK]"]
+
+            tables = _in_graph_tables(self.do_lower_case)
+            self._code_points = tf.constant(tables.code_points)    # [0x110000] flag bits
+            self._replacements = tf.constant(tables.replacements)  # [R] code points
+            # Sorted (code point, value) pairs for the batches that need canonical
+            # reordering: the lower-cased NFD before Mn removal, and combining classes.
+            full_keys = sorted(tables.full_mappings) or [-1]
+            full_values, full_spans = [], []
+            for cp in full_keys:
+                mapped = tables.full_mappings.get(cp, ())
+                full_spans.append(len(full_values) << 3 | len(mapped))
+                full_values.extend(mapped)
+            self._full_keys = tf.constant(full_keys, tf.int32)
+            self._full_spans = tf.constant(full_spans, tf.int32)
+            self._full_values = tf.constant(full_values or [0], tf.int32)
+            combining_keys = sorted(tables.combining) or [-1]
+            self._combining_keys = tf.constant(combining_keys, tf.int32)
+            self._combining_values = tf.constant([tables.combining.get(cp, 0) for cp in combining_keys], tf.int32)
+
+            # A blank vocab line is a token no word can match; tensorflow-text rejects
+            # empty tokens, so it gets a name that holds a space (words never do).
+            tokens = [token or f" [blank line {index}]" for index, token in enumerate(vocab)]
+            self._wordpiece = tf_text.FastWordpieceTokenizer(
+                vocab=tokens,
+                suffix_indicator="##",
+                # Words over max_input_chars_per_word never get here (they become
+                # "[UNK]" first), so the byte limit must never cut in before.
+                max_bytes_per_word=4 * self.max_input_chars_per_word + 8,
+                token_out_type=tf.int64,
+                unknown_token="[UNK]",
+                no_pretokenization=True,
+                support_detokenization=False)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+        def tokenize(self, text):
+            """WordPiece ids of each line of `text` (tf.string [B]): int64 RaggedTensor [B, (T)]."""
+            return self._tokenize(text)
+
+        def pack_inputs(self, text_a, text_b=None, max_seq_length=128):
+            """Classifier inputs for one or two segments, as `convert_single_example`.
+
+            `[CLS] A [SEP]`, or `[CLS] A [SEP] B [SEP]` where B has tokens. A pair too
+            long for `max_seq_length` loses the last token of the longer segment until
+            it fits (B on a tie); a single segment keeps its first max_seq_length - 2
+            tokens.
+
+            Args:
+                text_a: tf.string [B].
+                text_b: tf.string [B] or None.
+                max_seq_length: Python int S, at least 3.
+
+            Returns:
+                dict of int32 [B, S]: `input_ids` (0-padded), `input_mask` (1 on real
+                tokens), `segment_ids` (0 for [CLS] A [SEP], 1 for B [SEP]).
+            """
+            if max_seq_length < 3:
+                raise ValueError(f"max_seq_length must be at least 3, got {max_seq_length}")
+            tokens_a = self.tokenize(tf.convert_to_tensor(text_a, tf.string))  # [B, (A)]
+            length_a = tokens_a.row_lengths()
+            if text_b is None:
+                tokens_b = tf.RaggedTensor.from_row_lengths(
+                    tf.zeros([0], tf.int64), tf.zeros_like(length_a))
+            else:
+                tokens_b = self.tokenize(tf.convert_to_tensor(text_b, tf.string))  # [B, (B)]
+            length_b = tokens_b.row_lengths()
+            keep_a, keep_b = _truncated_lengths(length_a, length_b, max_seq_length)
+            tokens_a = tf.ragged.boolean_mask(tokens_a, tf.ragged.range(length_a) < keep_a[:, None])
+            tokens_b = tf.ragged.boolean_mask(tokens_b, tf.ragged.range(length_b) < keep_b[:, None])
+            has_b = tf.cast(keep_b > 0, tf.int64)
+            batch_size = tf.size(length_a, out_type=tf.int64)
+
+            def column(value, lengths=None):
+                lengths = tf.ones([batch_size], tf.int64) if lengths is None else lengths
+                return tf.RaggedTensor.from_row_lengths(tf.fill([tf.reduce_sum(lengths)], value), lengths)
+
+            one = tf.constant(1, tf.int64)
+            zero = tf.constant(0, tf.int64)
+            input_ids = tf.concat([column(tf.constant(self.cls_id, tf.int64)), tokens_a,
+                                   column(tf.constant(self.sep_id, tf.int64)), tokens_b,
+                                   column(tf.constant(self.sep_id, tf.int64), has_b)], axis=1)
+            segment_ids = tf.concat([column(zero), tf.zeros_like(tokens_a), column(zero),
+                                     tf.ones_like(tokens_b), column(one, has_b)], axis=1)
+            shape = [None, max_seq_length]
+            return {
+                "input_ids": tf.cast(input_ids.to_tensor(0, shape=shape), tf.int32),
+                "input_mask": tf.cast(tf.ones_like(input_ids).to_tensor(0, shape=shape), tf.int32),
+                "segment_ids": tf.cast(segment_ids.to_tensor(0, shape=shape), tf.int32),
+            }
+
+        # --- the steps of tokenize -------------------------------------------------
+
+        def _tokenize(self, text):
+            code_points = tf.strings.unicode_decode(text, "UTF-8", errors="ignore")  # [B, (C)]
+            batch_size = code_points.nrows()
+            values = code_points.values                   # [C] int32
+            rows = code_points.value_rowids()             # [C] int64
+            flags = tf.gather(self._code_points, values)  # [C]
+            kept = tf.bitwise.bitwise_and(flags, _DROP) == 0
+            values = tf.boolean_mask(values, kept)
+            rows = tf.boolean_mask(rows, kept)
+            flags = tf.boolean_mask(flags, kept)
+            if self.do_lower_case:
+                values, flags = self._apply_final_sigma(values, rows, flags)
+                needs_reordering = tf.reduce_any(tf.bitwise.bitwise_and(flags, _REORDER) != 0)
+                values, source = tf.cond(
+                    needs_reordering,
+                    lambda: self._lower_case_with_reordering(values, rows),
+                    lambda: self._lower_case(values, flags))
+                rows = tf.gather(rows, source)
+                flags = tf.gather(flags, source)
+            words, word_rows = self._split_words(values, rows, flags)  # [W, (C)], [W]
+            too_long = words.row_lengths() > self.max_input_chars_per_word
+            word_strings = tf.strings.unicode_encode(words, "UTF-8")  # [W]
+            # "[UNK]" is in the vocab, so WordPiece turns it into exactly the [UNK] id.
+            word_strings = tf.where(too_long, "[UNK]", word_strings)
+            pieces = self._wordpiece.tokenize(word_strings)  # [W, (P)] int64
+            words_per_line = tf.math.unsorted_segment_sum(
+                tf.ones_like(word_rows), word_rows, batch_size)
+            return tf.RaggedTensor.from_row_lengths(pieces, words_per_line).merge_dims(1, 2)
+
+        def _apply_final_sigma(self, values, rows, flags):
+            """str.lower()'s context rule: U+03A3 becomes U+03C2 (final sigma) when a
+            cased letter precedes it and none follows, case-ignorable ones skipped.
+
+            Separators and CJK ideographs are neither cased nor case-ignorable, so a
+            scan over the whole line stops at word ends as lower() on a word does.
+            """
+            is_sigma = values == _CAPITAL_SIGMA
+
+            def apply():
+                anchors = tf.where(tf.bitwise.bitwise_and(flags, _CASE_IGNORABLE) == 0)[:, 0]  # [N] int64
+                sigmas = tf.where(is_sigma)[:, 0]  # [G] int64, a subset of anchors
+                rank = tf.searchsorted(anchors, sigmas, out_type=tf.int64)
+                count = tf.size(anchors, out_type=tf.int64)
+                before = tf.gather(anchors, tf.maximum(rank - 1, 0))
+                after = tf.gather(anchors, tf.minimum(rank + 1, count - 1))
+                sigma_rows = tf.gather(rows, sigmas)
+
+                def cased(positions):
+                    return tf.bitwise.bitwise_and(tf.gather(flags, positions), _CASED) != 0
+
+                cased_before = (rank > 0) & (tf.gather(rows, before) == sigma_rows) & cased(before)
+                cased_after = (rank + 1 < count) & (tf.gather(rows, after) == sigma_rows) & cased(after)
+                final = cased_before & ~cased_after
+                indices = tf.boolean_mask(sigmas, final)[:, None]
+                updates = tf.fill([tf.shape(indices)[0]], _FINAL_SIGMA)
+                new_values = tf.tensor_scatter_nd_update(values, indices, updates)
+                new_flags = tf.tensor_scatter_nd_update(
+                    flags, indices, tf.gather(self._code_points, updates))
+                return new_values, new_flags
+
+            return tf.cond(tf.reduce_any(is_sigma), apply, lambda: (values, flags))
+
+        def _lower_case(self, values, flags):
+            """Each code point -> its lower-cased, accent-stripped code points (0 to 3).
+
+            Returns the new code points [M] and, for each, the index of its source.
+            """
+            changes = tf.bitwise.bitwise_and(flags, _LOWER_CHANGES) != 0
+            lengths = tf.where(
+                changes, tf.bitwise.bitwise_and(tf.bitwise.right_shift(flags, _MAPPING_LENGTH_SHIFT), 3), 1)
+            source, within = expand(lengths)
+            source_changes = tf.gather(changes, source)
+            offsets = tf.where(
+                source_changes, tf.bitwise.right_shift(tf.gather(flags, source), _MAPPING_OFFSET_SHIFT) + within, 0)
+            new_values = tf.where(
+                source_changes, tf.gather(self._replacements, offsets), tf.gather(values, source))
+            return new_values, source
+
+        def _lower_case_with_reordering(self, values, rows):
+            """As _lower_case, with NFD's canonical reordering before the Mn marks go.
+
+            NFD sorts each run of combining marks (canonical combining class > 0) by
+            class; once the Mn marks are dropped that shows only where a run holds two
+            non-Mn marks (Mc viramas, Hangul tone marks, musical stems) out of order.
+            """
+            spans, found = sorted_lookup(self._full_keys, self._full_spans, values, 0)
+            lengths = tf.where(found, tf.bitwise.bitwise_and(spans, 7), 1)
+            source, within = expand(lengths)
+            offsets = tf.where(tf.gather(found, source),
+                               tf.bitwise.right_shift(tf.gather(spans, source), 3) + within, -1)
+            decomposed = tf.where(offsets >= 0, tf.gather(self._full_values, tf.maximum(offsets, 0)),
+                                  tf.gather(values, source))
+            combining, _ = sorted_lookup(self._combining_keys, self._combining_values, decomposed, 0)
+            ccc = tf.cast(tf.bitwise.right_shift(combining, 1), tf.int64)
+            is_mn = tf.bitwise.bitwise_and(combining, 1) != 0
+            source_rows = tf.gather(rows, source)
+            position = tf.range(tf.size(decomposed, out_type=tf.int64))
+            run_start = (ccc > 0) & ((shifted_right(ccc, tf.constant(0, tf.int64)) == 0)
+                                     | (shifted_right(source_rows, tf.constant(-1, tf.int64)) != source_rows))
+            # Each mark sorts with the first mark of its run; other code points stay put.
+            anchor_marks = (ccc == 0) | run_start
+            anchors = tf.gather(tf.where(anchor_marks)[:, 0], tf.cumsum(tf.cast(anchor_marks, tf.int64)) - 1)
+            size = tf.size(decomposed, out_type=tf.int64)
+            order = tf.argsort((anchors * 256 + ccc) * size + position)
+            decomposed = tf.gather(decomposed, order)
+            source = tf.gather(source, order)
+            kept = ~tf.gather(is_mn, order)
+            return tf.boolean_mask(decomposed, kept), tf.boolean_mask(source, kept)
+
+        def _split_words(self, values, rows, source_flags):
+            """Words after punctuation splitting and whitespace splitting.
+
+            Args:
+                values: int32 [M], code points after lower-casing (if any).
+                rows: int64 [M], the line of each.
+                source_flags: int32 [M], table bits of the code point each came from
+                    (CJK ideographs were made words before lower-casing).
+
+            Returns:
+                words: int32 RaggedTensor [W, (C)] of code points; word_rows: int64 [W].
+            """
+            flags = tf.gather(self._code_points, values)
+            separator = tf.bitwise.bitwise_and(flags, _SPACE) != 0
+            alone = ((tf.bitwise.bitwise_and(flags, _PUNCTUATION) != 0)
+                     | (tf.bitwise.bitwise_and(source_flags, _CJK) != 0))
+            line_start = shifted_right(rows, tf.constant(-1, tf.int64)) != rows
+            starts = ~separator & (line_start | shifted_right(separator, True) | alone
+                                   | shifted_right(alone, False))
+            word_rows = tf.boolean_mask(rows, starts)
+            kept = ~separator
+            starts = tf.boolean_mask(starts, kept)
+            words = tf.RaggedTensor.from_row_starts(tf.boolean_mask(values, kept), tf.where(starts)[:, 0])
+            return words, word_rows
+
+    def _truncated_lengths(length_a, length_b, max_seq_length):
+        """How many tokens of A and of B stay (int64 [B] each), as the classifier's
+        loop that pops the last token of the longer list (B on a tie)."""
+        budget = tf.constant(max_seq_length - 3, tf.int64)
+        pair = length_b > 0
+        fits = length_a + length_b <= budget
+        pair_a = tf.minimum(length_a, tf.maximum(budget - length_b, (budget + 1) // 2))
+        pair_b = tf.minimum(length_b, tf.maximum(budget - length_a, budget // 2))
+        keep_a = tf.where(pair, tf.where(fits, length_a, pair_a), tf.minimum(length_a, max_seq_length - 2))
+        keep_b = tf.where(pair, tf.where(fits, length_b, pair_b), 0)
+        return keep_a, keep_b
+
+    InGraphTokenizer.__module__ = __name__
+    return InGraphTokenizer
+
+
+def __getattr__(name):
+    # PEP 562: `InGraphTokenizer` is built, with its TensorFlow imports, on first access.
+    if name == "InGraphTokenizer":
+        globals()[name] = _define_in_graph_tokenizer()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
