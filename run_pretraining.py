@@ -1,0 +1,159 @@
+"""Masked-LM and next-sentence pretraining (and its evaluation), as the original script.
+
+Reads the TFRecords of create_pretraining_data.py (the original's or ours), trains
+BERT with the MLM + NSP heads and writes checkpoints in the original names to
+`output_dir`; with --do_eval writes `eval_results.txt`. Running the same command again
+after an interruption resumes from the latest checkpoint in `output_dir`.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import modeling  # noqa: E402
+import training  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("bert_config_file", None,
+                    "The config json file corresponding to the pre-trained BERT model.")
+flags.DEFINE_string("input_file", None, "Input TF example files (can be a glob or comma separated).")
+flags.DEFINE_string("output_dir", None, "The output directory where the model checkpoints will be written.")
+flags.DEFINE_string("init_checkpoint", None, "Initial checkpoint (usually from a pre-trained BERT model).")
+flags.DEFINE_integer("max_seq_length", 128,
+                     "The maximum total input sequence length after WordPiece tokenization. Must match the data.")
+flags.DEFINE_integer("max_predictions_per_seq", 20,
+                     "Maximum number of masked LM predictions per sequence. Must match the data.")
+flags.DEFINE_bool("do_train", False, "Whether to run training.")
+flags.DEFINE_bool("do_eval", False, "Whether to run eval on the dev set.")
+flags.DEFINE_integer("train_batch_size", 32, "Total batch size for training.")
+flags.DEFINE_integer("eval_batch_size", 8, "Total batch size for eval.")
+flags.DEFINE_float("learning_rate", 5e-5, "The initial learning rate for Adam.")
+flags.DEFINE_integer("num_train_steps", 100000, "Number of training steps.")
+flags.DEFINE_integer("num_warmup_steps", 10000, "Number of warmup steps.")
+flags.DEFINE_integer("max_eval_steps", 100, "Maximum number of eval steps.")
+training.define_tpu_flags(flags)
+training.define_engine_flags(flags)
+
+
+def pretraining_features(max_seq_length, max_predictions_per_seq):
+    """The TFRecord schema of create_pretraining_data.py."""
+    return {
+        "input_ids": tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        "input_mask": tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        "segment_ids": tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        "masked_lm_positions": tf.io.FixedLenFeature([max_predictions_per_seq], tf.int64),
+        "masked_lm_ids": tf.io.FixedLenFeature([max_predictions_per_seq], tf.int64),
+        "masked_lm_weights": tf.io.FixedLenFeature([max_predictions_per_seq], tf.float32),
+        "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64),
+    }
+
+
+class PretrainingModel(keras.layers.Layer):
+    """BERT with the masked-LM (`cls/predictions`) and next-sentence (`cls/seq_relationship`) heads."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(name="pretraining", **kwargs)
+        self.bert = modeling.BertModel(config)
+        self.masked_lm = modeling.MaskedLMHead(config, self.bert.embedding_table)
+        self.next_sentence = modeling.NextSentenceHead(config)
+
+    def call(self, features, training=False):
+        """Returns (masked-LM logits [B, P, V], next-sentence logits [B, 2])."""
+        outputs = self.bert(features["input_ids"], input_mask=features["input_mask"],
+                            token_type_ids=features["segment_ids"], training=training)
+        mlm_logits = self.masked_lm(outputs["sequence_output"], features["masked_lm_positions"])
+        nsp_logits = self.next_sentence(outputs["pooled_output"])
+        return mlm_logits, nsp_logits
+
+
+def pretraining_losses(model, features, training):
+    """(total loss, MLM loss, per-prediction MLM loss, MLM log-probs, NSP per-example loss, NSP log-probs)."""
+    mlm_logits, nsp_logits = model(features, training=training)
+    mlm_loss, mlm_per_example, mlm_log_probs = modeling.masked_lm_loss(
+        mlm_logits, features["masked_lm_ids"], features["masked_lm_weights"])
+    nsp_loss, nsp_per_example, nsp_log_probs = modeling.next_sentence_loss(
+        nsp_logits, features["next_sentence_labels"])
+    return mlm_loss + nsp_loss, mlm_per_example, mlm_log_probs, nsp_per_example, nsp_log_probs
+
+
+def pretraining_loss(model, features, training):
+    return pretraining_losses(model, features, training)[0]
+
+
+def pretraining_metrics(model, features):
+    """The original's eval metrics as (weighted sum, weight) pairs."""
+    total_loss, mlm_per_example, mlm_log_probs, nsp_per_example, nsp_log_probs = pretraining_losses(
+        model, features, training=False)
+    weights = tf.cast(features["masked_lm_weights"], tf.float32)
+    mlm_correct = tf.cast(tf.equal(tf.argmax(mlm_log_probs, -1, output_type=tf.int32),
+                                   features["masked_lm_ids"]), tf.float32)
+    nsp_labels = tf.reshape(features["next_sentence_labels"], [-1])
+    nsp_correct = tf.cast(tf.equal(tf.argmax(nsp_log_probs, -1, output_type=tf.int32), nsp_labels), tf.float32)
+    count = tf.cast(tf.size(nsp_labels), tf.float32)
+    return {
+        "masked_lm_accuracy": (tf.reduce_sum(mlm_correct * weights), tf.reduce_sum(weights)),
+        "masked_lm_loss": (tf.reduce_sum(mlm_per_example * weights), tf.reduce_sum(weights)),
+        "next_sentence_accuracy": (tf.reduce_sum(nsp_correct), count),
+        "next_sentence_loss": (tf.reduce_sum(nsp_per_example), count),
+        # Estimator's "loss": the mean over batches of each batch's total loss.
+        "loss": (total_loss, tf.constant(1.0)),
+    }
+
+
+def main(_):
+    logging.set_verbosity(logging.INFO)
+    if not FLAGS.do_train and not FLAGS.do_eval:
+        raise ValueError("At least one of `do_train` or `do_eval` must be True.")
+    engine = training.EngineConfig.from_flags(FLAGS)
+    bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
+    modeling.check_max_seq_length(bert_config, FLAGS.max_seq_length)
+    training.ensure_output_dir(FLAGS.output_dir)
+    input_files = training.expand_files(FLAGS.input_file)
+    logging.info("*** Input Files ***")
+    for input_file in input_files:
+        logging.info("  %s", input_file)
+
+    if engine.seed is not None:
+        keras.utils.set_random_seed(engine.seed)
+    training.configure_precision(engine.precision)
+    strategy = training.make_strategy(engine)
+    with strategy.scope():
+        model = PretrainingModel(bert_config)
+    name_to_features = pretraining_features(FLAGS.max_seq_length, FLAGS.max_predictions_per_seq)
+    data_seed = engine.seed if engine.seed is not None else 12345
+
+    if FLAGS.do_train:
+        def dataset_fn(input_context, batch_size, skip_examples):
+            return training.training_dataset(input_files, name_to_features, batch_size, data_seed,
+                                             skip_examples=skip_examples, input_context=input_context)
+        training.train(strategy, engine, model, pretraining_loss, dataset_fn, FLAGS.output_dir,
+                       FLAGS.num_train_steps, FLAGS.num_warmup_steps, FLAGS.learning_rate, FLAGS.train_batch_size,
+                       init_checkpoint=FLAGS.init_checkpoint)
+
+    if FLAGS.do_eval:
+        if not FLAGS.do_train:
+            training.restore_or_initialize(model, None, FLAGS.output_dir, FLAGS.init_checkpoint)
+        latest = training.latest_training_checkpoint(FLAGS.output_dir)
+        global_step = int(tf.train.load_checkpoint(latest).get_tensor("global_step")) if latest else 0
+        if not FLAGS.do_train and latest is None and not FLAGS.init_checkpoint:
+            logging.warning("Evaluating a randomly initialised model: no checkpoint in %s and no "
+                            "--init_checkpoint", FLAGS.output_dir)
+        logging.info("***** Running evaluation *****")
+        logging.info("  Batch size = %d", FLAGS.eval_batch_size)
+        dataset = training.sequential_dataset(input_files, name_to_features, FLAGS.eval_batch_size, repeat=True,
+                                              drop_remainder=True)
+        results = training.evaluate(strategy, model, pretraining_metrics, dataset, max_steps=FLAGS.max_eval_steps)
+        results["global_step"] = global_step
+        training.write_eval_results(os.path.join(FLAGS.output_dir, "eval_results.txt"), results)
+
+
+if __name__ == "__main__":
+    training.run_main(app, main, "run_pretraining.py",
+                      ["input_file", "bert_config_file", "output_dir"], flags)
