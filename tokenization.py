@@ -664,9 +664,27 @@ def _define_in_graph_tokenizer():
 
         # --- the steps of tokenize -------------------------------------------------
 
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+        def basic_tokenize(self, text):
+            """BasicTokenizer's tokens of each line (tf.string [B]): RaggedTensor [B, (W)].
+
+            The words WordPiece gets, for checking against `BasicTokenizer.tokenize`.
+            """
+            words, words_per_line = self._basic_tokens(text)
+            return tf.RaggedTensor.from_row_lengths(tf.strings.unicode_encode(words, "UTF-8"), words_per_line)
+
         def _tokenize(self, text):
+            words, words_per_line = self._basic_tokens(text)  # [W, (C)], [B]
+            too_long = words.row_lengths() > self.max_input_chars_per_word
+            word_strings = tf.strings.unicode_encode(words, "UTF-8")  # [W]
+            # "[UNK]" is in the vocab, so WordPiece turns it into exactly the [UNK] id.
+            word_strings = tf.where(too_long, "[UNK]", word_strings)
+            pieces = self._wordpiece.tokenize(word_strings)  # [W, (P)] int64
+            return tf.RaggedTensor.from_row_lengths(pieces, words_per_line).merge_dims(1, 2)
+
+        def _basic_tokens(self, text):
+            """Code points of every basic token, [W, (C)] int32, and tokens per line [B]."""
             code_points = tf.strings.unicode_decode(text, "UTF-8", errors="ignore")  # [B, (C)]
-            batch_size = code_points.nrows()
             values = code_points.values                   # [C] int32
             rows = code_points.value_rowids()             # [C] int64
             flags = tf.gather(self._code_points, values)  # [C]
@@ -684,14 +702,9 @@ def _define_in_graph_tokenizer():
                 rows = tf.gather(rows, source)
                 flags = tf.gather(flags, source)
             words, word_rows = self._split_words(values, rows, flags)  # [W, (C)], [W]
-            too_long = words.row_lengths() > self.max_input_chars_per_word
-            word_strings = tf.strings.unicode_encode(words, "UTF-8")  # [W]
-            # "[UNK]" is in the vocab, so WordPiece turns it into exactly the [UNK] id.
-            word_strings = tf.where(too_long, "[UNK]", word_strings)
-            pieces = self._wordpiece.tokenize(word_strings)  # [W, (P)] int64
             words_per_line = tf.math.unsorted_segment_sum(
-                tf.ones_like(word_rows), word_rows, batch_size)
-            return tf.RaggedTensor.from_row_lengths(pieces, words_per_line).merge_dims(1, 2)
+                tf.ones_like(word_rows), word_rows, code_points.nrows())
+            return words, words_per_line
 
         def _apply_final_sigma(self, values, rows, flags):
             """str.lower()'s context rule: U+03A3 becomes U+03C2 (final sigma) when a
