@@ -31,25 +31,29 @@ import tokenization
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("input_file", None,
-                    "Input raw text file (or comma-separated list of files; each may be a glob).")
-flags.DEFINE_string("output_file", None,
-                    "Output TFRecord file (or comma-separated list of files).")
-flags.DEFINE_string("vocab_file", None, "The vocabulary file that the BERT model was trained on.")
-flags.DEFINE_bool("do_lower_case", True,
-                  "Whether to lower case the input text. True for uncased models, False for cased models.")
-flags.DEFINE_bool("do_whole_word_mask", False,
-                  "Whether to mask all of the WordPieces of a word together, or each one on its own.")
-flags.DEFINE_integer("max_seq_length", 128, "Maximum sequence length.")
-flags.DEFINE_integer("max_predictions_per_seq", 20, "Maximum number of masked LM predictions per sequence.")
-flags.DEFINE_integer("random_seed", 12345, "Random seed for data generation.")
-flags.DEFINE_integer("dupe_factor", 10, "Number of times to duplicate the input data (with different masks).")
-flags.DEFINE_float("masked_lm_prob", 0.15, "Masked LM probability.")
-flags.DEFINE_float("short_seq_prob", 0.1,
-                   "Probability of creating sequences shorter than the maximum length.")
-flags.DEFINE_integer("num_workers", 1,
-                     "Processes to use. 1 reproduces the original's output exactly; N > 1 is "
-                     "reproducible for the same N but draws a different random stream.")
+
+def define_flags():
+    """Defines the script's flags (only when run as a script, so modules can be imported together)."""
+    flags.DEFINE_string("input_file", None,
+                        "Input raw text file (or comma-separated list of files; each may be a glob).")
+    flags.DEFINE_string("output_file", None,
+                        "Output TFRecord file (or comma-separated list of files).")
+    flags.DEFINE_string("vocab_file", None, "The vocabulary file that the BERT model was trained on.")
+    flags.DEFINE_bool("do_lower_case", True,
+                      "Whether to lower case the input text. True for uncased models, False for cased models.")
+    flags.DEFINE_bool("do_whole_word_mask", False,
+                      "Whether to mask all of the WordPieces of a word together, or each one on its own.")
+    flags.DEFINE_integer("max_seq_length", 128, "Maximum sequence length.")
+    flags.DEFINE_integer("max_predictions_per_seq", 20, "Maximum number of masked LM predictions per sequence.")
+    flags.DEFINE_integer("random_seed", 12345, "Random seed for data generation.")
+    flags.DEFINE_integer("dupe_factor", 10, "Number of times to duplicate the input data (with different masks).")
+    flags.DEFINE_float("masked_lm_prob", 0.15, "Masked LM probability.")
+    flags.DEFINE_float("short_seq_prob", 0.1,
+                       "Probability of creating sequences shorter than the maximum length.")
+    flags.DEFINE_integer("num_workers", 1,
+                         "Processes to use. 1 reproduces the original's output exactly; N > 1 is "
+                         "reproducible for the same N but draws a different random stream.")
+
 
 # How many examples are logged in full, as the original does.
 _LOGGED_EXAMPLES = 20
@@ -696,6 +700,7 @@ def main(_):
 
 def run():
     """Entry point: a user's mistake ends with one line on stderr and exit code 1."""
+    define_flags()
     flags.mark_flag_as_required("input_file")
     flags.mark_flag_as_required("output_file")
     flags.mark_flag_as_required("vocab_file")

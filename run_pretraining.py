@@ -21,25 +21,28 @@ import training  # noqa: E402
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_string("bert_config_file", None,
-                    "The config json file corresponding to the pre-trained BERT model.")
-flags.DEFINE_string("input_file", None, "Input TF example files (can be a glob or comma separated).")
-flags.DEFINE_string("output_dir", None, "The output directory where the model checkpoints will be written.")
-flags.DEFINE_string("init_checkpoint", None, "Initial checkpoint (usually from a pre-trained BERT model).")
-flags.DEFINE_integer("max_seq_length", 128,
-                     "The maximum total input sequence length after WordPiece tokenization. Must match the data.")
-flags.DEFINE_integer("max_predictions_per_seq", 20,
-                     "Maximum number of masked LM predictions per sequence. Must match the data.")
-flags.DEFINE_bool("do_train", False, "Whether to run training.")
-flags.DEFINE_bool("do_eval", False, "Whether to run eval on the dev set.")
-flags.DEFINE_integer("train_batch_size", 32, "Total batch size for training.")
-flags.DEFINE_integer("eval_batch_size", 8, "Total batch size for eval.")
-flags.DEFINE_float("learning_rate", 5e-5, "The initial learning rate for Adam.")
-flags.DEFINE_integer("num_train_steps", 100000, "Number of training steps.")
-flags.DEFINE_integer("num_warmup_steps", 10000, "Number of warmup steps.")
-flags.DEFINE_integer("max_eval_steps", 100, "Maximum number of eval steps.")
-training.define_tpu_flags(flags)
-training.define_engine_flags(flags)
+
+def define_flags():
+    """Defines the script's flags (only when run as a script, so modules can be imported together)."""
+    flags.DEFINE_string("bert_config_file", None,
+                        "The config json file corresponding to the pre-trained BERT model.")
+    flags.DEFINE_string("input_file", None, "Input TF example files (can be a glob or comma separated).")
+    flags.DEFINE_string("output_dir", None, "The output directory where the model checkpoints will be written.")
+    flags.DEFINE_string("init_checkpoint", None, "Initial checkpoint (usually from a pre-trained BERT model).")
+    flags.DEFINE_integer("max_seq_length", 128,
+                         "The maximum total input sequence length after WordPiece tokenization. Must match the data.")
+    flags.DEFINE_integer("max_predictions_per_seq", 20,
+                         "Maximum number of masked LM predictions per sequence. Must match the data.")
+    flags.DEFINE_bool("do_train", False, "Whether to run training.")
+    flags.DEFINE_bool("do_eval", False, "Whether to run eval on the dev set.")
+    flags.DEFINE_integer("train_batch_size", 32, "Total batch size for training.")
+    flags.DEFINE_integer("eval_batch_size", 8, "Total batch size for eval.")
+    flags.DEFINE_float("learning_rate", 5e-5, "The initial learning rate for Adam.")
+    flags.DEFINE_integer("num_train_steps", 100000, "Number of training steps.")
+    flags.DEFINE_integer("num_warmup_steps", 10000, "Number of warmup steps.")
+    flags.DEFINE_integer("max_eval_steps", 100, "Maximum number of eval steps.")
+    training.define_tpu_flags(flags)
+    training.define_engine_flags(flags)
 
 
 def pretraining_features(max_seq_length, max_predictions_per_seq):
@@ -155,5 +158,6 @@ def main(_):
 
 
 if __name__ == "__main__":
+    define_flags()
     training.run_main(app, main, "run_pretraining.py",
                       ["input_file", "bert_config_file", "output_dir"], flags)
