@@ -515,7 +515,7 @@ def write_eval_results(path, results):
         logging.info("***** Eval results *****")
         for key in sorted(results):
             logging.info("  %s = %s", key, str(results[key]))
-            writer.write(f"{key} = {results[key]}\n")
+            writer.write(f"{key} = {str(results[key])}\n")
     tf.io.gfile.rename(temp, path, overwrite=True)
 
 
