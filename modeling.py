@@ -146,14 +146,18 @@ def check_max_seq_length(config, max_seq_length):
 
 
 def gelu(x):
-    """GELU in the tanh approximation, the form the original uses since Feb 2019."""
-    cdf = 0.5 * (1.0 + tf.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * tf.pow(x, 3))))
-    return x * cdf
+    """GELU in the tanh approximation, the form the original uses since Feb 2019.
+
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). tf.nn.gelu's approximate form is
+    this formula (equal to the original's ops in float32 in our tests) and is faster on
+    CPU than spelling it out.
+    """
+    return tf.nn.gelu(x, approximate=True)
 
 
 def gelu_exact(x):
-    """GELU with the exact Gaussian CDF (erf), as in the 2018 release of the original."""
-    return x * 0.5 * (1.0 + tf.math.erf(x / math.sqrt(2.0)))
+    """GELU with the exact Gaussian CDF, x * Phi(x) via erf, as in the original's 2018 code."""
+    return tf.nn.gelu(x, approximate=False)
 
 
 _ACTIVATIONS = {

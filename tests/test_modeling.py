@@ -76,8 +76,10 @@ def test_golden_checkpoint_holds_exactly_the_original_variable_list(pretrained):
     expected = modeling.original_variable_shapes(pretrained.config, masked_lm=True,
                                                  next_sentence=True, num_labels=NUM_LABELS,
                                                  squad=True)
-    written_by_original = {name: tuple(shape)
-                           for name, shape in tf.train.list_variables(GOLDEN_CHECKPOINT)}
+    written_by_original = {
+        name: tuple(shape)
+        for name, shape in tf.train.list_variables(GOLDEN_CHECKPOINT)
+    }
     assert written_by_original == dict(expected)
 
 
@@ -87,14 +89,16 @@ def test_every_variable_is_restored_from_the_original_checkpoint(pretrained):
     assert len(result.restored) == len(tf.train.list_variables(GOLDEN_CHECKPOINT))
     reader = tf.train.load_checkpoint(GOLDEN_CHECKPOINT)
     query = pretrained.bert.encoder_layers[1].query.kernel
-    np.testing.assert_array_equal(query.numpy(),
-                                  reader.get_tensor("bert/encoder/layer_1/attention/self/query/kernel"))
+    np.testing.assert_array_equal(
+        query.numpy(), reader.get_tensor("bert/encoder/layer_1/attention/self/query/kernel"))
 
 
 def test_every_layer_matches_the_original(pretrained, golden):
     inputs, expected = golden
     out = pretrained.encode(inputs, training=False)
-    diffs = {"embedding_output": max_abs_diff(out["embedding_output"], expected["embedding_output"])}
+    diffs = {
+        "embedding_output": max_abs_diff(out["embedding_output"], expected["embedding_output"])
+    }
     for i, layer in enumerate(out["encoder_layers"]):
         diffs["encoder_layer_%d" % i] = max_abs_diff(layer, expected["encoder_layer_%d" % i])
     diffs["sequence_output"] = max_abs_diff(out["sequence_output"], expected["sequence_output"])
@@ -117,7 +121,8 @@ def test_one_hot_word_embeddings_give_the_same_outputs(pretrained, golden):
 def test_pretraining_heads_and_losses_match_the_original(pretrained, golden):
     inputs, expected = golden
     out = pretrained.encode(inputs)
-    logits = pretrained.masked_lm(out["sequence_output"], tf.constant(inputs["masked_lm_positions"]))
+    logits = pretrained.masked_lm(out["sequence_output"],
+                                  tf.constant(inputs["masked_lm_positions"]))
     loss, per_example, log_probs = modeling.masked_lm_loss(logits, inputs["masked_lm_ids"],
                                                            inputs["masked_lm_weights"])
     vocab = pretrained.config.vocab_size
@@ -133,7 +138,8 @@ def test_pretraining_heads_and_losses_match_the_original(pretrained, golden):
     nsp_loss, nsp_per_example, nsp_log_probs = modeling.next_sentence_loss(
         nsp_logits, inputs["next_sentence_labels"])
     assert max_abs_diff(nsp_loss, expected["next_sentence_loss"]) <= HEAD_TOLERANCE
-    assert max_abs_diff(nsp_per_example, expected["next_sentence_per_example_loss"]) <= HEAD_TOLERANCE
+    assert max_abs_diff(nsp_per_example,
+                        expected["next_sentence_per_example_loss"]) <= HEAD_TOLERANCE
     assert max_abs_diff(nsp_log_probs, expected["next_sentence_log_probs"]) <= HEAD_TOLERANCE
 
 
@@ -176,8 +182,9 @@ def tiny_model():
     # Random LayerNorm and bias values too, so no property holds by accident of zeros/ones.
     rng = np.random.RandomState(2)
     for variable in model.variables:
-        variable.assign(rng.normal(0, 0.2, variable.shape).astype(np.float32) +
-                        (1.0 if variable.path.endswith("gamma") else 0.0))
+        variable.assign(
+            rng.normal(0, 0.2, variable.shape).astype(np.float32) +
+            (1.0 if variable.path.endswith("gamma") else 0.0))
     return model
 
 
@@ -217,7 +224,8 @@ def test_padding_extra_positions_keeps_outputs_at_real_positions(tiny_model):
 def test_token_type_ids_change_the_outputs(tiny_model):
     ids, mask, types = random_batch(np.random.RandomState(2))
     with_types = tiny_model(ids, input_mask=mask, token_type_ids=types)["sequence_output"]
-    without = tiny_model(ids, input_mask=mask, token_type_ids=np.zeros_like(types))["sequence_output"]
+    without = tiny_model(ids, input_mask=mask,
+                         token_type_ids=np.zeros_like(types))["sequence_output"]
     assert max_abs_diff(with_types, without) > 1e-2
 
 
@@ -231,11 +239,15 @@ def test_defaults_are_all_ones_mask_and_zero_token_types(tiny_model):
 
 def test_dropout_only_when_training(tiny_model):
     ids, mask, types = random_batch(np.random.RandomState(4))
-    run = lambda training: tiny_model(ids, input_mask=mask, token_type_ids=types,
-                                      training=training)["sequence_output"]
+
+    def run(training):
+        out = tiny_model(ids, input_mask=mask, token_type_ids=types, training=training)
+        return out["sequence_output"]
+
     np.testing.assert_array_equal(run(False), run(False))
-    np.testing.assert_array_equal(run(False), tiny_model(ids, input_mask=mask,
-                                                         token_type_ids=types)["sequence_output"])
+    np.testing.assert_array_equal(
+        run(False),
+        tiny_model(ids, input_mask=mask, token_type_ids=types)["sequence_output"])
     tf.random.set_seed(5)
     first, second = run(True), run(True)
     assert max_abs_diff(first, run(False)) > 1e-2
@@ -246,8 +258,9 @@ def test_config_without_dropout_is_deterministic_in_training():
     config = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     model = modeling.BertModel(config)
     ids = np.arange(1, 13, dtype=np.int32).reshape(2, 6)
-    np.testing.assert_array_equal(model(ids, training=True)["sequence_output"],
-                                  model(ids, training=False)["sequence_output"])
+    np.testing.assert_array_equal(
+        model(ids, training=True)["sequence_output"],
+        model(ids, training=False)["sequence_output"])
 
 
 def test_classifier_dropout_is_hard_coded_and_training_only():
@@ -258,15 +271,17 @@ def test_classifier_dropout_is_hard_coded_and_training_only():
     assert max_abs_diff(head(pooled, training=True), head(pooled)) > 0
 
 
-@pytest.mark.parametrize("x, tanh_form, erf_form", [
-    # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))  and  x Phi(x)
-    (-3.0, -0.0036373920817729943, -0.00404969409489031),
-    (-1.0, -0.15880800939172324, -0.15865525393145707),
-    (0.0, 0.0, 0.0),
-    (0.5, 0.34571400982514394, 0.34573123063700656),
-    (1.0, 0.8411919906082768, 0.8413447460685429),
-    (2.0, 1.954597694087775, 1.9544997361036416),
-])
+@pytest.mark.parametrize(
+    "x, tanh_form, erf_form",
+    [
+        # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))  and  x Phi(x)
+        (-3.0, -0.0036373920817729943, -0.00404969409489031),
+        (-1.0, -0.15880800939172324, -0.15865525393145707),
+        (0.0, 0.0, 0.0),
+        (0.5, 0.34571400982514394, 0.34573123063700656),
+        (1.0, 0.8411919906082768, 0.8413447460685429),
+        (2.0, 1.954597694087775, 1.9544997361036416),
+    ])
 def test_gelu_values_at_known_points(x, tanh_form, erf_form):
     assert float(modeling.gelu(tf.constant(x))) == pytest.approx(tanh_form, abs=1e-6)
     assert float(modeling.gelu_exact(tf.constant(x))) == pytest.approx(erf_form, abs=1e-6)
@@ -322,20 +337,33 @@ def test_invalid_configs_raise_one_clear_line():
 
 def test_config_defaults_are_the_originals():
     config = modeling.BertConfig(vocab_size=30522)
-    assert config.to_dict() == dict(
-        vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-        intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1,
-        attention_probs_dropout_prob=0.1, max_position_embeddings=512, type_vocab_size=16,
-        initializer_range=0.02)
+    assert config.to_dict() == dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
+                                    num_attention_heads=12, intermediate_size=3072,
+                                    hidden_act="gelu", hidden_dropout_prob=0.1,
+                                    attention_probs_dropout_prob=0.1, max_position_embeddings=512,
+                                    type_vocab_size=16, initializer_range=0.02)
 
 
 def test_config_json_round_trip_keeps_unknown_keys(tmp_path):
-    chinese = {"attention_probs_dropout_prob": 0.1, "directionality": "bidi", "hidden_act": "gelu",
-               "hidden_dropout_prob": 0.1, "hidden_size": 32, "initializer_range": 0.02,
-               "intermediate_size": 37, "max_position_embeddings": 40, "num_attention_heads": 4,
-               "num_hidden_layers": 2, "pooler_fc_size": 768, "pooler_num_attention_heads": 12,
-               "pooler_num_fc_layers": 3, "pooler_size_per_head": 128, "pooler_type": "first_token_transform",
-               "type_vocab_size": 2, "vocab_size": 99}
+    chinese = {
+        "attention_probs_dropout_prob": 0.1,
+        "directionality": "bidi",
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": 32,
+        "initializer_range": 0.02,
+        "intermediate_size": 37,
+        "max_position_embeddings": 40,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "pooler_fc_size": 768,
+        "pooler_num_attention_heads": 12,
+        "pooler_num_fc_layers": 3,
+        "pooler_size_per_head": 128,
+        "pooler_type": "first_token_transform",
+        "type_vocab_size": 2,
+        "vocab_size": 99
+    }
     path = tmp_path / "bert_config.json"
     path.write_text(json.dumps(chinese))
     config = modeling.BertConfig.from_json_file(str(path))
@@ -402,17 +430,38 @@ def released_configs():
         ("uncased_L-24_H-1024_A-16", dict(large, vocab_size=30522), 335.1),
         ("cased_L-24_H-1024_A-16", dict(large, vocab_size=28996), 333.6),
     ]
-    small = {(2, 128): 4.4, (4, 128): 4.8, (6, 128): 5.2, (8, 128): 5.6, (10, 128): 6.0,
-             (12, 128): 6.4, (2, 256): 9.6, (4, 256): 11.2, (6, 256): 12.8, (8, 256): 14.3,
-             (10, 256): 15.9, (12, 256): 17.5, (2, 512): 22.5, (4, 512): 28.8, (6, 512): 35.1,
-             (8, 512): 41.4, (10, 512): 47.7, (12, 512): 54.0, (2, 768): 38.6, (4, 768): 52.8,
-             (6, 768): 67.0, (8, 768): 81.1, (10, 768): 95.3, (12, 768): 109.5}
+    small = {
+        (2, 128): 4.4,
+        (4, 128): 4.8,
+        (6, 128): 5.2,
+        (8, 128): 5.6,
+        (10, 128): 6.0,
+        (12, 128): 6.4,
+        (2, 256): 9.6,
+        (4, 256): 11.2,
+        (6, 256): 12.8,
+        (8, 256): 14.3,
+        (10, 256): 15.9,
+        (12, 256): 17.5,
+        (2, 512): 22.5,
+        (4, 512): 28.8,
+        (6, 512): 35.1,
+        (8, 512): 41.4,
+        (10, 512): 47.7,
+        (12, 512): 54.0,
+        (2, 768): 38.6,
+        (4, 768): 52.8,
+        (6, 768): 67.0,
+        (8, 768): 81.1,
+        (10, 768): 95.3,
+        (12, 768): 109.5
+    }
     for (layers, hidden), millions in small.items():
         fields = dict(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
                       num_attention_heads=hidden // 64, intermediate_size=4 * hidden,
                       type_vocab_size=2)
-        configs.append(("uncased_L-%d_H-%d_A-%d" % (layers, hidden, hidden // 64), fields,
-                        millions))
+        configs.append(
+            ("uncased_L-%d_H-%d_A-%d" % (layers, hidden, hidden // 64), fields, millions))
     return configs
 
 
@@ -434,16 +483,19 @@ def test_released_model_shapes_map_to_the_original_names(monkeypatch, name, fiel
     modeling.NextSentenceHead(config)
     expected = modeling.original_variable_shapes(config, masked_lm=True, next_sentence=True)
     assert created == dict(expected)
-    encoder_params = sum(int(np.prod(shape)) for path, shape in created.items()
-                         if path.startswith("bert/"))
+    encoder_params = sum(
+        int(np.prod(shape)) for path, shape in created.items() if path.startswith("bert/"))
     assert round(encoder_params / 1e6, 1) == millions
 
 
 def test_saved_checkpoint_has_exactly_the_original_variable_list(tmp_path):
     config = tiny_config()
     bert = modeling.BertModel(config)
-    heads = [modeling.MaskedLMHead(config, bert.embedding_table),
-             modeling.NextSentenceHead(config), modeling.SquadHead(config.hidden_size)]
+    heads = [
+        modeling.MaskedLMHead(config, bert.embedding_table),
+        modeling.NextSentenceHead(config),
+        modeling.SquadHead(config.hidden_size)
+    ]
     prefix = modeling.save_checkpoint(str(tmp_path / "model.ckpt-7"),
                                       modeling.original_name_map(bert, *heads))
     listed = {name: tuple(shape) for name, shape in tf.train.list_variables(prefix)}
@@ -453,8 +505,8 @@ def test_saved_checkpoint_has_exactly_the_original_variable_list(tmp_path):
     reader = tf.train.load_checkpoint(prefix)
     np.testing.assert_array_equal(reader.get_tensor("bert/embeddings/word_embeddings"),
                                   bert.embedding_table.numpy())
-    assert sorted(os.listdir(tmp_path)) == ["model.ckpt-7.data-00000-of-00001",
-                                            "model.ckpt-7.index"]
+    assert sorted(
+        os.listdir(tmp_path)) == ["model.ckpt-7.data-00000-of-00001", "model.ckpt-7.index"]
 
 
 def training_checkpoint(tmp_path, model):
@@ -474,8 +526,9 @@ def test_checkpoint_with_adam_slots_and_global_step_loads(tmp_path):
     head = modeling.NextSentenceHead(tiny_config())
     result = modeling.load_checkpoint(prefix, target, head)
     assert len(result.restored) == len(target.variables)
-    assert result.not_in_checkpoint == ["cls/seq_relationship/output_weights",
-                                        "cls/seq_relationship/output_bias"]
+    assert result.not_in_checkpoint == [
+        "cls/seq_relationship/output_weights", "cls/seq_relationship/output_bias"
+    ]
     assert "global_step" in result.unused and len(result.unused) == 2 * len(target.variables) + 1
     for a, b in zip(source.variables, target.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -483,8 +536,7 @@ def test_checkpoint_with_adam_slots_and_global_step_loads(tmp_path):
     # Asked for by name, slots and the step load too.
     step = tf.Variable(0, dtype=tf.int64)
     slot = tf.Variable(tf.zeros([32]))
-    modeling.load_checkpoint(prefix, {"global_step": step,
-                                      "bert/pooler/dense/bias/adam_m": slot})
+    modeling.load_checkpoint(prefix, {"global_step": step, "bert/pooler/dense/bias/adam_m": slot})
     assert int(step.numpy()) == 1234 and float(slot.numpy()[0]) == 0.5
 
 
@@ -559,7 +611,8 @@ def test_mixed_precision_stays_close_to_float32(golden, policy, layer_tolerance,
         assert max_abs_diff(layer, expected["encoder_layer_%d" % i]) <= layer_tolerance
     assert max_abs_diff(out["pooled_output"], expected["pooled_output"]) <= layer_tolerance
     logits = model.masked_lm(out["sequence_output"], tf.constant(inputs["masked_lm_positions"]))
-    loss, _, _ = modeling.masked_lm_loss(logits, inputs["masked_lm_ids"], inputs["masked_lm_weights"])
+    loss, _, _ = modeling.masked_lm_loss(logits, inputs["masked_lm_ids"],
+                                         inputs["masked_lm_weights"])
     assert logits.dtype == tf.float32 and loss.dtype == tf.float32
     assert max_abs_diff(loss, expected["masked_lm_loss"]) <= loss_tolerance
     nsp_loss, _, _ = modeling.next_sentence_loss(model.next_sentence(out["pooled_output"]),
@@ -573,16 +626,17 @@ def test_model_and_heads_run_under_xla(pretrained, golden):
     @tf.function(jit_compile=True)
     def pretraining_loss(ids, mask, types, positions, label_ids, weights, nsp_labels):
         out = pretrained.bert(ids, input_mask=mask, token_type_ids=types)
-        mlm_loss, _, _ = modeling.masked_lm_loss(pretrained.masked_lm(out["sequence_output"],
-                                                                      positions), label_ids, weights)
+        mlm_loss, _, _ = modeling.masked_lm_loss(
+            pretrained.masked_lm(out["sequence_output"], positions), label_ids, weights)
         nsp_loss, _, _ = modeling.next_sentence_loss(pretrained.next_sentence(out["pooled_output"]),
                                                      nsp_labels)
         return out["sequence_output"], mlm_loss + nsp_loss
 
-    sequence_output, loss = pretraining_loss(
-        inputs["input_ids"], inputs["input_mask"], inputs["token_type_ids"],
-        inputs["masked_lm_positions"], inputs["masked_lm_ids"], inputs["masked_lm_weights"],
-        inputs["next_sentence_labels"])
+    sequence_output, loss = pretraining_loss(inputs["input_ids"], inputs["input_mask"],
+                                             inputs["token_type_ids"],
+                                             inputs["masked_lm_positions"], inputs["masked_lm_ids"],
+                                             inputs["masked_lm_weights"],
+                                             inputs["next_sentence_labels"])
     assert max_abs_diff(sequence_output, expected["sequence_output"]) <= LAYER_TOLERANCE
     want = expected["masked_lm_loss"] + expected["next_sentence_loss"]
     assert max_abs_diff(loss, want) <= HEAD_TOLERANCE
@@ -606,6 +660,8 @@ def test_every_variable_gets_a_gradient_under_xla_with_dropout():
         return tape.gradient(loss, variables)
 
     grads = gradients()
-    missing = [v.path for v, g in zip(variables, grads)
-               if g is None or float(tf.reduce_max(tf.abs(tf.convert_to_tensor(g)))) == 0.0]
+    missing = [
+        v.path for v, g in zip(variables, grads)
+        if g is None or float(tf.reduce_max(tf.abs(tf.convert_to_tensor(g)))) == 0.0
+    ]
     assert missing == []

@@ -63,9 +63,12 @@ def layers_dense(inputs, units, activation=None, kernel_initializer=None, name=N
 
 def tf1_namespace():
     """`tf` as the original code sees it: tf.compat.v1 plus the two shims."""
-    namespace = types.SimpleNamespace(**{k: getattr(v1, k) for k in dir(v1) if not k.startswith("__")})
+    namespace = types.SimpleNamespace(
+        **{k: getattr(v1, k)
+           for k in dir(v1) if not k.startswith("__")})
     namespace.layers = types.SimpleNamespace(dense=layers_dense)
-    namespace.contrib = types.SimpleNamespace(layers=types.SimpleNamespace(layer_norm=contrib_layer_norm))
+    namespace.contrib = types.SimpleNamespace(layers=types.SimpleNamespace(
+        layer_norm=contrib_layer_norm))
     return namespace
 
 
@@ -87,8 +90,9 @@ def original_functions(original_dir, filename, names, tf_shim, modeling):
     """Compiles only the named top-level functions of an original script (no flags, no main)."""
     path = os.path.join(original_dir, filename)
     tree = ast.parse(open(path).read(), path)
-    tree.body = [node for node in tree.body
-                 if isinstance(node, ast.FunctionDef) and node.name in names]
+    tree.body = [
+        node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name in names
+    ]
     namespace = {"tf": tf_shim, "modeling": modeling}
     exec(compile(tree, path, "exec"), namespace)
     return [namespace[name] for name in names]
@@ -113,12 +117,11 @@ def make_inputs(rng):
     return dict(
         input_ids=input_ids, input_mask=input_mask, token_type_ids=token_type_ids,
         masked_lm_positions=positions,
-        masked_lm_ids=rng.randint(1, CONFIG["vocab_size"], size=(BATCH, PREDICTIONS)).astype(np.int32),
-        masked_lm_weights=weights,
-        next_sentence_labels=np.array([0, 1, 1], np.int32),
-        label_ids=np.array([4, 0, 2], np.int32),
-        start_positions=np.array([3, 1, 0], np.int32),
-        end_positions=np.array([5, 6, 0], np.int32))
+        masked_lm_ids=rng.randint(1, CONFIG["vocab_size"],
+                                  size=(BATCH,
+                                        PREDICTIONS)).astype(np.int32), masked_lm_weights=weights,
+        next_sentence_labels=np.array([0, 1, 1], np.int32), label_ids=np.array([4, 0, 2], np.int32),
+        start_positions=np.array([3, 1, 0], np.int32), end_positions=np.array([5, 6, 0], np.int32))
 
 
 def randomize_all_variables(session, rng):
@@ -158,14 +161,13 @@ def run_pretraining_graph(modeling, original_dir, tf_shim, inputs, checkpoint_pr
         v1.get_variable("output_bias", [NUM_LABELS])
         v1.get_variable("cls/squad/output_weights", [2, CONFIG["hidden_size"]])
         v1.get_variable("cls/squad/output_bias", [2])
-        fetches = dict(
-            embedding_output=model.get_embedding_output(),
-            sequence_output=model.get_sequence_output(),
-            pooled_output=model.get_pooled_output(),
-            masked_lm_loss=mlm_loss, masked_lm_per_example_loss=mlm_per_example,
-            masked_lm_log_probs=mlm_log_probs, next_sentence_loss=nsp_loss,
-            next_sentence_per_example_loss=nsp_per_example,
-            next_sentence_log_probs=nsp_log_probs)
+        fetches = dict(embedding_output=model.get_embedding_output(),
+                       sequence_output=model.get_sequence_output(),
+                       pooled_output=model.get_pooled_output(), masked_lm_loss=mlm_loss,
+                       masked_lm_per_example_loss=mlm_per_example,
+                       masked_lm_log_probs=mlm_log_probs, next_sentence_loss=nsp_loss,
+                       next_sentence_per_example_loss=nsp_per_example,
+                       next_sentence_log_probs=nsp_log_probs)
         for i, layer in enumerate(model.get_all_encoder_layers()):
             fetches["encoder_layer_%d" % i] = layer
         saver = v1.train.Saver(v1.global_variables())
@@ -173,8 +175,7 @@ def run_pretraining_graph(modeling, original_dir, tf_shim, inputs, checkpoint_pr
             session.run(v1.global_variables_initializer())
             randomize_all_variables(session, np.random.RandomState(1))
             outputs = session.run(fetches)
-            saver.save(session, checkpoint_prefix, write_meta_graph=False,
-                       write_state=False)
+            saver.save(session, checkpoint_prefix, write_meta_graph=False, write_state=False)
     return outputs
 
 
@@ -184,8 +185,8 @@ def run_finetuning_graph(modeling, create_model, args, checkpoint_prefix):
     with graph.as_default():
         outputs = create_model(*args())
         trainable = v1.trainable_variables()
-        assignment_map, _ = modeling.get_assignment_map_from_checkpoint(trainable,
-                                                                       checkpoint_prefix)
+        assignment_map, _ = modeling.get_assignment_map_from_checkpoint(
+            trainable, checkpoint_prefix)
         assert len(assignment_map) == len(trainable), "a variable missed the checkpoint"
         v1.train.init_from_checkpoint(checkpoint_prefix, assignment_map)
         with v1.Session() as session:
@@ -210,7 +211,7 @@ def main():
     feeds = lambda: [v1.constant(inputs[k]) for k in ("input_ids", "input_mask", "token_type_ids")]
 
     (create_classifier,) = original_functions(args.original_dir, "run_classifier.py",
-                                              ["create_model"], tf_shim, modeling)
+                                               ["create_model"], tf_shim, modeling)
     loss, per_example, logits, probabilities = run_finetuning_graph(
         modeling, create_classifier,
         lambda: [config, False] + feeds() + [v1.constant(inputs["label_ids"]), NUM_LABELS, False],
@@ -219,14 +220,19 @@ def main():
                   classifier_logits=logits, classifier_probabilities=probabilities)
 
     (create_squad,) = original_functions(args.original_dir, "run_squad.py", ["create_model"],
-                                         tf_shim, modeling)
-    start_logits, end_logits = run_finetuning_graph(
-        modeling, create_squad, lambda: [config, False] + feeds() + [False], prefix)
+                                          tf_shim, modeling)
+    start_logits, end_logits = run_finetuning_graph(modeling, create_squad,
+                                                    lambda: [config, False] + feeds() + [False],
+                                                    prefix)
     golden.update(squad_start_logits=start_logits, squad_end_logits=end_logits)
 
-    np.savez_compressed(os.path.join(args.output_dir, "modeling_tiny_golden.npz"),
-                        **{"input/" + k: v for k, v in inputs.items()},
-                        **{"output/" + k: np.asarray(v) for k, v in golden.items()})
+    np.savez_compressed(os.path.join(args.output_dir, "modeling_tiny_golden.npz"), **{
+        "input/" + k: v
+        for k, v in inputs.items()
+    }, **{
+        "output/" + k: np.asarray(v)
+        for k, v in golden.items()
+    })
     with open(os.path.join(args.output_dir, "modeling_tiny_config.json"), "w") as f:
         f.write(config.to_json_string())
     for name in sorted(golden):
