@@ -5,7 +5,7 @@ google-research/bert code on a tiny config and saved its checkpoint, inputs and 
 """
 
 import json
-import math
+import logging
 import os
 
 import keras
@@ -519,12 +519,16 @@ def training_checkpoint(tmp_path, model):
     return modeling.save_checkpoint(str(tmp_path / "out" / "model.ckpt-1234"), tensors)
 
 
-def test_checkpoint_with_adam_slots_and_global_step_loads(tmp_path):
+def test_checkpoint_with_adam_slots_and_global_step_loads(tmp_path, caplog):
     source = modeling.BertModel(tiny_config())
     prefix = training_checkpoint(tmp_path, source)
     target = modeling.BertModel(tiny_config())
     head = modeling.NextSentenceHead(tiny_config())
-    result = modeling.load_checkpoint(prefix, target, head)
+    with caplog.at_level(logging.INFO):
+        result = modeling.load_checkpoint(prefix, target, head)
+    log = caplog.text
+    assert "name = bert/pooler/dense/kernel, shape = (32, 32), *INIT_FROM_CKPT*" in log
+    assert "name = cls/seq_relationship/output_bias, shape = (2,)\n" in log
     assert len(result.restored) == len(target.variables)
     assert result.not_in_checkpoint == [
         "cls/seq_relationship/output_weights", "cls/seq_relationship/output_bias"
