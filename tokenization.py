@@ -393,22 +393,29 @@ def _is_chinese_char(cp):
 # In-graph tokenization: the same ids as FullTokenizer, as TensorFlow ops.
 #
 # TensorFlow and tensorflow-text are imported on first use of `InGraphTokenizer`
-# (through the module-level __getattr__ below), so `import tokenization` stays light.
+# (through the module-level __getattr__ at the end), so `import tokenization` stays light.
 # ---------------------------------------------------------------------------
 
 # Bits of the per-code-point table of the in-graph tokenizer (one int32 per code point).
-_DROP = 1 << 0             # removed by _clean_text (NUL, U+FFFD, Cc/Cf but \t\n\r)
-_SPACE = 1 << 1            # str.split() separator: \t\n\r, Zs, U+2028, U+2029, ...
-_CJK = 1 << 2              # a CJK ideograph: a word of its own
-_PUNCTUATION = 1 << 3      # a token of its own (judged after lower-casing)
-_CASE_IGNORABLE = 1 << 4   # skipped by str.lower()'s final-sigma context rule
-_CASED = 1 << 5            # a cased letter for that rule (and not case-ignorable)
-_REORDER = 1 << 6          # its lower-cased NFD holds a non-Mn mark with ccc > 0
-_LOWER_CHANGES = 1 << 7    # lower() + NFD + Mn removal changes this code point
-_MAPPING_LENGTH_SHIFT = 8  # bits 8-9: length of that replacement (0 to 3 code points)
-_MAPPING_OFFSET_SHIFT = 10  # bits 10-30: where it starts in the replacement array
+_DROP = 1 << 0              # removed by _clean_text (NUL, U+FFFD, Cc/Cf but \t\n\r)
+_SPACE = 1 << 1             # a str.split() separator: \t\n\r, Zs, U+2028, U+2029, ...
+_CJK = 1 << 2               # a CJK ideograph: a word of its own
+_PUNCTUATION = 1 << 3       # a token of its own
+_CASE_IGNORABLE = 1 << 4    # skipped by str.lower()'s final-sigma context rule
+_CASED = 1 << 5             # a cased letter for that rule (and not case-ignorable)
+_REORDER = 1 << 6           # its lower-cased NFD holds a non-Mn mark with ccc > 0
+_LOWER_CHANGES = 1 << 7     # lower() + NFD + Mn removal changes this code point...
+_NOT_ONE_FOR_ONE = 1 << 8   # ... into 0, 2 or 3 code points
+# The word-splitting class once lower-cased (for a one-for-one replacement, that of
+# the replacement): _SPACE, _CJK and _PUNCTUATION moved up by _AFTER_SHIFT bits.
+_AFTER_SHIFT = 8
+_SPACE_AFTER = _SPACE << _AFTER_SHIFT
+_CJK_AFTER = _CJK << _AFTER_SHIFT
+_PUNCTUATION_AFTER = _PUNCTUATION << _AFTER_SHIFT
+_MAPPING_LENGTH_SHIFT = 12  # bits 12-13: length of the replacement (0 to 3 code points)
+_MAPPING_OFFSET_SHIFT = 14  # bits 14-30: where it starts in the replacement array
 
-_CAPITAL_SIGMA, _SMALL_SIGMA, _FINAL_SIGMA = 0x3A3, 0x3C3, 0x3C2
+_CAPITAL_SIGMA, _FINAL_SIGMA = 0x3A3, 0x3C2
 
 
 class _InGraphTables:
@@ -436,6 +443,7 @@ class _InGraphTables:
         for lo, hi in CJK_RANGES:
             code_points[lo:hi + 1] |= _CJK
         code_points[tables.punctuation_codepoints] |= _PUNCTUATION
+        code_points |= (code_points & (_SPACE | _CJK | _PUNCTUATION)) << _AFTER_SHIFT
         self.replacements = np.zeros(0, np.int32)
         self.full_mappings = {}
         self.combining = {}
@@ -469,17 +477,23 @@ class _InGraphTables:
                 code_points[cp] |= _CASED
             elif ("A" + char + sigma).lower()[-1] == "\u03c2":
                 code_points[cp] |= _CASE_IGNORABLE
-            lowered = char.lower()
-            decomposed = normalize("NFD", lowered)
+            decomposed = normalize("NFD", char.lower())
             if decomposed != char:
                 self.full_mappings[cp] = tuple(ord(c) for c in decomposed)
                 if any(ord(c) in non_mn_marks for c in decomposed):
                     code_points[cp] |= _REORDER
             stripped = decomposed.translate(tables.strip_accents_table)
-            if stripped != char:
-                code_points[cp] |= (_LOWER_CHANGES | len(stripped) << _MAPPING_LENGTH_SHIFT
-                                    | len(replacements) << _MAPPING_OFFSET_SHIFT)
-                replacements.extend(ord(c) for c in stripped)
+            if stripped == char:
+                continue
+            code_points[cp] |= (_LOWER_CHANGES | len(stripped) << _MAPPING_LENGTH_SHIFT
+                                | len(replacements) << _MAPPING_OFFSET_SHIFT)
+            if len(stripped) == 1:
+                # CJK ideographs stay words of their own whatever they become.
+                code_points[cp] &= ~(_SPACE_AFTER | _PUNCTUATION_AFTER)
+                code_points[cp] |= (code_points[ord(stripped)] & (_SPACE | _PUNCTUATION)) << _AFTER_SHIFT
+            else:
+                code_points[cp] |= _NOT_ONE_FOR_ONE
+            replacements.extend(ord(c) for c in stripped)
         self.replacements = np.array(replacements, np.int32)
         # The sigma rule in the graph scans whole lines: it relies on separators and
         # CJK ideographs (word boundaries in the original) stopping the scan.
@@ -494,67 +508,97 @@ _IN_GRAPH_TABLES = {}
 
 
 def _in_graph_tables(do_lower_case):
-    """`_InGraphTables` for `do_lower_case`, built once per process (about 2 s)."""
+    """`_InGraphTables` for `do_lower_case`, built once per process (about 1 s)."""
     if do_lower_case not in _IN_GRAPH_TABLES:
         _IN_GRAPH_TABLES[do_lower_case] = _InGraphTables(do_lower_case)
     return _IN_GRAPH_TABLES[do_lower_case]
 
 
 def _define_in_graph_tokenizer():
-    """Defines `InGraphTokenizer`; called on its first use so TensorFlow loads late."""
-    import numpy as np
+    """Defines `InGraphTokenizer`; called on its first use so TensorFlow loads late.
+
+    Shape letters: B lines, C code points of the batch, W words, P word pieces.
+    Code points travel as one flat int32 vector for the whole batch; the lines are
+    remembered by `line_starts` (int64 [B]), each line's first position in it.
+    """
     import tensorflow as tf
     import tensorflow_text as tf_text
 
-    def shifted_right(values, first):
-        """values[i - 1] at position i, `first` at position 0 (1-D)."""
-        return tf.concat([tf.fill([1], first), values[:-1]], axis=0)
+    def has_bits(flags, bits):
+        return tf.bitwise.bitwise_and(flags, bits) != 0
 
-    def expand(lengths):
-        """For each output position, the index of its input and its rank among that
-        input's outputs, when input i becomes lengths[i] outputs (all 1-D int32)."""
-        source = tf.repeat(tf.range(tf.size(lengths)), lengths)
-        starts = tf.cumsum(lengths, exclusive=True)
-        within = tf.range(tf.size(source)) - tf.gather(starts, source)
-        return source, within
+    def shifted_right(values, first):
+        """values[i - 1] at position i and `first` at position 0 (1-D, any length)."""
+        return tf.concat([tf.fill([1], first), values], axis=0)[:-1]
+
+    def marks_at(positions, size):
+        """bool [size], True at `positions` (int64 [N]); positions >= size are ignored."""
+        size = tf.cast(size, tf.int32)
+        return tf.math.bincount(tf.cast(positions, tf.int32), minlength=size, maxlength=size) > 0
+
+    def keep(kept, line_starts, *tensors):
+        """`tensors` where `kept` (bool [C]), and the line starts moved to match."""
+        kept_before = tf.cumsum(tf.cast(kept, tf.int64))
+        line_starts = tf.gather(tf.concat([[0], kept_before], axis=0), line_starts)
+        return (line_starts,) + tuple(tf.boolean_mask(tensor, kept) for tensor in tensors)
+
+    def expand(lengths, line_starts):
+        """Positions of a sequence where input i becomes lengths[i] (int32 [C]) outputs.
+
+        Returns, for each output, the index of its input and its rank among that
+        input's outputs (int32 [M] each), and the line starts in the output.
+        """
+        ends = tf.cumsum(lengths)
+        starts = ends - lengths
+        size = tf.reduce_sum(lengths)
+        # Inputs that start at or before each output, less one; an empty input shares
+        # its start with the next one, so the count skips it.
+        source = tf.cumsum(tf.math.bincount(starts, minlength=size, maxlength=size)) - 1
+        within = tf.range(size) - tf.gather(starts, source)
+        line_starts = tf.gather(tf.concat([[0], tf.cast(ends, tf.int64)], axis=0), line_starts)
+        return source, within, line_starts
 
     def sorted_lookup(keys, values, queries, default):
-        """values[j] where keys[j] == query (keys sorted, int32 1-D), else `default`."""
+        """values[j] where keys[j] == query (keys sorted int32 [K]), else `default`."""
         index = tf.minimum(tf.searchsorted(keys, queries), tf.size(keys) - 1)
         found = tf.gather(keys, index) == queries
         return tf.where(found, tf.gather(values, index), default), found
 
     class InGraphTokenizer(tf.Module):
-        """FullTokenizer as TensorFlow ops: same ids, inside tf.function and SavedModels.
+        """FullTokenizer as TensorFlow ops: the same ids, in tf.function and SavedModels.
 
-        `tokenize(text)` maps a batch of strings (tf.string [B]) to the ids of
-        `FullTokenizer.convert_tokens_to_ids(FullTokenizer.tokenize(line))` for each
-        line: a tf.RaggedTensor int64 [B, (T)]. `pack_inputs(text_a, text_b,
-        max_seq_length)` builds the classifier's `[CLS] A [SEP] (B [SEP])` inputs.
+        `tokenize(text)` maps a batch of lines (tf.string [B]) to the ids of
+        `FullTokenizer.convert_tokens_to_ids(FullTokenizer.tokenize(line))` for each:
+        a tf.RaggedTensor int64 [B, (T)]. `basic_tokenize(text)` gives the words
+        BasicTokenizer makes (tf.string [B, (W)]); `pack_inputs(text_a, text_b,
+        max_seq_length)` the classifier's `[CLS] A [SEP] (B [SEP])` inputs.
 
-        The original's rules run on code points with core TensorFlow ops, from tables
-        computed by this Python's `unicodedata` (the original's source of truth):
-        invalid UTF-8 bytes vanish as in `bytes.decode("utf-8", "ignore")`; control
-        characters are dropped; whitespace (including U+2028/U+2029, where Python's
-        str.split() also splits) separates words; each CJK ideograph is a word; with
+        The original's rules run on code points, with core TensorFlow ops and tables
+        computed from this Python's `unicodedata` (the original's own source of
+        truth): invalid UTF-8 bytes vanish as in `bytes.decode("utf-8", "ignore")`;
+        control characters go; whitespace (with U+2028/U+2029, where str.split()
+        also splits) separates words; each CJK ideograph is a word; with
         `do_lower_case` each code point becomes `_run_strip_accents(chr(cp).lower())`,
-        with str.lower()'s final-sigma rule (U+03A3 -> U+03C2 at the end of a word)
-        done by a context scan, and NFD's canonical reordering of combining marks
-        done, in the batches that need it, by a stable sort of each run of marks;
-        every punctuation code point of the result is a token; words of more than
-        `max_input_chars_per_word` code points become [UNK]. Only WordPiece itself
-        comes from tensorflow-text: `FastWordpieceTokenizer` (op
-        FastWordpieceTokenizeWithOffsets) with pre-tokenization off. Its normalizer
-        is not used: it case-folds with NFKC and another Unicode version.
+        str.lower()'s final-sigma rule (U+03A3 -> U+03C2 at the end of a word) is a
+        context scan, and NFD's canonical reordering of combining marks, where a
+        batch needs it, a stable sort of each run of marks; each punctuation code
+        point of the result is a token; words of more than `max_input_chars_per_word`
+        code points become [UNK]. Only WordPiece comes from tensorflow-text:
+        `FastWordpieceTokenizer` (op FastWordpieceTokenizeWithOffsets) with its
+        pre-tokenization off. Its own normalizer is not used: it case-folds with
+        NFKC, under another Unicode version.
 
-        One difference remains, by construction: the tables follow the Unicode
-        version of the Python that built them, so a SavedModel keeps the rules of
-        the Python that exported it.
+        No line differs from FullTokenizer (tests/test_tokenization_ingraph.py checks
+        100,000 random lines and every code point, both casings). The tables follow
+        the Unicode version of the Python that built them, so a SavedModel keeps the
+        rules of the Python that exported it, as the original follows the Python
+        that runs it.
 
         Example:
             >>> tokenizer = InGraphTokenizer("vocab.txt", do_lower_case=True)
-            >>> tokenizer.tokenize(tf.constant(["UNwant\\u00E9d,running"])).to_list()
-            [[id("un"), id("##want"), id("##ed"), id(","), id("runn"), id("##ing")]]
+            >>> tokenizer.basic_tokenize(tf.constant(["UNwant\\u00E9d,running"])).to_list()
+            [[b'unwanted', b',', b'running']]
+            >>> ids = tokenizer.tokenize(tf.constant(["UNwant\\u00E9d,running"]))  # [1, (6)]
         """
 
         def __init__(self, vocab_file, do_lower_case=True, max_input_chars_per_word=200, name=None):
@@ -593,13 +637,13 @@ def _define_in_graph_tokenizer():
             self._combining_values = tf.constant([tables.combining.get(cp, 0) for cp in combining_keys], tf.int32)
 
             # A blank vocab line is a token no word can match; tensorflow-text rejects
-            # empty tokens, so it gets a name that holds a space (words never do).
+            # empty tokens, so it gets a name holding a space (no word does).
             tokens = [token or f" [blank line {index}]" for index, token in enumerate(vocab)]
             self._wordpiece = tf_text.FastWordpieceTokenizer(
                 vocab=tokens,
                 suffix_indicator="##",
-                # Words over max_input_chars_per_word never get here (they become
-                # "[UNK]" first), so the byte limit must never cut in before.
+                # Longer words become "[UNK]" before WordPiece, so this byte limit
+                # (4 bytes per code point at most) never cuts in first.
                 max_bytes_per_word=4 * self.max_input_chars_per_word + 8,
                 token_out_type=tf.int64,
                 unknown_token="[UNK]",
@@ -609,19 +653,32 @@ def _define_in_graph_tokenizer():
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
         def tokenize(self, text):
             """WordPiece ids of each line of `text` (tf.string [B]): int64 RaggedTensor [B, (T)]."""
-            return self._tokenize(text)
+            words, words_per_line = self._basic_tokens(text)  # [W, (C)], [B]
+            too_long = words.row_lengths() > self.max_input_chars_per_word
+            word_strings = tf.strings.unicode_encode(words, "UTF-8")  # [W]
+            # "[UNK]" is in the vocab, so WordPiece turns it into exactly the [UNK] id.
+            word_strings = tf.where(too_long, "[UNK]", word_strings)
+            pieces = self._wordpiece.tokenize(word_strings)  # [W, (P)] int64
+            return tf.RaggedTensor.from_row_lengths(pieces, words_per_line, validate=False).merge_dims(1, 2)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+        def basic_tokenize(self, text):
+            """BasicTokenizer's words of each line of `text` (tf.string [B]): tf.string [B, (W)]."""
+            words, words_per_line = self._basic_tokens(text)
+            return tf.RaggedTensor.from_row_lengths(
+                tf.strings.unicode_encode(words, "UTF-8"), words_per_line, validate=False)
 
         def pack_inputs(self, text_a, text_b=None, max_seq_length=128):
             """Classifier inputs for one or two segments, as `convert_single_example`.
 
             `[CLS] A [SEP]`, or `[CLS] A [SEP] B [SEP]` where B has tokens. A pair too
             long for `max_seq_length` loses the last token of the longer segment until
-            it fits (B on a tie); a single segment keeps its first max_seq_length - 2
-            tokens.
+            it fits (B's on a tie); a single segment keeps its first max_seq_length - 2
+            tokens. Works eagerly and inside tf.function (max_seq_length is static).
 
             Args:
                 text_a: tf.string [B].
-                text_b: tf.string [B] or None.
+                text_b: tf.string [B], or None.
                 max_seq_length: Python int S, at least 3.
 
             Returns:
@@ -633,28 +690,26 @@ def _define_in_graph_tokenizer():
             tokens_a = self.tokenize(tf.convert_to_tensor(text_a, tf.string))  # [B, (A)]
             length_a = tokens_a.row_lengths()
             if text_b is None:
-                tokens_b = tf.RaggedTensor.from_row_lengths(
-                    tf.zeros([0], tf.int64), tf.zeros_like(length_a))
+                tokens_b = tf.RaggedTensor.from_row_lengths(tf.zeros([0], tf.int64), tf.zeros_like(length_a))
             else:
                 tokens_b = self.tokenize(tf.convert_to_tensor(text_b, tf.string))  # [B, (B)]
             length_b = tokens_b.row_lengths()
             keep_a, keep_b = _truncated_lengths(length_a, length_b, max_seq_length)
             tokens_a = tf.ragged.boolean_mask(tokens_a, tf.ragged.range(length_a) < keep_a[:, None])
             tokens_b = tf.ragged.boolean_mask(tokens_b, tf.ragged.range(length_b) < keep_b[:, None])
+            # The original adds B's [SEP] only if B still has tokens after truncation.
             has_b = tf.cast(keep_b > 0, tf.int64)
-            batch_size = tf.size(length_a, out_type=tf.int64)
+            ones = tf.ones_like(length_a)
 
-            def column(value, lengths=None):
-                lengths = tf.ones([batch_size], tf.int64) if lengths is None else lengths
-                return tf.RaggedTensor.from_row_lengths(tf.fill([tf.reduce_sum(lengths)], value), lengths)
+            def column(value, lengths):
+                """A ragged [B, (1 or 0)] column holding `value`."""
+                return tf.RaggedTensor.from_row_lengths(
+                    tf.fill([tf.reduce_sum(lengths)], tf.constant(value, tf.int64)), lengths)
 
-            one = tf.constant(1, tf.int64)
-            zero = tf.constant(0, tf.int64)
-            input_ids = tf.concat([column(tf.constant(self.cls_id, tf.int64)), tokens_a,
-                                   column(tf.constant(self.sep_id, tf.int64)), tokens_b,
-                                   column(tf.constant(self.sep_id, tf.int64), has_b)], axis=1)
-            segment_ids = tf.concat([column(zero), tf.zeros_like(tokens_a), column(zero),
-                                     tf.ones_like(tokens_b), column(one, has_b)], axis=1)
+            input_ids = tf.concat([column(self.cls_id, ones), tokens_a, column(self.sep_id, ones),
+                                   tokens_b, column(self.sep_id, has_b)], axis=1)
+            segment_ids = tf.concat([column(0, ones), tf.zeros_like(tokens_a), column(0, ones),
+                                     tf.ones_like(tokens_b), column(1, has_b)], axis=1)
             shape = [None, max_seq_length]
             return {
                 "input_ids": tf.cast(input_ids.to_tensor(0, shape=shape), tf.int32),
@@ -662,158 +717,150 @@ def _define_in_graph_tokenizer():
                 "segment_ids": tf.cast(segment_ids.to_tensor(0, shape=shape), tf.int32),
             }
 
-        # --- the steps of tokenize -------------------------------------------------
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
-        def basic_tokenize(self, text):
-            """BasicTokenizer's tokens of each line (tf.string [B]): RaggedTensor [B, (W)].
-
-            The words WordPiece gets, for checking against `BasicTokenizer.tokenize`.
-            """
-            words, words_per_line = self._basic_tokens(text)
-            return tf.RaggedTensor.from_row_lengths(tf.strings.unicode_encode(words, "UTF-8"), words_per_line)
-
-        def _tokenize(self, text):
-            words, words_per_line = self._basic_tokens(text)  # [W, (C)], [B]
-            too_long = words.row_lengths() > self.max_input_chars_per_word
-            word_strings = tf.strings.unicode_encode(words, "UTF-8")  # [W]
-            # "[UNK]" is in the vocab, so WordPiece turns it into exactly the [UNK] id.
-            word_strings = tf.where(too_long, "[UNK]", word_strings)
-            pieces = self._wordpiece.tokenize(word_strings)  # [W, (P)] int64
-            return tf.RaggedTensor.from_row_lengths(pieces, words_per_line).merge_dims(1, 2)
+        # --- the steps of BasicTokenizer ---------------------------------------------
 
         def _basic_tokens(self, text):
-            """Code points of every basic token, [W, (C)] int32, and tokens per line [B]."""
+            """Code points of each basic token, [W, (C)] int32, and tokens per line, int64 [B]."""
             code_points = tf.strings.unicode_decode(text, "UTF-8", errors="ignore")  # [B, (C)]
             values = code_points.values                   # [C] int32
-            rows = code_points.value_rowids()             # [C] int64
+            line_starts = code_points.row_splits[:-1]     # [B] int64
             flags = tf.gather(self._code_points, values)  # [C]
-            kept = tf.bitwise.bitwise_and(flags, _DROP) == 0
-            values = tf.boolean_mask(values, kept)
-            rows = tf.boolean_mask(rows, kept)
-            flags = tf.boolean_mask(flags, kept)
-            if self.do_lower_case:
-                values, flags = self._apply_final_sigma(values, rows, flags)
-                needs_reordering = tf.reduce_any(tf.bitwise.bitwise_and(flags, _REORDER) != 0)
-                values, source = tf.cond(
-                    needs_reordering,
-                    lambda: self._lower_case_with_reordering(values, rows),
-                    lambda: self._lower_case(values, flags))
-                rows = tf.gather(rows, source)
-                flags = tf.gather(flags, source)
-            words, word_rows = self._split_words(values, rows, flags)  # [W, (C)], [W]
-            words_per_line = tf.math.unsorted_segment_sum(
-                tf.ones_like(word_rows), word_rows, code_points.nrows())
-            return words, words_per_line
 
-        def _apply_final_sigma(self, values, rows, flags):
+            def any_flag(bits):
+                return tf.reduce_any(has_bits(flags, bits))
+
+            # Most batches hold no control character and no code point that lower-casing
+            # turns into 0, 2 or 3: those skip the masks and the expansion.
+            line_starts, values, flags = tf.cond(
+                any_flag(_DROP),
+                lambda: keep(~has_bits(flags, _DROP), line_starts, values, flags),
+                lambda: (line_starts, values, flags))
+            if self.do_lower_case:
+                values, flags = self._apply_final_sigma(values, flags, line_starts)
+
+                def lower_case_one_for_one():
+                    offsets = tf.bitwise.right_shift(flags, _MAPPING_OFFSET_SHIFT)
+                    lowered = tf.where(has_bits(flags, _LOWER_CHANGES), tf.gather(self._replacements, offsets), values)
+                    return lowered, flags, line_starts
+
+                def lower_case_expanding():
+                    lowered, source, new_line_starts = tf.cond(
+                        any_flag(_REORDER),
+                        lambda: self._lower_case_with_reordering(values, line_starts),
+                        lambda: self._lower_case(values, flags, line_starts))
+                    # The splitting class of what came out; CJK that of where it came from.
+                    new_flags = tf.bitwise.bitwise_or(
+                        tf.bitwise.bitwise_and(tf.gather(self._code_points, lowered), _SPACE | _PUNCTUATION),
+                        tf.bitwise.bitwise_and(tf.gather(flags, source), _CJK))
+                    return lowered, tf.bitwise.left_shift(new_flags, _AFTER_SHIFT), new_line_starts
+
+                values, flags, line_starts = tf.cond(
+                    any_flag(_REORDER | _NOT_ONE_FOR_ONE), lower_case_expanding, lower_case_one_for_one)
+            return self._split_words(values, flags, line_starts)
+
+        def _apply_final_sigma(self, values, flags, line_starts):
             """str.lower()'s context rule: U+03A3 becomes U+03C2 (final sigma) when a
             cased letter precedes it and none follows, case-ignorable ones skipped.
 
             Separators and CJK ideographs are neither cased nor case-ignorable, so a
-            scan over the whole line stops at word ends as lower() on a word does.
+            scan over the whole line stops at word ends as lower() on one word does.
+            Returns the new code points and flags, [C] each.
             """
             is_sigma = values == _CAPITAL_SIGMA
 
             def apply():
-                anchors = tf.where(tf.bitwise.bitwise_and(flags, _CASE_IGNORABLE) == 0)[:, 0]  # [N] int64
+                anchors = tf.where(~has_bits(flags, _CASE_IGNORABLE))[:, 0]  # [N] int64
                 sigmas = tf.where(is_sigma)[:, 0]  # [G] int64, a subset of anchors
                 rank = tf.searchsorted(anchors, sigmas, out_type=tf.int64)
                 count = tf.size(anchors, out_type=tf.int64)
                 before = tf.gather(anchors, tf.maximum(rank - 1, 0))
                 after = tf.gather(anchors, tf.minimum(rank + 1, count - 1))
-                sigma_rows = tf.gather(rows, sigmas)
+
+                def line(positions):
+                    return tf.searchsorted(line_starts, positions, side="right")
 
                 def cased(positions):
-                    return tf.bitwise.bitwise_and(tf.gather(flags, positions), _CASED) != 0
+                    return has_bits(tf.gather(flags, positions), _CASED)
 
-                cased_before = (rank > 0) & (tf.gather(rows, before) == sigma_rows) & cased(before)
-                cased_after = (rank + 1 < count) & (tf.gather(rows, after) == sigma_rows) & cased(after)
-                final = cased_before & ~cased_after
-                indices = tf.boolean_mask(sigmas, final)[:, None]
-                updates = tf.fill([tf.shape(indices)[0]], _FINAL_SIGMA)
-                new_values = tf.tensor_scatter_nd_update(values, indices, updates)
-                new_flags = tf.tensor_scatter_nd_update(
-                    flags, indices, tf.gather(self._code_points, updates))
-                return new_values, new_flags
+                sigma_lines = line(sigmas)
+                cased_before = (rank > 0) & (line(before) == sigma_lines) & cased(before)
+                cased_after = (rank + 1 < count) & (line(after) == sigma_lines) & cased(after)
+                indices = tf.boolean_mask(sigmas, cased_before & ~cased_after)[:, None]
+                finals = tf.fill([tf.shape(indices)[0]], _FINAL_SIGMA)
+                return (tf.tensor_scatter_nd_update(values, indices, finals),
+                        tf.tensor_scatter_nd_update(flags, indices, tf.gather(self._code_points, finals)))
 
             return tf.cond(tf.reduce_any(is_sigma), apply, lambda: (values, flags))
 
-        def _lower_case(self, values, flags):
+        def _lower_case(self, values, flags, line_starts):
             """Each code point -> its lower-cased, accent-stripped code points (0 to 3).
 
-            Returns the new code points [M] and, for each, the index of its source.
+            Returns the new code points [M], the index of the source of each [M] and
+            the new line starts [B].
             """
-            changes = tf.bitwise.bitwise_and(flags, _LOWER_CHANGES) != 0
+            changes = has_bits(flags, _LOWER_CHANGES)
             lengths = tf.where(
                 changes, tf.bitwise.bitwise_and(tf.bitwise.right_shift(flags, _MAPPING_LENGTH_SHIFT), 3), 1)
-            source, within = expand(lengths)
+            source, within, line_starts = expand(lengths, line_starts)
             source_changes = tf.gather(changes, source)
             offsets = tf.where(
                 source_changes, tf.bitwise.right_shift(tf.gather(flags, source), _MAPPING_OFFSET_SHIFT) + within, 0)
-            new_values = tf.where(
-                source_changes, tf.gather(self._replacements, offsets), tf.gather(values, source))
-            return new_values, source
+            lowered = tf.where(source_changes, tf.gather(self._replacements, offsets), tf.gather(values, source))
+            return lowered, source, line_starts
 
-        def _lower_case_with_reordering(self, values, rows):
+        def _lower_case_with_reordering(self, values, line_starts):
             """As _lower_case, with NFD's canonical reordering before the Mn marks go.
 
             NFD sorts each run of combining marks (canonical combining class > 0) by
-            class; once the Mn marks are dropped that shows only where a run holds two
-            non-Mn marks (Mc viramas, Hangul tone marks, musical stems) out of order.
+            class. Once the Mn marks are dropped that shows only where a run holds two
+            non-Mn marks out of order (Mc viramas, Hangul tone marks, musical stems).
             """
             spans, found = sorted_lookup(self._full_keys, self._full_spans, values, 0)
             lengths = tf.where(found, tf.bitwise.bitwise_and(spans, 7), 1)
-            source, within = expand(lengths)
+            source, within, line_starts = expand(lengths, line_starts)
             offsets = tf.where(tf.gather(found, source),
                                tf.bitwise.right_shift(tf.gather(spans, source), 3) + within, -1)
             decomposed = tf.where(offsets >= 0, tf.gather(self._full_values, tf.maximum(offsets, 0)),
                                   tf.gather(values, source))
             combining, _ = sorted_lookup(self._combining_keys, self._combining_values, decomposed, 0)
             ccc = tf.cast(tf.bitwise.right_shift(combining, 1), tf.int64)
-            is_mn = tf.bitwise.bitwise_and(combining, 1) != 0
-            source_rows = tf.gather(rows, source)
-            position = tf.range(tf.size(decomposed, out_type=tf.int64))
+            is_mn = has_bits(combining, 1)
             run_start = (ccc > 0) & ((shifted_right(ccc, tf.constant(0, tf.int64)) == 0)
-                                     | (shifted_right(source_rows, tf.constant(-1, tf.int64)) != source_rows))
+                                     | marks_at(line_starts, tf.size(ccc)))
             # Each mark sorts with the first mark of its run; other code points stay put.
             anchor_marks = (ccc == 0) | run_start
             anchors = tf.gather(tf.where(anchor_marks)[:, 0], tf.cumsum(tf.cast(anchor_marks, tf.int64)) - 1)
-            size = tf.size(decomposed, out_type=tf.int64)
-            order = tf.argsort((anchors * 256 + ccc) * size + position)
-            decomposed = tf.gather(decomposed, order)
-            source = tf.gather(source, order)
-            kept = ~tf.gather(is_mn, order)
-            return tf.boolean_mask(decomposed, kept), tf.boolean_mask(source, kept)
+            order = tf.argsort(anchors * 256 + ccc, stable=True)
+            line_starts, decomposed, source = keep(
+                ~tf.gather(is_mn, order), line_starts, tf.gather(decomposed, order), tf.gather(source, order))
+            return decomposed, source, line_starts
 
-        def _split_words(self, values, rows, source_flags):
-            """Words after punctuation splitting and whitespace splitting.
+        def _split_words(self, values, flags, line_starts):
+            """Words after whitespace splitting and punctuation splitting.
 
             Args:
-                values: int32 [M], code points after lower-casing (if any).
-                rows: int64 [M], the line of each.
-                source_flags: int32 [M], table bits of the code point each came from
-                    (CJK ideographs were made words before lower-casing).
+                values: int32 [C], code points after lower-casing (if any).
+                flags: int32 [C], with the _*_AFTER bits of each code point.
+                line_starts: int64 [B], where each line starts in `values`.
 
             Returns:
-                words: int32 RaggedTensor [W, (C)] of code points; word_rows: int64 [W].
+                words: int32 RaggedTensor [W, (C)] of code points; words per line, int64 [B].
             """
-            flags = tf.gather(self._code_points, values)
-            separator = tf.bitwise.bitwise_and(flags, _SPACE) != 0
-            alone = ((tf.bitwise.bitwise_and(flags, _PUNCTUATION) != 0)
-                     | (tf.bitwise.bitwise_and(source_flags, _CJK) != 0))
-            line_start = shifted_right(rows, tf.constant(-1, tf.int64)) != rows
-            starts = ~separator & (line_start | shifted_right(separator, True) | alone
-                                   | shifted_right(alone, False))
-            word_rows = tf.boolean_mask(rows, starts)
+            separator = has_bits(flags, _SPACE_AFTER)
+            breaks = has_bits(flags, _SPACE_AFTER | _CJK_AFTER | _PUNCTUATION_AFTER)
+            starts = ~separator & (breaks | shifted_right(breaks, True) | marks_at(line_starts, tf.size(values)))
             kept = ~separator
-            starts = tf.boolean_mask(starts, kept)
-            words = tf.RaggedTensor.from_row_starts(tf.boolean_mask(values, kept), tf.where(starts)[:, 0])
-            return words, word_rows
+            start_positions = tf.where(starts)[:, 0]  # [W]
+            kept_before = tf.cumsum(tf.cast(kept, tf.int64), exclusive=True)
+            words = tf.RaggedTensor.from_row_starts(
+                tf.boolean_mask(values, kept), tf.gather(kept_before, start_positions), validate=False)
+            first_words = tf.searchsorted(start_positions, line_starts, out_type=tf.int64)  # [B]
+            words_per_line = tf.concat([first_words, [tf.size(start_positions, out_type=tf.int64)]], 0)[1:] - first_words
+            return words, words_per_line
 
     def _truncated_lengths(length_a, length_b, max_seq_length):
-        """How many tokens of A and of B stay (int64 [B] each), as the classifier's
-        loop that pops the last token of the longer list (B on a tie)."""
+        """Tokens of A and of B that stay (int64 [B] each): the closed form of the
+        classifier's loop that pops the last token of the longer list (B's on a tie)."""
         budget = tf.constant(max_seq_length - 3, tf.int64)
         pair = length_b > 0
         fits = length_a + length_b <= budget
@@ -828,7 +875,7 @@ def _define_in_graph_tokenizer():
 
 
 def __getattr__(name):
-    # PEP 562: `InGraphTokenizer` is built, with its TensorFlow imports, on first access.
+    # PEP 562: `InGraphTokenizer` is defined, with its TensorFlow imports, on first access.
     if name == "InGraphTokenizer":
         globals()[name] = _define_in_graph_tokenizer()
         return globals()[name]
