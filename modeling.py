@@ -12,10 +12,12 @@ P masked positions per sequence.
 """
 
 import collections
+import contextlib
 import copy
 import json
 import math
 import os
+import threading
 import uuid
 
 from absl import logging
@@ -194,11 +196,41 @@ def create_initializer(initializer_range=0.02):
     return keras.initializers.TruncatedNormal(stddev=initializer_range)
 
 
+_DROPOUT_SEEDS = threading.local()
+
+
+@contextlib.contextmanager
+def dropout_seed(seed):
+    """Makes the dropout of the model calls inside this block stateless, keyed on `seed`.
+
+    Each dropout op traced in the block draws from `tf.random` stateless ops with the seed
+    (`seed`, its position in the trace), so the masks are a pure function of `seed`. The
+    training engine passes a seed made of the run's seed and the global step: a run that
+    resumes from a checkpoint then draws exactly the masks the uninterrupted run would have.
+    Outside such a block dropout uses TensorFlow's stateful random ops. The state is per
+    thread, as tf.distribute runs each replica's function in a thread of its own.
+
+    Args:
+        seed: int64 tensor [2].
+    """
+    previous = getattr(_DROPOUT_SEEDS, "state", None)
+    _DROPOUT_SEEDS.state = [tf.cast(seed, tf.int64), 0]
+    try:
+        yield
+    finally:
+        _DROPOUT_SEEDS.state = previous
+
+
 def dropout(x, rate, training):
     """Drops with probability `rate` (not a keep probability) only when training."""
     if not training or not rate:
         return x
-    return tf.nn.dropout(x, rate=rate)
+    state = getattr(_DROPOUT_SEEDS, "state", None)
+    if state is None:
+        return tf.nn.dropout(x, rate=rate)
+    state[1] += 1
+    seed = state[0] + tf.constant([0, 1_000_003 * state[1]], tf.int64)
+    return tf.nn.experimental.stateless_dropout(x, rate=rate, seed=seed)
 
 
 def _shape_list(x):

@@ -386,7 +386,8 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
 
     dataset = strategy.distribute_datasets_from_function(input_fn)
     iterator = iter(dataset)
-    train_loop = _make_train_loop(strategy, model, loss_fn, optimizer, accumulation, config.use_xla)
+    train_loop = _make_train_loop(strategy, model, loss_fn, optimizer, accumulation, config.use_xla,
+                                  config.seed if config.seed is not None else 0)
 
     logging.info("***** Running training *****")
     logging.info("  Batch size = %d (%d replica(s), %d accumulation step(s))", train_batch_size,
@@ -417,14 +418,20 @@ def _next_multiple(step, every):
     return (step // every + 1) * every
 
 
-def _make_train_loop(strategy, model, loss_fn, optimizer, accumulation, use_xla):
+def _make_train_loop(strategy, model, loss_fn, optimizer, accumulation, use_xla, seed):
     """A tf.function running `steps` optimizer updates; returns their mean loss."""
     variables = model.trainable_variables
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     replicas = strategy.num_replicas_in_sync
 
-    def gradients(features):
-        with tf.GradientTape() as tape:
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+
+    def gradients(features, micro_step):
+        # Dropout masks keyed on (seed, update, micro-batch, replica): a resumed run redraws
+        # exactly the masks of an uninterrupted one.
+        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
+        draw = (tf.cast(inner.iterations, tf.int64) * accumulation + micro_step) * replicas + replica
+        with tf.GradientTape() as tape, modeling.dropout_seed(tf.stack([tf.constant(seed, tf.int64), draw])):
             loss = loss_fn(model, features, True)
             # Gradients are summed over replicas, so each replica contributes its share of the mean.
             scaled_loss = loss / replicas
@@ -435,11 +442,11 @@ def _make_train_loop(strategy, model, loss_fn, optimizer, accumulation, use_xla)
     compiled_gradients = tf.function(gradients, jit_compile=use_xla)
 
     def replica_step(micro_batches):
-        loss, grads = compiled_gradients(micro_batches[0])
+        loss, grads = compiled_gradients(micro_batches[0], tf.constant(0, tf.int64))
         if len(micro_batches) > 1:
             grads = [tf.convert_to_tensor(g) for g in grads]  # IndexedSlices cannot be summed
-            for features in micro_batches[1:]:
-                micro_loss, micro_grads = compiled_gradients(features)
+            for micro_step, features in enumerate(micro_batches[1:], 1):
+                micro_loss, micro_grads = compiled_gradients(features, tf.constant(micro_step, tf.int64))
                 loss += micro_loss
                 grads = [g + tf.convert_to_tensor(m) for g, m in zip(grads, micro_grads)]
             loss /= len(micro_batches)
