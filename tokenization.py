@@ -654,11 +654,12 @@ def _define_in_graph_tokenizer():
         def tokenize(self, text):
             """WordPiece ids of each line of `text` (tf.string [B]): int64 RaggedTensor [B, (T)]."""
             words, words_per_line = self._basic_tokens(text)  # [W, (C)], [B]
-            too_long = words.row_lengths() > self.max_input_chars_per_word
-            word_strings = tf.strings.unicode_encode(words, "UTF-8")  # [W]
+            # Words repeat a lot: WordPiece runs once per distinct word of the batch.
+            distinct, index = tf.unique(tf.strings.unicode_encode(words, "UTF-8"))  # [U], [W]
+            too_long = tf.strings.length(distinct, unit="UTF8_CHAR") > self.max_input_chars_per_word
             # "[UNK]" is in the vocab, so WordPiece turns it into exactly the [UNK] id.
-            word_strings = tf.where(too_long, "[UNK]", word_strings)
-            pieces = self._wordpiece.tokenize(word_strings)  # [W, (P)] int64
+            pieces = self._wordpiece.tokenize(tf.where(too_long, "[UNK]", distinct))  # [U, (P)] int64
+            pieces = tf.gather(pieces, index)  # [W, (P)]
             return tf.RaggedTensor.from_row_lengths(pieces, words_per_line, validate=False).merge_dims(1, 2)
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
@@ -848,14 +849,19 @@ def _define_in_graph_tokenizer():
             """
             separator = has_bits(flags, _SPACE_AFTER)
             breaks = has_bits(flags, _SPACE_AFTER | _CJK_AFTER | _PUNCTUATION_AFTER)
-            starts = ~separator & (breaks | shifted_right(breaks, True) | marks_at(line_starts, tf.size(values)))
+            # A word starts after a break or at a line start (line_starts <= C: the slot
+            # past the end takes the starts of empty last lines).
+            after_break = tf.tensor_scatter_nd_update(
+                tf.concat([[True], breaks], axis=0), line_starts[:, None], tf.fill(tf.shape(line_starts), True))[:-1]
+            starts = ~separator & (breaks | after_break)
             kept = ~separator
-            start_positions = tf.where(starts)[:, 0]  # [W]
-            kept_before = tf.cumsum(tf.cast(kept, tf.int64), exclusive=True)
-            words = tf.RaggedTensor.from_row_starts(
-                tf.boolean_mask(values, kept), tf.gather(kept_before, start_positions), validate=False)
-            first_words = tf.searchsorted(start_positions, line_starts, out_type=tf.int64)  # [B]
-            words_per_line = tf.concat([first_words, [tf.size(start_positions, out_type=tf.int64)]], 0)[1:] - first_words
+            kept_positions = tf.where(kept)[:, 0]  # [K]
+            kept_starts = tf.gather(starts, kept_positions)
+            word_starts = tf.where(kept_starts)[:, 0]  # [W], in the kept code points
+            words = tf.RaggedTensor.from_row_starts(tf.gather(values, kept_positions), word_starts, validate=False)
+            # A line's first word is the first that starts at or after the line's start.
+            first_words = tf.searchsorted(tf.gather(kept_positions, word_starts), line_starts, out_type=tf.int64)
+            words_per_line = tf.concat([first_words, [tf.size(word_starts, out_type=tf.int64)]], 0)[1:] - first_words
             return words, words_per_line
 
     def _truncated_lengths(length_a, length_b, max_seq_length):
