@@ -173,25 +173,31 @@ def training_dataset(input_files, name_to_features, batch_size, seed, skip_examp
                      cycle_length=4):
     """The training pipeline: shuffled files, interleaved reads, shuffled records, batches.
 
-    Deterministic for a given seed, so a resumed run can skip exactly what it consumed.
+    Deterministic for a given seed, so a resumed run can skip exactly what it consumed, and
+    independent of how the work is spread: every input pipeline reads the same record stream
+    and keeps its own slice of each global batch, so N workers train on exactly the examples
+    one device would (at the cost of each worker reading every record).
 
     Args:
         input_files: list of TFRecord files.
         name_to_features: the tf.io.FixedLenFeature spec.
-        batch_size: examples per batch of this input pipeline.
+        batch_size: examples per batch of one replica.
         seed: shuffling seed.
-        skip_examples: records to skip (already trained on) before batching.
-        input_context: tf.distribute.InputContext, to shard over input pipelines.
+        skip_examples: records of the global stream already trained on.
+        input_context: tf.distribute.InputContext (None: one pipeline, one replica).
     """
     files = tf.data.Dataset.from_tensor_slices(input_files)
-    if input_context and input_context.num_input_pipelines > 1:
-        files = files.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     files = files.repeat().shuffle(len(input_files), seed=seed)
     records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(input_files)),
                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     records = records.shuffle(100, seed=seed)
     if skip_examples:
         records = records.skip(skip_examples)
+    if input_context and input_context.num_input_pipelines > 1:
+        pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
+        per_pipeline = batch_size * input_context.num_replicas_in_sync // pipelines
+        records = records.batch(per_pipeline * pipelines, drop_remainder=True)
+        records = records.map(lambda batch: batch[index * per_pipeline:(index + 1) * per_pipeline]).unbatch()
     batches = records.batch(batch_size, drop_remainder=True)
     batches = batches.map(lambda s: _parse_batch(s, name_to_features), num_parallel_calls=tf.data.AUTOTUNE)
     return batches.prefetch(tf.data.AUTOTUNE)
@@ -351,7 +357,8 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
         model: Keras layer holding every trainable variable, under original names.
         loss_fn: (model, features, training) -> scalar float32 loss of a per-replica batch.
         dataset_fn: (input_context, batch_size, skip_examples) -> tf.data.Dataset of feature
-            dicts, batch_size examples per element, for one input pipeline.
+            dicts for one input pipeline, batch_size (one replica's micro-batch) examples per
+            element, after skipping skip_examples records of the global stream.
         output_dir: where checkpoints and summaries go.
         num_train_steps, num_warmup_steps, learning_rate: the schedule.
         train_batch_size: global examples per optimizer step.
@@ -379,10 +386,8 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
 
     def input_fn(input_context):
         per_replica = input_context.get_per_replica_batch_size(micro_batch)
-        replicas_per_pipeline = input_context.num_replicas_in_sync // input_context.num_input_pipelines
-        # Resume where the interrupted run stopped: skip what this pipeline already fed.
-        skip = step * accumulation * per_replica * replicas_per_pipeline
-        return dataset_fn(input_context, per_replica, skip)
+        # Resume where the interrupted run stopped: skip what the global stream already fed.
+        return dataset_fn(input_context, per_replica, step * train_batch_size)
 
     dataset = strategy.distribute_datasets_from_function(input_fn)
     iterator = iter(dataset)

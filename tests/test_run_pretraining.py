@@ -127,18 +127,19 @@ def test_mirrored_on_two_logical_cpus_follows_the_one_device_loss_curve(tmp_path
     assert one.returncode == 0, one.stderr[-3000:]
     assert two.returncode == 0, two.stderr[-3000:]
     assert "2 replica(s)" in two.stderr
-    # Same examples per step; the masked-LM loss is normalised per replica batch, so the
-    # curves agree closely rather than bit for bit.
-    np.testing.assert_allclose(logged_losses(one.stderr), logged_losses(two.stderr), rtol=2e-2)
+    # Same examples per step. The masked-LM loss is normalised by each replica's own sum of
+    # weights (as the original per device), so the curves agree to ~2.5e-4, not bit for bit.
+    np.testing.assert_allclose(logged_losses(one.stderr), logged_losses(two.stderr), rtol=1e-3)
 
 
 def test_gradient_accumulation_equals_one_big_batch(tmp_path, no_dropout_config_file):
+    # As with replicas, each micro-batch normalises its own masked-LM loss: ~2.5e-4 apart.
     one = run_script(base_args(no_dropout_config_file, str(tmp_path / "one"), steps=3, train_batch_size=8))
     accumulated = run_script(base_args(no_dropout_config_file, str(tmp_path / "acc"), steps=3, train_batch_size=8,
                                        gradient_accumulation_steps=2))
     assert one.returncode == 0, one.stderr[-3000:]
     assert accumulated.returncode == 0, accumulated.stderr[-3000:]
-    np.testing.assert_allclose(logged_losses(one.stderr), logged_losses(accumulated.stderr), rtol=2e-2)
+    np.testing.assert_allclose(logged_losses(one.stderr), logged_losses(accumulated.stderr), rtol=1e-3)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -153,3 +154,36 @@ def test_user_errors_are_one_line(tmp_path, config_file, args, message):
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("run_pretraining.py: error: ") and message in last, last
+
+
+def _free_ports(count):
+    import socket
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_on_localhost_follow_the_one_device_loss_curve(tmp_path, no_dropout_config_file):
+    one = run_script(base_args(no_dropout_config_file, str(tmp_path / "one")))
+    assert one.returncode == 0, one.stderr[-3000:]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    out = str(tmp_path / "multi")
+    workers = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        workers.append(subprocess.Popen(
+            [helpers.python(), "run_pretraining.py",
+             *base_args(no_dropout_config_file, out, distribution_strategy="multi_worker_mirrored")],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [w.communicate(timeout=300) for w in workers]
+    for worker, (_, stderr) in zip(workers, outputs):
+        assert worker.returncode == 0, stderr[-3000:]
+    chief_log = outputs[0][1]
+    assert "2 replica(s)" in chief_log
+    np.testing.assert_allclose(logged_losses(one.stderr), logged_losses(chief_log), rtol=1e-3)
+    # Only the chief writes checkpoints.
+    assert os.path.exists(os.path.join(out, "model.ckpt-6.index"))
