@@ -187,3 +187,19 @@ def test_two_workers_on_localhost_follow_the_one_device_loss_curve(tmp_path, no_
     np.testing.assert_allclose(logged_losses(one.stderr), logged_losses(chief_log), rtol=1e-3)
     # Only the chief writes checkpoints.
     assert os.path.exists(os.path.join(out, "model.ckpt-6.index"))
+
+
+@pytest.mark.parametrize("extra, rtol", [
+    ({"use_xla": "true"}, 1e-4),
+    ({"precision": "mixed_bfloat16"}, 2e-2),
+    ({"precision": "mixed_float16"}, 2e-3),
+])
+def test_precision_and_xla_stay_close_to_float32(tmp_path, no_dropout_config_file, extra, rtol):
+    reference = run_script(base_args(no_dropout_config_file, str(tmp_path / "f32"), steps=2))
+    variant = run_script(base_args(no_dropout_config_file, str(tmp_path / "variant"), steps=2, **extra))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    assert variant.returncode == 0, variant.stderr[-3000:]
+    np.testing.assert_allclose(logged_losses(reference.stderr), logged_losses(variant.stderr), rtol=rtol)
+    # Variables stay float32 in the checkpoint whatever the compute precision.
+    values = checkpoint_values(os.path.join(str(tmp_path / "variant"), "model.ckpt-2"))
+    assert values["bert/embeddings/word_embeddings"].dtype == np.float32
