@@ -520,6 +520,37 @@ def predict(strategy, model, predict_fn, dataset):
 
 # --- Script plumbing ----------------------------------------------------------------------
 
+def serialize_example(features):
+    """Serializes {name: list of int or float} as a tf.train.Example (int64 or float lists)."""
+    example = tf.train.Example()
+    for name, values in features.items():
+        feature = example.features.feature[name]
+        if values and isinstance(values[0], float):
+            feature.float_list.value.extend(values)
+        else:
+            feature.int64_list.value.extend(values)
+    return example.SerializeToString()
+
+
+def write_tfrecord(path, serialized_examples):
+    """Writes serialized records to `path` atomically (temporary name, then rename).
+
+    Returns the number of records written; on any error nothing is left at `path`.
+    """
+    temp = f"{path}.tmp-{os.getpid()}"
+    count = 0
+    try:
+        with tf.io.TFRecordWriter(temp) as writer:
+            for record in serialized_examples:
+                writer.write(record)
+                count += 1
+        tf.io.gfile.rename(temp, path, overwrite=True)
+    finally:
+        if tf.io.gfile.exists(temp):
+            tf.io.gfile.remove(temp)
+    return count
+
+
 def write_eval_results(path, results):
     """Writes `key = value` lines, keys sorted, values with str() (as the original), atomically."""
     temp = path + ".tmp"
