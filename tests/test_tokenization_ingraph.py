@@ -4,8 +4,11 @@ The proof is a seeded corpus of more than 100,000 lines over every character cla
 original distinguishes (plus every code point of Unicode once), tokenized by both.
 """
 
+import functools
 import os
 import random
+import subprocess
+import sys
 import unicodedata
 
 import numpy as np
@@ -32,11 +35,17 @@ def real_vocab_file():
     return helpers.real_vocab_file()
 
 
+@functools.lru_cache(maxsize=None)
+def real_tokenizers(do_lower_case):
+    """(FullTokenizer, InGraphTokenizer) over the real 30k vocab, built once per casing."""
+    vocab_file = helpers.real_vocab_file()
+    return (tokenization.FullTokenizer(vocab_file, do_lower_case=do_lower_case),
+            tokenization.InGraphTokenizer(vocab_file, do_lower_case=do_lower_case))
+
+
 @pytest.fixture(scope="module", params=[True, False], ids=["uncased", "cased"])
-def tokenizers(request, real_vocab_file):
-    """(FullTokenizer, InGraphTokenizer) over the real 30k vocab, for one casing."""
-    return (tokenization.FullTokenizer(real_vocab_file, do_lower_case=request.param),
-            tokenization.InGraphTokenizer(real_vocab_file, do_lower_case=request.param))
+def tokenizers(request):
+    return real_tokenizers(request.param)
 
 
 def in_graph_ids(tokenizer, lines):
@@ -104,8 +113,8 @@ def _random_word(rng, vocab_words):
     if kind < 0.35:  # a vocab word, cased in one of three ways
         word = rng.choice(vocab_words)
         return rng.choice((word, word.upper(), word.capitalize()))
-    if kind < 0.5:  # random sub-words glued together
-        return "".join(rng.choice(vocab_words) for _ in range(rng.randint(2, 4)))
+    if kind < 0.43:  # random sub-words glued together (slow for the Python WordPiece: kept few)
+        return "".join(rng.choice(vocab_words) for _ in range(rng.randint(2, 3)))
     if kind < 0.55:
         return rng.choice(_SPECIALS)
     if kind < 0.56:  # around max_input_chars_per_word
@@ -137,11 +146,15 @@ def _random_line(rng, vocab_words):
     return line
 
 
+@functools.lru_cache(maxsize=None)
 def random_corpus(seed, count, vocab):
-    """`count` seeded lines (str, or bytes holding invalid UTF-8) over every class."""
+    """`count` seeded lines (str, or bytes holding invalid UTF-8) over every class.
+
+    `vocab` is a tuple of tokens: whole and partial words are drawn from it.
+    """
     rng = random.Random(seed)
     vocab_words = [token[2:] if token.startswith("##") else token for token in vocab]
-    return [_random_line(rng, vocab_words) for _ in range(count)]
+    return tuple(_random_line(rng, vocab_words) for _ in range(count))
 
 
 def every_code_point_lines(per_line=64):
@@ -173,7 +186,7 @@ def differing_lines(full, in_graph, lines):
 
 def test_random_corpus_matches_full_tokenizer(tokenizers):
     full, in_graph = tokenizers
-    lines = random_corpus(12345, 100_000, list(full.vocab))
+    lines = random_corpus(12345, 100_000, tuple(full.vocab))
     assert sum(isinstance(line, bytes) for line in lines) > 2000
     assert not differing_lines(full, in_graph, lines)[:5]
 
@@ -181,3 +194,212 @@ def test_random_corpus_matches_full_tokenizer(tokenizers):
 def test_every_code_point_matches_full_tokenizer(tokenizers):
     full, in_graph = tokenizers
     assert not differing_lines(full, in_graph, every_code_point_lines())[:5]
+
+
+# --- rule by rule, with exact expected output ----------------------------------------
+
+def words_of(tokenizer, texts):
+    return [[word.decode("utf-8") for word in line]
+            for line in tokenizer.basic_tokenize(tf.constant(texts, tf.string)).to_list()]
+
+
+def test_import_tokenization_leaves_tensorflow_unloaded():
+    code = "import sys, tokenization; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+def test_word_pieces_of_small_vocab(small_vocab_file):
+    uncased = tokenization.InGraphTokenizer(small_vocab_file, do_lower_case=True)
+    cased = tokenization.InGraphTokenizer(small_vocab_file, do_lower_case=False)
+    texts = ["UNwant\u00e9d,running", "unwantedX", "", "hello!?", "\u535a\u535a", "lowest low  a"]
+    assert uncased.tokenize(tf.constant(texts)).to_list() == [
+        [9, 6, 7, 12, 10, 11], [1], [], [17, 18, 19], [20, 20], [14, 13, 15]]
+    assert cased.tokenize(tf.constant(texts)).to_list() == [
+        [1, 12, 10, 11], [1], [], [17, 18, 19], [20, 20], [14, 13, 15]]
+
+
+@pytest.mark.parametrize("text, words", [
+    (" \tHeLLo!how  \n Are yoU?  ", ["hello", "!", "how", "are", "you", "?"]),
+    ("ah\u535a\u63a8zz", ["ah", "\u535a", "\u63a8", "zz"]),
+    ("[CLS] x[MASK]", ["[", "cls", "]", "x", "[", "mask", "]"]),
+    # Final sigma: after a cased letter, with no cased letter after it (case-ignorable
+    # characters such as ' . and combining marks skipped), within one word.
+    ("\u039f\u0394\u039f\u03a3 \u03a3", ["\u03bf\u03b4\u03bf\u03c2", "\u03c3"]),
+    ("\u0391\u03a3. \u0391\u03a3'\u0392 \u0391\u03a3,\u0392", ["\u03b1\u03c2", ".", "\u03b1\u03c3", "'", "\u03b2",
+                                                             "\u03b1\u03c2", ",", "\u03b2"]),
+    ("\u0391\u0301\u03a3 \u0391\u03a3\u00ad\u0392 \u0391\u03a3\u535a", ["\u03b1\u03c2", "\u03b1\u03c3\u03b2",
+                                                                         "\u03b1\u03c2", "\u535a"]),
+    # Python's full lower-casing, then NFD without compatibility folding.
+    ("\u0130stanbul \u00df \u2026 \uff21\uff22\uff01 \ufb03 \u212a", ["istanbul", "\u00df", "\u2026", "\uff41\uff42",
+                                                                       "\uff01", "\ufb03", "k"]),
+    ("\ud55c\uad6d", ["\u1112\u1161\u11ab\u1100\u116e\u11a8"]),  # Hangul becomes jamo
+    # Control and format characters vanish without splitting; all whitespace splits.
+    ("a\u200db a\x0bb a\x85b a\u180eb a\ufeffb a\x00b a\ufffdb", ["ab"] * 7),
+    ("a\u2028b\u2029c\u3000d\xa0e\u1680f", ["a", "b", "c", "d", "e", "f"]),
+    # NFD's canonical reordering of marks that survive accent stripping.
+    ("a\u302e\u1715 \U0001d160", ["a\u1715\u302e", "\U0001d158\U0001d165\U0001d16e"]),
+])
+def test_basic_tokens_uncased(text, words):
+    full, in_graph = real_tokenizers(True)
+    assert words_of(in_graph, [text]) == [words]
+    assert full.basic_tokenizer.tokenize(text) == words
+
+
+def test_basic_tokens_cased_keep_case_and_accents():
+    full, in_graph = real_tokenizers(False)
+    text = " \tHeLLo!how \u039f\u0394\u039f\u03a3 Caf\u00e9 a\u200db\u2028c"
+    words = ["HeLLo", "!", "how", "\u039f\u0394\u039f\u03a3", "Caf\u00e9", "ab", "c"]
+    assert words_of(in_graph, [text]) == [words]
+    assert full.basic_tokenizer.tokenize(text) == words
+
+
+def test_invalid_utf8_bytes_vanish():
+    _, in_graph = real_tokenizers(True)
+    text = b"ab\xffcd \xe2\x82x \xf0\x9f\x92 \xed\xa0\x80y\xc0\xaf"
+    assert text.decode("utf-8", "ignore").split() == ["abcd", "x", "y"]
+    assert words_of(in_graph, [text]) == [["abcd", "x", "y"]]
+
+
+def test_empty_batches_and_lines():
+    _, in_graph = real_tokenizers(True)
+    assert in_graph.tokenize(tf.constant([], tf.string)).to_list() == []
+    assert in_graph.tokenize(tf.constant(["", " \u3000 ", "\x00\u200d"])).to_list() == [[], [], []]
+    assert in_graph.tokenize(tf.constant(["", "a", ""])).to_list() == [[], [1037], []]
+
+
+def test_words_longer_than_max_input_chars_per_word_become_unk(tmp_path):
+    vocab_file = helpers.write_vocab(tmp_path / "vocab.txt", SMALL_VOCAB + ["\U0001f600", "##\U0001f600"])
+    emoji, emoji_suffix = len(SMALL_VOCAB), len(SMALL_VOCAB) + 1
+    in_graph = tokenization.InGraphTokenizer(vocab_file)
+    # 200 four-byte code points: 800 bytes, past tensorflow-text's default byte limit.
+    texts = ["a" * 200, "a" * 201, "\U0001f600" * 200, "\U0001f600" * 201 + " a"]
+    assert in_graph.tokenize(tf.constant(texts)).to_list() == [
+        [15] + [16] * 199, [1], [emoji] + [emoji_suffix] * 199, [1, 15]]
+    short = tokenization.InGraphTokenizer(vocab_file, max_input_chars_per_word=5)
+    assert short.tokenize(tf.constant(["aaaaa", "aaaaaa"])).to_list() == [[15, 16, 16, 16, 16], [1]]
+
+
+def test_bad_arguments_raise_value_error(tmp_path, small_vocab_file):
+    with pytest.raises(ValueError, match="cannot read vocab file"):
+        tokenization.InGraphTokenizer(str(tmp_path / "missing.txt"))
+    no_cls = helpers.write_vocab(tmp_path / "no_cls.txt", [t for t in SMALL_VOCAB if t != "[CLS]"])
+    with pytest.raises(ValueError, match=r"lacks \[CLS\]"):
+        tokenization.InGraphTokenizer(no_cls)
+    with pytest.raises(ValueError, match="max_input_chars_per_word"):
+        tokenization.InGraphTokenizer(small_vocab_file, max_input_chars_per_word=0)
+    with pytest.raises(ValueError, match="max_seq_length must be at least 3"):
+        tokenization.InGraphTokenizer(small_vocab_file).pack_inputs(tf.constant(["a"]), max_seq_length=2)
+
+
+# --- in graphs, datasets and SavedModels --------------------------------------------
+
+def test_tokenize_inside_tf_function_and_dataset_map():
+    full, in_graph = real_tokenizers(True)
+    lines = ["The Quick brown fox.", "\u00e9t\u00e9 \u535a\u58eb", ""]
+    expected = [full.convert_tokens_to_ids(full.tokenize(line)) for line in lines]
+
+    @tf.function
+    def count_ids(text):
+        ids = in_graph.tokenize(text)
+        return ids, tf.reduce_sum(ids.row_lengths())
+
+    ids, total = count_ids(tf.constant(lines))
+    assert ids.to_list() == expected and int(total) == sum(map(len, expected))
+    dataset = tf.data.Dataset.from_tensor_slices(lines).batch(2).map(in_graph.tokenize)
+    assert [row for batch in dataset for row in batch.to_list()] == expected
+
+
+class _ClassifierInputs(tf.Module):
+    """What a serving export wraps: raw sentence pairs in, BERT inputs out."""
+
+    def __init__(self, tokenizer, max_seq_length):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.max_seq_length = max_seq_length
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.string)])
+    def serve(self, text_a, text_b):
+        return self.tokenizer.pack_inputs(text_a, text_b, self.max_seq_length)
+
+
+def test_saved_model_round_trip(tmp_path):
+    full, in_graph = real_tokenizers(True)
+    lines = random_corpus(7, 300, tuple(full.vocab))
+    batch = tf.constant([line.encode("utf-8") if isinstance(line, str) else line for line in lines])
+    tf.saved_model.save(in_graph, str(tmp_path / "tokenizer"))
+    loaded = tf.saved_model.load(str(tmp_path / "tokenizer"))
+    assert loaded.tokenize(batch).to_list() == in_graph.tokenize(batch).to_list()
+    assert loaded.basic_tokenize(batch).to_list() == in_graph.basic_tokenize(batch).to_list()
+
+    module = _ClassifierInputs(in_graph, 32)
+    tf.saved_model.save(module, str(tmp_path / "inputs"), signatures={"serving_default": module.serve})
+    pairs = dict(text_a=batch[:150], text_b=batch[150:])
+    expected = {name: value.numpy() for name, value in module.serve(**pairs).items()}
+    signature = tf.saved_model.load(str(tmp_path / "inputs")).signatures["serving_default"]
+    actual = {name: value.numpy() for name, value in signature(**pairs).items()}
+    assert sorted(actual) == ["input_ids", "input_mask", "segment_ids"]
+    for name in expected:
+        np.testing.assert_array_equal(actual[name], expected[name])
+
+
+def test_saved_model_runs_without_this_repository(tmp_path, small_vocab_file):
+    """The export holds everything: a process with TensorFlow and tensorflow-text only."""
+    in_graph = tokenization.InGraphTokenizer(small_vocab_file)
+    tf.saved_model.save(in_graph, str(tmp_path / "tokenizer"))
+    code = ("import sys, tensorflow as tf, tensorflow_text\n"
+            f"ids = tf.saved_model.load({str(tmp_path / 'tokenizer')!r}).tokenize(tf.constant(['UNwant\\u00e9d,running']))\n"
+            "assert ids.to_list() == [[9, 6, 7, 12, 10, 11]], ids\n"
+            "assert 'tokenization' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(tmp_path),
+                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+# --- classifier inputs ---------------------------------------------------------------
+
+def reference_features(tokens_a, tokens_b, max_seq_length, cls_id=2, sep_id=3):
+    """run_classifier's convert_single_example on token ids, written out as a loop."""
+    tokens_a, tokens_b = list(tokens_a), list(tokens_b) if tokens_b else None
+    if tokens_b:
+        while len(tokens_a) + len(tokens_b) > max_seq_length - 3:
+            (tokens_a if len(tokens_a) > len(tokens_b) else tokens_b).pop()
+    else:
+        tokens_a = tokens_a[:max_seq_length - 2]
+    input_ids = [cls_id] + tokens_a + [sep_id]
+    segment_ids = [0] * len(input_ids)
+    if tokens_b:
+        input_ids += tokens_b + [sep_id]
+        segment_ids += [1] * (len(tokens_b) + 1)
+    input_mask = [1] * len(input_ids)
+    padding = [0] * (max_seq_length - len(input_ids))
+    return input_ids + padding, input_mask + padding, segment_ids + padding
+
+
+def test_pack_inputs_pair(small_vocab_file):
+    in_graph = tokenization.InGraphTokenizer(small_vocab_file)
+    features = in_graph.pack_inputs(tf.constant(["UNwant\u00e9d,running"]), tf.constant(["hello!"]), 12)
+    assert features["input_ids"].dtype == tf.int32
+    assert features["input_ids"].numpy().tolist() == [[2, 9, 6, 7, 12, 10, 11, 3, 17, 18, 3, 0]]
+    assert features["input_mask"].numpy().tolist() == [[1] * 11 + [0]]
+    assert features["segment_ids"].numpy().tolist() == [[0] * 8 + [1] * 3 + [0]]
+
+
+@pytest.mark.parametrize("max_seq_length", [3, 4, 5, 6, 9, 12])
+def test_pack_inputs_truncates_as_the_classifier(small_vocab_file, max_seq_length):
+    in_graph = tokenization.InGraphTokenizer(small_vocab_file)
+    # "a" is one token; "\u200d" (dropped) and "" give no tokens, so B falls back to single.
+    texts_a, texts_b = [], []
+    for length_a in range(0, 9):
+        for length_b in range(0, 9):
+            texts_a.append(" ".join(["a"] * length_a))
+            texts_b.append(" ".join(["hello"] * length_b) if length_b else ("\u200d" if length_a % 2 else ""))
+    pair = in_graph.pack_inputs(tf.constant(texts_a), tf.constant(texts_b), max_seq_length)
+    single = in_graph.pack_inputs(tf.constant(texts_a), None, max_seq_length)
+    for i, (text_a, text_b) in enumerate(zip(texts_a, texts_b)):
+        tokens_a = [15] * len(text_a.split())
+        tokens_b = [17] * len(text_b.replace("\u200d", "").split())
+        expected = reference_features(tokens_a, tokens_b, max_seq_length)
+        actual = tuple(pair[name][i].numpy().tolist() for name in ("input_ids", "input_mask", "segment_ids"))
+        assert actual == expected, (text_a, text_b)
+        expected = reference_features(tokens_a, [], max_seq_length)
+        actual = tuple(single[name][i].numpy().tolist() for name in ("input_ids", "input_mask", "segment_ids"))
+        assert actual == expected, text_a
