@@ -585,8 +585,10 @@ def _define_in_graph_tokenizer():
         point of the result is a token; words of more than `max_input_chars_per_word`
         code points become [UNK]. Only WordPiece comes from tensorflow-text:
         `FastWordpieceTokenizer` (op FastWordpieceTokenizeWithOffsets) with its
-        pre-tokenization off. Its own normalizer is not used: it case-folds with
-        NFKC, under another Unicode version.
+        pre-tokenization off, or with `fast_wordpiece=False` the older and slower
+        `WordpieceTokenizer` (op WordpieceTokenizeWithOffsets) for TF Serving builds
+        that lack the fast op. tensorflow-text's normalizers are not used: they
+        case-fold with NFKC, under another Unicode version.
 
         No line differs from FullTokenizer (tests/test_tokenization_ingraph.py checks
         100,000 random lines and every code point, both casings). The tables follow
@@ -601,7 +603,8 @@ def _define_in_graph_tokenizer():
             >>> ids = tokenizer.tokenize(tf.constant(["UNwant\\u00E9d,running"]))  # [1, (6)]
         """
 
-        def __init__(self, vocab_file, do_lower_case=True, max_input_chars_per_word=200, name=None):
+        def __init__(self, vocab_file, do_lower_case=True, max_input_chars_per_word=200, fast_wordpiece=True,
+                     name=None):
             super().__init__(name=name)
             if max_input_chars_per_word < 1:
                 raise ValueError(f"max_input_chars_per_word must be at least 1, got {max_input_chars_per_word}")
@@ -639,16 +642,22 @@ def _define_in_graph_tokenizer():
             # A blank vocab line is a token no word can match; tensorflow-text rejects
             # empty tokens, so it gets a name holding a space (no word does).
             tokens = [token or f" [blank line {index}]" for index, token in enumerate(vocab)]
-            self._wordpiece = tf_text.FastWordpieceTokenizer(
-                vocab=tokens,
-                suffix_indicator="##",
-                # Longer words become "[UNK]" before WordPiece, so this byte limit
-                # (4 bytes per code point at most) never cuts in first.
-                max_bytes_per_word=4 * self.max_input_chars_per_word + 8,
-                token_out_type=tf.int64,
-                unknown_token="[UNK]",
-                no_pretokenization=True,
-                support_detokenization=False)
+            # Longer words become "[UNK]" before WordPiece, so this byte limit (4 bytes
+            # per code point at most) never cuts in first.
+            max_bytes_per_word = 4 * self.max_input_chars_per_word + 8
+            if fast_wordpiece:
+                self._wordpiece = tf_text.FastWordpieceTokenizer(
+                    vocab=tokens, suffix_indicator="##", max_bytes_per_word=max_bytes_per_word,
+                    token_out_type=tf.int64, unknown_token="[UNK]", no_pretokenization=True,
+                    support_detokenization=False)
+            else:
+                # The older op (WordpieceTokenizeWithOffsets, in every TF Serving build that
+                # has tensorflow-text ops), same ids, about 20x slower than the fast one.
+                table = tf.lookup.StaticHashTable(
+                    tf.lookup.KeyValueTensorInitializer(tokens, tf.range(len(tokens), dtype=tf.int64)), -1)
+                self._wordpiece = tf_text.WordpieceTokenizer(
+                    table, suffix_indicator="##", max_bytes_per_word=max_bytes_per_word,
+                    token_out_type=tf.int64, unknown_token="[UNK]", split_unknown_characters=False)
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
         def tokenize(self, text):

@@ -403,3 +403,11 @@ def test_pack_inputs_truncates_as_the_classifier(small_vocab_file, max_seq_lengt
         expected = reference_features(tokens_a, [], max_seq_length)
         actual = tuple(single[name][i].numpy().tolist() for name in ("input_ids", "input_mask", "segment_ids"))
         assert actual == expected, text_a
+
+
+def test_classic_wordpiece_op_gives_the_same_ids():
+    full, _ = real_tokenizers(True)
+    classic = tokenization.InGraphTokenizer(helpers.real_vocab_file(), fast_wordpiece=False)
+    lines = random_corpus(12345, 100_000, tuple(full.vocab))[:8192]
+    expected = [full.convert_tokens_to_ids(full.tokenize(line)) for line in lines]
+    assert in_graph_ids(classic, lines) == expected
