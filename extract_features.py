@@ -1,0 +1,545 @@
+"""Contextual embeddings of text lines, written as the original extract_features.py writes them.
+
+Each input line (`text`, or `text_a ||| text_b` for a pair) becomes one JSON line with
+`linex_index`, and per WordPiece token the values of the chosen encoder layers, rounded to
+6 decimals: the original's layout, byte for byte. The input is streamed: lines are read,
+tokenized and encoded a window at a time, batched by length inside the window (short
+lines are not padded to max_seq_length), and written back in input order. `--pooling`
+adds sentence vectors as an extra field; the original fields never change.
+"""
+
+import collections
+import json
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import modeling  # noqa: E402
+import tokenization  # noqa: E402
+import training  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+POOLING_MODES = ("cls", "mean")
+# A pair is split at the last " ||| " (single spaces around it), as the original's regex
+# `^(.*) \|\|\| (.*)$` splits it.
+PAIR_SEPARATOR = " ||| "
+
+
+def define_flags():
+    """Defines the script's flags (only when run as a script, so modules can be imported together)."""
+    flags.DEFINE_string("input_file", None, "Text file, one example per line: `text` or `text_a ||| text_b`.")
+    flags.DEFINE_string("output_file", None, "JSON-lines file to write, one line per input line.")
+    flags.DEFINE_string("layers", "-1,-2,-3,-4",
+                        "Comma-separated encoder layers to write (Python indexes: -1 is the last layer).")
+    flags.DEFINE_string("bert_config_file", None,
+                        "The config json file corresponding to the pre-trained BERT model.")
+    flags.DEFINE_integer("max_seq_length", 128,
+                         "The maximum total input sequence length after WordPiece tokenization. Longer "
+                         "lines are truncated.")
+    flags.DEFINE_string("init_checkpoint", None, "Initial checkpoint (usually from a pre-trained BERT model).")
+    flags.DEFINE_string("vocab_file", None, "The vocabulary file that the BERT model was trained on.")
+    flags.DEFINE_bool("do_lower_case", True,
+                      "Whether to lower case the input text. True for uncased models, False for cased ones.")
+    flags.DEFINE_integer("batch_size", 32, "Batch size for predictions.")
+    flags.DEFINE_bool("use_tpu", False, "Whether to use TPU or GPU/CPU.")
+    flags.DEFINE_string("master", None, "If using a TPU, the address of the master.")
+    flags.DEFINE_integer("num_tpu_cores", 8, "Only used if `use_tpu` is True. Total number of TPU cores to use.")
+    flags.DEFINE_bool("use_one_hot_embeddings", False,
+                      "Look words up by one-hot matmul (faster on TPU) instead of a gather. Same numbers.")
+    # Additions (the original has none of these).
+    flags.DEFINE_list("pooling", [],
+                      "Also write sentence vectors, per layer of --layers, in an extra field `pooled`: "
+                      "cls (the [CLS] token's vector), mean (average over the line's tokens, [CLS] and "
+                      "[SEP] included). Comma-separated, e.g. --pooling=cls,mean.")
+    flags.DEFINE_bool("use_xla", False, "Compile the model with XLA (one compilation per padded length).")
+    flags.DEFINE_integer("sort_window", 2048,
+                         "Lines read, sorted by length and encoded together; memory grows with this, not "
+                         "with the input.")
+
+
+# ------------------------------------------------------------------------------------------
+# Reading lines into examples and features.
+
+InputExample = collections.namedtuple("InputExample", ["unique_id", "text_a", "text_b"])
+
+InputFeatures = collections.namedtuple(
+    "InputFeatures", ["unique_id", "tokens", "input_ids", "input_type_ids", "truncated"])
+InputFeatures.__doc__ = """One line as WordPiece tokens, unpadded.
+
+tokens: `[CLS] A [SEP]` or `[CLS] A [SEP] B [SEP]`; input_ids and input_type_ids: one per
+token; truncated: whether tokens were dropped to fit max_seq_length.
+"""
+
+
+def read_lines(input_file):
+    """Yields the lines of a UTF-8 text file (local, or any tf.io.gfile scheme), without "\\n".
+
+    As the original's tf.gfile reader: lines end at "\\n" only, and every "\\r" is
+    dropped (so CRLF files read as LF ones). Raises ValueError naming the file and line
+    for bytes that are not UTF-8.
+    """
+    opener = tf.io.gfile.GFile if "://" in input_file else open
+    try:
+        reader = opener(input_file, "rb")
+    except (OSError, tf.errors.OpError) as e:
+        raise ValueError(f"cannot read --input_file={input_file}: {getattr(e, 'strerror', None) or e}") from None
+    with reader:
+        for number, raw in enumerate(reader, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"--input_file={input_file} line {number} is not UTF-8 (byte {e.start} of the "
+                                 f"line): convert the file to UTF-8") from None
+            yield line.rstrip("\n").replace("\r", "")
+
+
+def count_lines(input_file):
+    """Number of lines `read_lines` will yield (a last line without "\\n" counts)."""
+    opener = tf.io.gfile.GFile if "://" in input_file else open
+    count, last = 0, b"\n"
+    try:
+        with opener(input_file, "rb") as reader:
+            while True:
+                chunk = reader.read(1 << 22)
+                if not chunk:
+                    break
+                count += chunk.count(b"\n")
+                last = chunk[-1:]
+    except (OSError, tf.errors.OpError) as e:
+        raise ValueError(f"cannot read --input_file={input_file}: {getattr(e, 'strerror', None) or e}") from None
+    return count + (last != b"\n")
+
+
+def example_from_line(unique_id, line):
+    """An `InputExample` from one line: stripped, then split into a pair at the last " ||| "."""
+    line = line.strip()
+    text_a, separator, text_b = line.rpartition(PAIR_SEPARATOR)
+    if not separator:
+        return InputExample(unique_id, line, None)
+    return InputExample(unique_id, text_a, text_b)
+
+
+def truncate_seq_pair(tokens_a, tokens_b, max_length):
+    """Pops the last token of the longer list (B's on a tie) until both fit in `max_length`."""
+    while len(tokens_a) + len(tokens_b) > max_length:
+        (tokens_a if len(tokens_a) > len(tokens_b) else tokens_b).pop()
+
+
+def convert_example_to_features(example, seq_length, tokenizer):
+    """Tokens, ids and segment ids of one example, truncated as the original, not padded."""
+    tokens_a = tokenizer.tokenize(example.text_a)
+    tokens_b = tokenizer.tokenize(example.text_b) if example.text_b else []
+    if tokens_b:
+        truncated = len(tokens_a) + len(tokens_b) > seq_length - 3  # [CLS], [SEP], [SEP]
+        truncate_seq_pair(tokens_a, tokens_b, seq_length - 3)
+    else:
+        truncated = len(tokens_a) > seq_length - 2  # [CLS], [SEP]
+        tokens_a = tokens_a[:seq_length - 2]
+    tokens = ["[CLS]"] + tokens_a + ["[SEP]"]
+    input_type_ids = [0] * len(tokens)
+    if tokens_b:
+        tokens += tokens_b + ["[SEP]"]
+        input_type_ids += [1] * (len(tokens_b) + 1)
+    return InputFeatures(example.unique_id, tokens, tokenizer.convert_tokens_to_ids(tokens), input_type_ids,
+                         truncated)
+
+
+def log_example(features):
+    logging.info("*** Example ***")
+    logging.info("unique_id: %s", features.unique_id)
+    logging.info("tokens: %s", " ".join(tokenization.printable_text(x) for x in features.tokens))
+    logging.info("input_ids: %s", " ".join(str(x) for x in features.input_ids))
+    logging.info("input_type_ids: %s", " ".join(str(x) for x in features.input_type_ids))
+
+
+def length_sorted_batches(window, batch_size, pad_to_multiple=8, max_seq_length=None):
+    """Splits a window of `InputFeatures` into batches of similar length, padded.
+
+    Args:
+        window: list of `InputFeatures`.
+        batch_size: rows per batch (the last may have fewer).
+        pad_to_multiple: each batch is padded to its longest row rounded up to this
+            (fewer distinct shapes, fewer XLA compilations); capped at max_seq_length.
+        max_seq_length: if set with pad_to_multiple=None, every batch is padded to it.
+
+    Yields:
+        (positions in `window` [B], {"input_ids", "input_mask", "input_type_ids"}: int32 [B, S]).
+    """
+    order = sorted(range(len(window)), key=lambda i: len(window[i].input_ids))
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        longest = max(len(window[i].input_ids) for i in rows)
+        if pad_to_multiple is None:
+            length = max_seq_length
+        else:
+            length = -(-longest // pad_to_multiple) * pad_to_multiple
+            if max_seq_length is not None:
+                length = min(length, max(max_seq_length, longest))
+        arrays = {name: np.zeros((len(rows), length), np.int32)
+                  for name in ("input_ids", "input_mask", "input_type_ids")}
+        for b, i in enumerate(rows):
+            n = len(window[i].input_ids)
+            arrays["input_ids"][b, :n] = window[i].input_ids
+            arrays["input_mask"][b, :n] = 1
+            arrays["input_type_ids"][b, :n] = window[i].input_type_ids
+        yield rows, arrays
+
+
+# ------------------------------------------------------------------------------------------
+# The model.
+
+
+def parse_layer_indexes(layers, num_hidden_layers):
+    """"-1,-2" -> [-1, -2]; raises ValueError for a malformed list or an index out of range."""
+    try:
+        indexes = [int(x) for x in layers.split(",")]
+    except ValueError:
+        raise ValueError(f"--layers={layers} must be comma-separated integers such as -1,-2,-3,-4") from None
+    for index in indexes:
+        if not -num_hidden_layers <= index < num_hidden_layers:
+            raise ValueError(f"--layers={layers}: layer {index} is out of range for a model with "
+                             f"{num_hidden_layers} layers (use {-num_hidden_layers}..{num_hidden_layers - 1}; "
+                             f"-1 is the last layer)")
+    return indexes
+
+
+class FeatureExtractor:
+    """A BERT encoder restored from a checkpoint that returns the chosen layers of a batch.
+
+    Example:
+        >>> extractor = FeatureExtractor(config, "model/bert_model.ckpt", [-1, -2], pooling=["mean"])
+        >>> out = extractor(batch)  # batch: {"input_ids", "input_mask", "input_type_ids"} int32 [B, S]
+        >>> out["layers"].shape, out["mean"].shape      # [B, S, 2, H], [B, 2, H]
+    """
+
+    def __init__(self, bert_config, init_checkpoint, layer_indexes, pooling=(), use_one_hot_embeddings=False,
+                 use_xla=False, strategy=None):
+        """Builds the encoder and restores `init_checkpoint` (ValueError if it holds none of it).
+
+        Args:
+            bert_config: `modeling.BertConfig`.
+            init_checkpoint: checkpoint prefix, `.index` file or directory, original names.
+            layer_indexes: encoder layers to return (Python indexes into the L layers).
+            pooling: any of POOLING_MODES.
+            use_one_hot_embeddings: see `modeling.BertModel`.
+            use_xla: compile the forward pass with XLA.
+            strategy: a tf.distribute strategy (TPU); None runs on the default device.
+        """
+        self.layer_indexes = list(layer_indexes)
+        self.pooling = list(pooling)
+        self.strategy = strategy
+        scope = strategy.scope() if strategy is not None else _null_context()
+        with scope:
+            self.model = modeling.BertModel(bert_config, use_one_hot_embeddings=use_one_hot_embeddings)
+            result = modeling.load_checkpoint(init_checkpoint, self.model)
+        if not result.restored:
+            raise ValueError(f"--init_checkpoint={init_checkpoint} holds none of the BERT encoder's variables "
+                             f"(bert/embeddings/..., bert/encoder/layer_N/...): is it a BERT checkpoint in the "
+                             f"original names?")
+        if result.not_in_checkpoint:
+            logging.warning("%d encoder variables are not in %s and keep random values, e.g. %s",
+                            len(result.not_in_checkpoint), result.checkpoint, result.not_in_checkpoint[0])
+        spec = tf.TensorSpec([None, None], tf.int32)
+        self._encode = tf.function(self._encode_batch, input_signature=[spec, spec, spec], jit_compile=use_xla)
+
+    def _encode_batch(self, input_ids, input_mask, input_type_ids):
+        outputs = self.model(input_ids, input_mask=input_mask, token_type_ids=input_type_ids, training=False)
+        all_layers = outputs["encoder_layers"]
+        layers = tf.stack([all_layers[i] for i in self.layer_indexes], axis=2)  # [B, S, len(layers), H]
+        results = {"layers": layers}
+        if "cls" in self.pooling:
+            results["cls"] = layers[:, 0]  # [B, len(layers), H]
+        if "mean" in self.pooling:
+            mask = tf.cast(input_mask, layers.dtype)[:, :, tf.newaxis, tf.newaxis]  # [B, S, 1, 1]
+            results["mean"] = tf.reduce_sum(layers * mask, axis=1) / tf.reduce_sum(mask, axis=1)
+        return results
+
+    def __call__(self, batch):
+        """{"input_ids", "input_mask", "input_type_ids"}: int32 [B, S] -> {name: numpy float32}."""
+        args = (batch["input_ids"], batch["input_mask"], batch["input_type_ids"])
+        if self.strategy is None:
+            return {name: value.numpy() for name, value in self._encode(*args).items()}
+        return self._run_distributed(args)
+
+    def _run_distributed(self, args):
+        """Splits the batch over the replicas (the batch must divide evenly) and gathers it back."""
+        replicas = self.strategy.num_replicas_in_sync
+        per_replica = len(args[0]) // replicas
+
+        def replica_slice(context):
+            start = context.replica_id_in_sync_group * per_replica
+            return tuple(tf.constant(a[start:start + per_replica]) for a in args)
+
+        values = self.strategy.experimental_distribute_values_from_function(replica_slice)
+        outputs = self.strategy.run(lambda v: self._encode(*v), args=(values,))
+        return {name: np.concatenate([t.numpy() for t in self.strategy.experimental_local_results(value)], 0)
+                for name, value in outputs.items()}
+
+
+class _null_context:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# ------------------------------------------------------------------------------------------
+# JSON, as the original writes it.
+
+_NUMBER_WIDTH = 24  # the longest repr of a float64 ("-1.2345678901234567e-308")
+_INT_DIGITS = 9
+_POW10_INT = 10 ** np.arange(_INT_DIGITS - 1, -1, -1, dtype=np.int64)
+_POW10_FRAC = 10 ** np.arange(5, -1, -1, dtype=np.int64)
+_TRAILING = 10 ** np.arange(1, 7, dtype=np.int64)
+
+
+def format_rounded_values(values):
+    """JSON text of `round(float(x), 6)` for each row of a float array [R, H], as json.dumps writes it.
+
+    The original writes `json.dumps([round(float(x), 6) for x in row])`; this makes the same
+    characters for all rows at once with numpy. Why it is exact: a float32 times 10^6 is
+    exact in float64 (24 + 20 bits), so rint(x * 10^6) = k is Python's round-half-even to
+    6 decimals, and for 10^-4 <= |k / 10^6| < 10^9 (15 significant digits at most) the
+    shortest repr of the nearest double is k / 10^6 written out with trailing zeros
+    dropped. Every other value (zero, below 10^-4 where repr switches to 1e-05 notation,
+    huge, NaN) takes Python's own path.
+
+    Returns:
+        list of R strings, the values of a row joined by ", " (without brackets).
+    """
+    x = np.asarray(values, np.float64)
+    rows, width = x.shape
+    k = np.rint(x * 1e6)
+    a = np.abs(k)
+    fast = (a >= 100) & (a < 1e15)
+    a = np.where(fast, a, 0).astype(np.int64)
+    integer, fraction = np.divmod(a, 1_000_000)
+
+    chars = np.zeros((rows, width, 1 + _NUMBER_WIDTH + 2), np.uint8)
+    keep = np.zeros(chars.shape, bool)
+    chars[..., 0] = ord("-")
+    keep[..., 0] = np.signbit(k) & fast
+    int_digits = integer[..., None] // _POW10_INT % 10  # [R, H, 9]
+    chars[..., 1:1 + _INT_DIGITS] = int_digits + ord("0")
+    digit_count = np.maximum(1, (integer[..., None] >= _POW10_INT).sum(-1))
+    keep[..., 1:1 + _INT_DIGITS] = (np.arange(_INT_DIGITS) >= _INT_DIGITS - digit_count[..., None]) & fast[..., None]
+    point = 1 + _INT_DIGITS
+    chars[..., point] = ord(".")
+    keep[..., point] = fast
+    chars[..., point + 1:point + 7] = fraction[..., None] // _POW10_FRAC % 10 + ord("0")
+    trailing_zeros = (fraction[..., None] % _TRAILING == 0).sum(-1)
+    keep[..., point + 1:point + 7] = (np.arange(6) < np.maximum(1, 6 - trailing_zeros)[..., None]) & fast[..., None]
+    chars[..., -2:] = (ord(","), ord(" "))
+    keep[..., -2:] = True
+    keep[:, -1, -2:] = False
+
+    for r, h in zip(*np.nonzero(~fast)):
+        text = json.dumps(round(float(x[r, h]), 6)).encode("ascii")
+        chars[r, h, 1:1 + len(text)] = np.frombuffer(text, np.uint8)
+        keep[r, h, 1:1 + len(text)] = True
+
+    text = chars[keep].tobytes().decode("ascii")
+    ends = np.cumsum(keep.sum(axis=(1, 2)))
+    starts = np.concatenate([[0], ends[:-1]])
+    return [text[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+
+
+def json_line(features, layer_values, layer_indexes, pooled=None):
+    """The original's JSON line for one input line (plus `pooled` when given).
+
+    Args:
+        features: `InputFeatures`.
+        layer_values: float [T, len(layer_indexes), H], T = len(features.tokens).
+        layer_indexes: the --layers values, written as each layer's "index".
+        pooled: optional {mode: float [len(layer_indexes), H]}, written after the original
+            fields as "pooled": {mode: [{"index", "values"}, ...]}.
+    """
+    num_layers = len(layer_indexes)
+    rows = format_rounded_values(np.reshape(layer_values, (-1, layer_values.shape[-1])))
+    token_parts = []
+    for t, token in enumerate(features.tokens):
+        layers = ", ".join('{"index": %d, "values": [%s]}' % (index, rows[t * num_layers + j])
+                           for j, index in enumerate(layer_indexes))
+        token_parts.append('{"token": %s, "layers": [%s]}' % (json.dumps(token), layers))
+    line = '{"linex_index": %d, "features": [%s]' % (features.unique_id, ", ".join(token_parts))
+    if pooled:
+        modes = []
+        for mode, values in pooled.items():
+            mode_rows = format_rounded_values(values)
+            layers = ", ".join('{"index": %d, "values": [%s]}' % (index, mode_rows[j])
+                               for j, index in enumerate(layer_indexes))
+            modes.append('%s: [%s]' % (json.dumps(mode), layers))
+        line += ', "pooled": {%s}' % ", ".join(modes)
+    return line + "}\n"
+
+
+# ------------------------------------------------------------------------------------------
+# The job.
+
+ExtractionStats = collections.namedtuple(
+    "ExtractionStats", ["lines", "truncated", "seconds"])
+ExtractionStats.__doc__ = """What `extract_features` did: lines written, linex_index of the lines
+that were truncated, and seconds spent per stage ("read and tokenize", "model", "JSON",
+"write")."""
+
+
+class _Progress:
+    """A progress line every few seconds: lines done, of how many, lines/s and ETA."""
+
+    def __init__(self, total, interval):
+        self.total, self.interval = total, interval
+        self.done = 0
+        self.start = self.last = time.monotonic()
+
+    def update(self, lines, final=False):
+        self.done += lines
+        now = time.monotonic()
+        if not final and now - self.last < self.interval:
+            return
+        self.last = now
+        rate = self.done / max(now - self.start, 1e-9)
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        logging.info("extract_features: %d/%d lines (%.0f%%), %.1f lines/s, ETA %s", self.done, self.total,
+                     100.0 * self.done / max(self.total, 1), rate,
+                     "?" if eta == float("inf") else "%dm%02ds" % divmod(int(eta), 60))
+
+
+def extract_features(input_file, output_file, extractor, tokenizer, max_seq_length=128, batch_size=32,
+                     sort_window=2048, fixed_shapes=False, progress_seconds=10.0):
+    """Writes the JSON line of every line of `input_file` to `output_file`, in input order.
+
+    The output is written under a temporary name and renamed at the end: after an error
+    nothing is left at `output_file`.
+
+    Args:
+        extractor: a `FeatureExtractor`.
+        tokenizer: a `tokenization.FullTokenizer`.
+        sort_window: lines encoded together, sorted by length; memory grows with it.
+        fixed_shapes: pad every batch to max_seq_length and batch_size rows (TPU).
+
+    Returns:
+        `ExtractionStats`.
+    """
+    total = count_lines(input_file)
+    if total == 0:
+        raise ValueError(f"--input_file={input_file} is empty: nothing to extract (one example per line: "
+                         f"`text` or `text_a ||| text_b`)")
+    seconds = collections.OrderedDict((stage, 0.0) for stage in ("read and tokenize", "model", "JSON", "write"))
+    truncated, only_separator = [], []
+    progress = _Progress(total, progress_seconds)
+    lines = 0
+    temp = f"{output_file}.tmp-{os.getpid()}"
+    try:
+        with tf.io.gfile.GFile(temp, "w") as writer:
+            line_iter = iter(read_lines(input_file))
+            while True:
+                start = time.perf_counter()
+                window = []
+                for line in line_iter:
+                    if line.strip() == "|||":
+                        only_separator.append(lines + len(window))
+                    features = convert_example_to_features(example_from_line(lines + len(window), line),
+                                                           max_seq_length, tokenizer)
+                    if features.unique_id < 5:
+                        log_example(features)
+                    if features.truncated:
+                        truncated.append(features.unique_id)
+                    window.append(features)
+                    if len(window) == sort_window:
+                        break
+                seconds["read and tokenize"] += time.perf_counter() - start
+                if not window:
+                    break
+                texts = [None] * len(window)
+                if fixed_shapes:
+                    batches = _fixed_shape_batches(window, batch_size, max_seq_length)
+                else:
+                    batches = length_sorted_batches(window, batch_size, max_seq_length=max_seq_length)
+                for rows, arrays in batches:
+                    start = time.perf_counter()
+                    outputs = extractor(arrays)
+                    mid = time.perf_counter()
+                    for b, i in enumerate(rows):
+                        n = len(window[i].tokens)
+                        pooled = {mode: outputs[mode][b] for mode in extractor.pooling}
+                        texts[i] = json_line(window[i], outputs["layers"][b, :n], extractor.layer_indexes, pooled)
+                    seconds["model"] += mid - start
+                    seconds["JSON"] += time.perf_counter() - mid
+                start = time.perf_counter()
+                writer.write("".join(texts))
+                seconds["write"] += time.perf_counter() - start
+                lines += len(window)
+                progress.update(len(window))
+        tf.io.gfile.rename(temp, output_file, overwrite=True)
+    finally:
+        if tf.io.gfile.exists(temp):
+            tf.io.gfile.remove(temp)
+    progress.update(0, final=True)
+    if truncated:
+        logging.warning("%d of %d lines had more than max_seq_length=%d tokens and were truncated as the original "
+                        "does (linex_index %s%s)", len(truncated), lines, max_seq_length,
+                        ", ".join(map(str, truncated[:10])), ", ..." if len(truncated) > 10 else "")
+    if only_separator:
+        logging.warning("%d lines are only '|||' and were encoded as the text '|||', as the original does "
+                        "(linex_index %s); a pair needs text on both sides: `text_a ||| text_b`",
+                        len(only_separator), ", ".join(map(str, only_separator[:10])))
+    logging.info("Wrote %d lines to %s; seconds per stage: %s", lines, output_file,
+                 ", ".join(f"{stage} {value:.2f}" for stage, value in seconds.items()))
+    return ExtractionStats(lines, truncated, dict(seconds))
+
+
+def _fixed_shape_batches(window, batch_size, max_seq_length):
+    """Batches padded to [batch_size, max_seq_length] (rows of a short last batch repeat row 0)."""
+    for rows, arrays in length_sorted_batches(window, batch_size, pad_to_multiple=None,
+                                              max_seq_length=max_seq_length):
+        missing = batch_size - len(rows)
+        if missing:
+            arrays = {name: np.concatenate([a, np.repeat(a[:1], missing, 0)]) for name, a in arrays.items()}
+        yield rows, arrays
+
+
+def main(_):
+    logging.set_verbosity(logging.INFO)
+    bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
+    modeling.validate_config(bert_config)
+    modeling.check_max_seq_length(bert_config, FLAGS.max_seq_length)
+    if FLAGS.max_seq_length < 3:
+        raise ValueError(f"--max_seq_length={FLAGS.max_seq_length} leaves no room for [CLS], [SEP] and text; "
+                         f"use 3 or more")
+    if FLAGS.batch_size < 1 or FLAGS.sort_window < 1:
+        raise ValueError("--batch_size and --sort_window must be at least 1")
+    layer_indexes = parse_layer_indexes(FLAGS.layers, bert_config.num_hidden_layers)
+    unknown = [mode for mode in FLAGS.pooling if mode not in POOLING_MODES]
+    if unknown:
+        raise ValueError(f"--pooling={','.join(FLAGS.pooling)}: unknown {', '.join(unknown)}; use any of "
+                         f"{', '.join(POOLING_MODES)}")
+    output_dir = os.path.dirname(FLAGS.output_file)
+    if output_dir and not tf.io.gfile.isdir(output_dir):
+        raise ValueError(f"--output_file={FLAGS.output_file}: directory {output_dir} does not exist")
+    tokenizer = tokenization.FullTokenizer(vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case)
+    strategy = None
+    if FLAGS.use_tpu:
+        strategy = training.make_strategy(training.EngineConfig(use_tpu=True, master=FLAGS.master))
+        logging.info("TPU with %d replicas (--num_tpu_cores=%d)", strategy.num_replicas_in_sync,
+                     FLAGS.num_tpu_cores)
+    extractor = FeatureExtractor(bert_config, FLAGS.init_checkpoint, layer_indexes, pooling=FLAGS.pooling,
+                                 use_one_hot_embeddings=FLAGS.use_one_hot_embeddings, use_xla=FLAGS.use_xla,
+                                 strategy=strategy)
+    extract_features(FLAGS.input_file, FLAGS.output_file, extractor, tokenizer,
+                     max_seq_length=FLAGS.max_seq_length, batch_size=FLAGS.batch_size,
+                     sort_window=FLAGS.sort_window, fixed_shapes=FLAGS.use_tpu)
+
+
+if __name__ == "__main__":
+    define_flags()
+    training.run_main(app, main, "extract_features.py",
+                      ["input_file", "vocab_file", "bert_config_file", "init_checkpoint", "output_file"], flags)
