@@ -552,8 +552,10 @@ def prepare_training_features(train_file, vocab_file, tokenizer, output_dir, max
         except ValueError:
             meta = {}
         if meta.get("made_from") == made_from:
-            logging.info("Reusing %s (%d features of %d questions)", path, meta["num_features"], meta["num_examples"])
-            return dict(meta["counts"], path=path)
+            counts = meta["counts"]
+            logging.info("Reusing %s (%d features of %d questions)", path, counts["num_features"],
+                         counts["num_examples"])
+            return dict(counts, path=path)
 
     stats = collections.Counter()
     examples = read_squad_examples(train_file, True, version_2_with_negative, stats)
