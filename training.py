@@ -222,7 +222,7 @@ def _checkpoint_state_path(output_dir):
     return os.path.join(output_dir, "checkpoint")
 
 
-def _write_checkpoint_state(output_dir, prefixes):
+def write_checkpoint_state(output_dir, prefixes):
     """Writes the `checkpoint` state file that tf.train.latest_checkpoint reads, atomically."""
     names = [os.path.basename(p) for p in prefixes]
     text = f'model_checkpoint_path: "{names[-1]}"\n' + "".join(
@@ -264,7 +264,7 @@ def save_training_checkpoint(output_dir, model, optimizer, keep_checkpoint_max):
     modeling.save_checkpoint(prefix, tensors)
     prefixes = [p for p in _existing_checkpoints(output_dir) if p != prefix] + [prefix]
     stale, kept = prefixes[:-keep_checkpoint_max], prefixes[-keep_checkpoint_max:]
-    _write_checkpoint_state(output_dir, kept)
+    write_checkpoint_state(output_dir, kept)
     for old in stale:
         for path in tf.io.gfile.glob(old + ".*"):
             tf.io.gfile.remove(path)
@@ -348,7 +348,7 @@ def _format_seconds(seconds):
 
 
 def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_steps, num_warmup_steps,
-          learning_rate, train_batch_size, init_checkpoint=None):
+          learning_rate, train_batch_size, init_checkpoint=None, step_callback=None, callback_every_steps=None):
     """Trains `model` to `num_train_steps` optimizer steps, resuming if output_dir has a checkpoint.
 
     Args:
@@ -363,6 +363,8 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
         num_train_steps, num_warmup_steps, learning_rate: the schedule.
         train_batch_size: global examples per optimizer step.
         init_checkpoint: weights to start from when output_dir has no checkpoint.
+        step_callback: called as step_callback(step) every `callback_every_steps` steps and
+            at the end, after that step's checkpoint (e.g. evaluation during training).
 
     Returns:
         The mean training loss of the last logged interval (float), or None when no step ran.
@@ -405,6 +407,8 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
         # A loop ends at the next log point, checkpoint or the end, whichever comes first.
         boundary = min(_next_multiple(step, config.log_steps), _next_multiple(step, config.save_checkpoints_steps),
                        num_train_steps, step + config.iterations_per_loop)
+        if step_callback is not None and callback_every_steps:
+            boundary = min(boundary, _next_multiple(step, callback_every_steps))
         steps = boundary - step
         started = time.monotonic()
         loss = float(train_loop(iterator, tf.constant(steps, tf.int32)))
@@ -416,6 +420,9 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
             progress.log(step, loss, float(inner.learning_rate), steps, time.monotonic() - started)
         if chief and (step % config.save_checkpoints_steps == 0 or step == num_train_steps):
             save_training_checkpoint(output_dir, model, optimizer, config.keep_checkpoint_max)
+        if step_callback is not None and callback_every_steps and (
+                step % callback_every_steps == 0 or step == num_train_steps):
+            step_callback(step)
     return loss
 
 

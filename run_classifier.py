@@ -1,0 +1,775 @@
+"""BERT fine-tuning for sentence and sentence-pair classification, as the original script.
+
+The original's four tasks (CoLA, MNLI, MRPC, XNLI) read the original file layouts; the
+rest of GLUE (SST-2, QQP, QNLI, RTE, WNLI, STS-B as regression) and a generic TSV/CSV
+task (`--task_name=tsv` or `csv` with column flags) come on top. Outputs as the original:
+`train.tf_record`, `eval.tf_record`, `predict.tf_record`, checkpoints in the original
+names, `eval_results.txt`, `test_results.tsv`; new: the task's own metrics (F1,
+Matthews correlation, Pearson/Spearman), evaluation during training with the best
+checkpoint kept, and `--export_dir`, a SavedModel that classifies raw strings.
+"""
+
+import collections
+import csv
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import modeling  # noqa: E402
+import tokenization  # noqa: E402
+import training  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Defines the script's flags (only when run as a script, so modules can be imported together)."""
+    flags.DEFINE_string("data_dir", None,
+                        "The input data dir. Should contain the .tsv files (or other data files) for the task.")
+    flags.DEFINE_string("bert_config_file", None,
+                        "The config json file corresponding to the pre-trained BERT model.")
+    flags.DEFINE_string("task_name", None, "The name of the task to train: " + ", ".join(sorted(PROCESSORS)) + ".")
+    flags.DEFINE_string("vocab_file", None, "The vocabulary file that the BERT model was trained on.")
+    flags.DEFINE_string("output_dir", None, "The output directory where the model checkpoints will be written.")
+    flags.DEFINE_string("init_checkpoint", None, "Initial checkpoint (usually from a pre-trained BERT model).")
+    flags.DEFINE_bool("do_lower_case", True,
+                      "Whether to lower case the input text. Should be True for uncased models and False for "
+                      "cased models.")
+    flags.DEFINE_integer("max_seq_length", 128,
+                         "The maximum total input sequence length after WordPiece tokenization. Longer sequences "
+                         "are truncated, shorter ones padded.")
+    flags.DEFINE_bool("do_train", False, "Whether to run training.")
+    flags.DEFINE_bool("do_eval", False, "Whether to run eval on the dev set.")
+    flags.DEFINE_bool("do_predict", False, "Whether to run the model in inference mode on the test set.")
+    flags.DEFINE_integer("train_batch_size", 32, "Total batch size for training.")
+    flags.DEFINE_integer("eval_batch_size", 8, "Total batch size for eval.")
+    flags.DEFINE_integer("predict_batch_size", 8, "Total batch size for predict.")
+    flags.DEFINE_float("learning_rate", 5e-5, "The initial learning rate for Adam.")
+    flags.DEFINE_float("num_train_epochs", 3.0, "Total number of training epochs to perform.")
+    flags.DEFINE_float("warmup_proportion", 0.1,
+                       "Proportion of training to perform linear learning rate warmup for. E.g., 0.1 = 10% of "
+                       "training.")
+    training.define_tpu_flags(flags)
+    training.define_engine_flags(flags)
+    # Additions.
+    flags.DEFINE_integer("eval_every_steps", None,
+                         "Also evaluate on the dev set every N training steps, keeping the best checkpoint "
+                         "(by the task's metric) in output_dir/best.")
+    flags.DEFINE_string("export_dir", None,
+                        "After training, export a SavedModel that takes raw strings and returns class "
+                        "probabilities (the score for regression tasks).")
+    flags.DEFINE_bool("skip_case_check", False,
+                      "Do not stop when --do_lower_case contradicts the name of a released checkpoint.")
+    flags.DEFINE_integer("text_a_column", None, "tsv/csv tasks: 0-based column of the first text.")
+    flags.DEFINE_integer("text_b_column", None, "tsv/csv tasks: 0-based column of the second text, if any.")
+    flags.DEFINE_integer("label_column", None, "tsv/csv tasks: 0-based column of the label (not read in test files).")
+    flags.DEFINE_list("labels", None, "tsv/csv tasks: the label values, in the order of the output probabilities.")
+    flags.DEFINE_bool("has_header", True, "tsv/csv tasks: whether every file starts with a header line.")
+
+
+# --- Examples and processors -------------------------------------------------------------
+
+class InputExample:
+    """A single training/test example for simple sequence classification.
+
+    Attributes:
+        guid: unique id, for logs.
+        text_a: the first (or only) text.
+        text_b: the second text of a pair task, or None.
+        label: the label string (a float string for regression), or None.
+    """
+
+    def __init__(self, guid, text_a, text_b=None, label=None):
+        self.guid = guid
+        self.text_a = text_a
+        self.text_b = text_b
+        self.label = label
+
+
+class PaddingInputExample:
+    """A fake example that fills the last batch to full size (TPUs need static batches).
+
+    It is fed like any example but weighs 0 in the metrics and its prediction is dropped.
+    """
+
+
+class InputFeatures:
+    """The model inputs of one example."""
+
+    def __init__(self, input_ids, input_mask, segment_ids, label_id, is_real_example=True):
+        self.input_ids = input_ids
+        self.input_mask = input_mask
+        self.segment_ids = segment_ids
+        self.label_id = label_id
+        self.is_real_example = is_real_example
+
+
+Split = collections.namedtuple("Split", ["file", "header", "text_a", "text_b", "label", "guid_prefix"])
+Split.__new__.__defaults__ = (None,)
+Split.__doc__ = """Where one split's fields live: 0-based columns; `label` None means a placeholder."""
+
+
+class DataProcessor:
+    """Reads a task's train/dev/test files into InputExamples.
+
+    Subclasses describe each split with a `Split` (file, header, columns); the reading,
+    the checks and the error messages are shared.
+    """
+
+    labels = ()
+    train = dev = test = None
+    is_regression = False
+    metric = "eval_accuracy"  # what --eval_every_steps keeps the best checkpoint by
+
+    def get_train_examples(self, data_dir):
+        return self._create_examples(data_dir, self.train, "train")
+
+    def get_dev_examples(self, data_dir):
+        return self._create_examples(data_dir, self.dev, "dev")
+
+    def get_test_examples(self, data_dir):
+        return self._create_examples(data_dir, self.test, "test")
+
+    def get_labels(self):
+        return list(self.labels)
+
+    @classmethod
+    def _read_tsv(cls, input_file, quotechar=None, delimiter="\t"):
+        """Reads a delimited file into a list of (line number, columns); quoting off by default."""
+        try:
+            with tf.io.gfile.GFile(input_file, "rb") as f:
+                data = f.read()
+        except tf.errors.OpError as e:
+            raise ValueError(f"cannot read {input_file}: {e.message}") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = data[:e.start].count(b"\n") + 1
+            raise ValueError(f"{input_file}:{line}: not valid UTF-8") from None
+        reader = csv.reader(text.splitlines(), delimiter=delimiter, quotechar=quotechar,
+                            quoting=csv.QUOTE_NONE if quotechar is None else csv.QUOTE_MINIMAL)
+        return [(reader.line_num, row) for row in reader]
+
+    def _read_split(self, data_dir, split):
+        path = os.path.join(data_dir, split.file)
+        if not tf.io.gfile.exists(path):
+            raise ValueError(f"{path} not found: task {self.name} expects {split.file} in --data_dir")
+        return path, self._read_tsv(path, **self._reader_options())
+
+    def _reader_options(self):
+        return {}
+
+    def _create_examples(self, data_dir, split, set_type):
+        if split is None:
+            raise ValueError(f"task {self.name} has no {set_type} set")
+        path, rows = self._read_split(data_dir, split)
+        needed = max(c for c in (split.text_a, split.text_b, split.label) if c is not None) + 1
+        examples = []
+        for index, (line, row) in enumerate(rows):
+            if split.header and index == 0:
+                if len(row) < needed:
+                    raise ValueError(f"{path}:{line}: the header has {len(row)} columns, task {self.name} needs "
+                                     f"{needed} (is this the {set_type} file, with its header line?)")
+                continue
+            if not row or row == [""]:
+                continue  # a blank line
+            if not self.keep_row(row):
+                continue
+            if len(row) < needed:
+                raise ValueError(f"{path}:{line}: {len(row)} columns, task {self.name} needs at least {needed}")
+            label = self.labels[0] if split.label is None else self.map_label(row[split.label])
+            if split.label is not None:
+                self._check_label(path, line, label)
+            guid = f"{set_type}-{row[0] if split.guid_prefix == 'column0' else index}"
+            text_b = row[split.text_b] if split.text_b is not None else None
+            examples.append(InputExample(guid, tokenization.convert_to_unicode(row[split.text_a]),
+                                         tokenization.convert_to_unicode(text_b) if text_b is not None else None,
+                                         tokenization.convert_to_unicode(label)))
+        return examples
+
+    def keep_row(self, row):
+        return True
+
+    def map_label(self, label):
+        return label
+
+    def _check_label(self, path, line, label):
+        if self.is_regression:
+            try:
+                float(label)
+            except ValueError:
+                raise ValueError(f"{path}:{line}: label {label!r} is not a number") from None
+        elif label not in self.labels:
+            raise ValueError(f"{path}:{line}: label {label!r} is not one of the task's labels "
+                             f"{', '.join(self.labels)}")
+
+    @property
+    def name(self):
+        return getattr(self, "task_name", type(self).__name__)
+
+
+class ColaProcessor(DataProcessor):
+    """CoLA: single sentences, acceptable (1) or not (0). Train/dev have no header."""
+    task_name = "cola"
+    labels = ("0", "1")
+    train = Split("train.tsv", False, 3, None, 1)
+    dev = Split("dev.tsv", False, 3, None, 1)
+    test = Split("test.tsv", True, 1, None, None)
+    metric = "eval_matthews_corr"
+
+
+class MnliProcessor(DataProcessor):
+    """MultiNLI (matched dev and test)."""
+    task_name = "mnli"
+    labels = ("contradiction", "entailment", "neutral")
+    train = Split("train.tsv", True, 8, 9, -1, "column0")
+    dev = Split("dev_matched.tsv", True, 8, 9, -1, "column0")
+    test = Split("test_matched.tsv", True, 8, 9, None, "column0")
+
+    def _create_examples(self, data_dir, split, set_type):
+        # The original names MNLI's sets train, dev_matched and test.
+        set_type = {"dev": "dev_matched"}.get(set_type, set_type)
+        return super()._create_examples(data_dir, split, set_type)
+
+
+class MrpcProcessor(DataProcessor):
+    """Microsoft Research Paraphrase Corpus: is sentence B a paraphrase of A?"""
+    task_name = "mrpc"
+    labels = ("0", "1")
+    train = Split("train.tsv", True, 3, 4, 0)
+    dev = Split("dev.tsv", True, 3, 4, 0)
+    test = Split("test.tsv", True, 3, 4, None)
+    metric = "eval_f1"
+
+
+class XnliProcessor(DataProcessor):
+    """XNLI, Chinese (the original's hard-coded language): MultiNLI train translated, XNLI dev."""
+    task_name = "xnli"
+    language = "zh"
+    labels = ("contradiction", "entailment", "neutral")
+    train = Split(os.path.join("multinli", "multinli.train.zh.tsv"), True, 0, 1, 2)
+    dev = Split("xnli.dev.tsv", True, 6, 7, 1)
+
+    def _create_examples(self, data_dir, split, set_type):
+        self._set_type = set_type
+        return super()._create_examples(data_dir, split, set_type)
+
+    def keep_row(self, row):
+        return self._set_type != "dev" or (row and row[0] == self.language)
+
+    def map_label(self, label):
+        return "contradiction" if label == "contradictory" else label
+
+
+class Sst2Processor(DataProcessor):
+    """SST-2: single-sentence sentiment."""
+    task_name = "sst-2"
+    labels = ("0", "1")
+    train = Split("train.tsv", True, 0, None, 1)
+    dev = Split("dev.tsv", True, 0, None, 1)
+    test = Split("test.tsv", True, 1, None, None)
+
+
+class QqpProcessor(DataProcessor):
+    """Quora Question Pairs: are the two questions duplicates?"""
+    task_name = "qqp"
+    labels = ("0", "1")
+    train = Split("train.tsv", True, 3, 4, 5, "column0")
+    dev = Split("dev.tsv", True, 3, 4, 5, "column0")
+    test = Split("test.tsv", True, 1, 2, None, "column0")
+    metric = "eval_f1"
+
+
+class QnliProcessor(DataProcessor):
+    """Question NLI: does the sentence answer the question?"""
+    task_name = "qnli"
+    labels = ("entailment", "not_entailment")
+    train = Split("train.tsv", True, 1, 2, 3, "column0")
+    dev = Split("dev.tsv", True, 1, 2, 3, "column0")
+    test = Split("test.tsv", True, 1, 2, None, "column0")
+
+
+class RteProcessor(DataProcessor):
+    """Recognizing Textual Entailment."""
+    task_name = "rte"
+    labels = ("entailment", "not_entailment")
+    train = Split("train.tsv", True, 1, 2, 3, "column0")
+    dev = Split("dev.tsv", True, 1, 2, 3, "column0")
+    test = Split("test.tsv", True, 1, 2, None, "column0")
+
+
+class WnliProcessor(RteProcessor):
+    """Winograd NLI."""
+    task_name = "wnli"
+    labels = ("0", "1")
+
+
+class StsbProcessor(DataProcessor):
+    """STS-B: sentence similarity, a score from 0 to 5 (regression with mean squared error)."""
+    task_name = "sts-b"
+    labels = ("0.0",)  # test placeholder; one output
+    is_regression = True
+    train = Split("train.tsv", True, 7, 8, 9, "column0")
+    dev = Split("dev.tsv", True, 7, 8, 9, "column0")
+    test = Split("test.tsv", True, 7, 8, None, "column0")
+    metric = "eval_pearson"
+
+
+class DelimitedProcessor(DataProcessor):
+    """Your own data: train.tsv, dev.tsv, test.tsv (or .csv) with columns given by flags.
+
+    Args:
+        delimiter: "\\t" (tsv, quoting off as the original) or "," (csv, standard quoting).
+        text_a_column, text_b_column, label_column: 0-based columns (text_b optional).
+        labels: the label values; with one value "score" (or regression=True) the task
+            is a regression on a float column.
+        has_header: whether each file starts with a header line.
+    """
+
+    def __init__(self, delimiter, text_a_column, label_column, labels, text_b_column=None, has_header=True,
+                 regression=False):
+        if text_a_column is None or label_column is None:
+            raise ValueError("tsv/csv tasks need --text_a_column and --label_column")
+        if not labels and not regression:
+            raise ValueError("tsv/csv tasks need --labels (comma-separated label values)")
+        self.task_name = "tsv" if delimiter == "\t" else "csv"
+        self.delimiter = delimiter
+        self.labels = tuple(labels or ("0.0",))
+        self.is_regression = regression
+        self.metric = "eval_pearson" if regression else "eval_accuracy"
+        extension = "tsv" if delimiter == "\t" else "csv"
+        self.train = Split(f"train.{extension}", has_header, text_a_column, text_b_column, label_column)
+        self.dev = Split(f"dev.{extension}", has_header, text_a_column, text_b_column, label_column)
+        self.test = Split(f"test.{extension}", has_header, text_a_column, text_b_column, None)
+
+    def _reader_options(self):
+        return {"delimiter": self.delimiter, "quotechar": None if self.delimiter == "\t" else '"'}
+
+
+PROCESSORS = {p.task_name: p for p in (ColaProcessor, MnliProcessor, MrpcProcessor, XnliProcessor, Sst2Processor,
+                                       QqpProcessor, QnliProcessor, RteProcessor, WnliProcessor, StsbProcessor)}
+PROCESSORS.update({"sst2": Sst2Processor, "stsb": StsbProcessor, "tsv": None, "csv": None})
+
+
+def get_processor(task_name, text_a_column=None, text_b_column=None, label_column=None, labels=None,
+                  has_header=True):
+    """The processor for `task_name` (case-insensitive)."""
+    name = (task_name or "").lower()
+    if name not in PROCESSORS:
+        raise ValueError(f"Task not found: {task_name} (expected one of {', '.join(sorted(PROCESSORS))})")
+    if name in ("tsv", "csv"):
+        return DelimitedProcessor("\t" if name == "tsv" else ",", text_a_column, label_column, labels,
+                                  text_b_column, has_header)
+    return PROCESSORS[name]()
+
+
+# --- Features ------------------------------------------------------------------------------
+
+def _truncate_seq_pair(tokens_a, tokens_b, max_length):
+    """Pops the last token of the longer list (B on ties) until the pair fits max_length."""
+    while len(tokens_a) + len(tokens_b) > max_length:
+        if len(tokens_a) > len(tokens_b):
+            tokens_a.pop()
+        else:
+            tokens_b.pop()
+
+
+def convert_single_example(ex_index, example, label_list, max_seq_length, tokenizer, is_regression=False):
+    """Converts one InputExample to InputFeatures: [CLS] A [SEP] (B [SEP]), padded with 0."""
+    if isinstance(example, PaddingInputExample):
+        return InputFeatures([0] * max_seq_length, [0] * max_seq_length, [0] * max_seq_length,
+                             0.0 if is_regression else 0, is_real_example=False)
+    label_map = {label: i for i, label in enumerate(label_list)}
+    tokens_a = tokenizer.tokenize(example.text_a)
+    tokens_b = tokenizer.tokenize(example.text_b) if example.text_b else None
+    if tokens_b:
+        _truncate_seq_pair(tokens_a, tokens_b, max_seq_length - 3)  # room for [CLS], [SEP], [SEP]
+    elif len(tokens_a) > max_seq_length - 2:
+        tokens_a = tokens_a[:max_seq_length - 2]
+
+    tokens = ["[CLS]"] + tokens_a + ["[SEP]"]
+    segment_ids = [0] * len(tokens)
+    if tokens_b:
+        tokens += tokens_b + ["[SEP]"]
+        segment_ids += [1] * (len(tokens_b) + 1)
+    input_ids = tokenizer.convert_tokens_to_ids(tokens)
+    input_mask = [1] * len(input_ids)
+    padding = [0] * (max_seq_length - len(input_ids))
+    input_ids += padding
+    input_mask += padding
+    segment_ids += padding
+    label_id = float(example.label) if is_regression else label_map[example.label]
+    if ex_index < 5:
+        logging.info("*** Example ***")
+        logging.info("guid: %s", example.guid)
+        logging.info("tokens: %s", " ".join(tokenization.printable_text(t) for t in tokens))
+        logging.info("input_ids: %s", " ".join(str(x) for x in input_ids))
+        logging.info("input_mask: %s", " ".join(str(x) for x in input_mask))
+        logging.info("segment_ids: %s", " ".join(str(x) for x in segment_ids))
+        logging.info("label: %s (id = %s)", example.label, label_id)
+    return InputFeatures(input_ids, input_mask, segment_ids, label_id)
+
+
+def convert_examples_to_features(examples, label_list, max_seq_length, tokenizer, is_regression=False):
+    """InputFeatures for a list of examples (in memory)."""
+    return [convert_single_example(i, ex, label_list, max_seq_length, tokenizer, is_regression)
+            for i, ex in enumerate(examples)]
+
+
+def file_based_convert_examples_to_features(examples, label_list, max_seq_length, tokenizer, output_file,
+                                            is_regression=False):
+    """Writes the examples' features to a TFRecord (the original's schema), atomically."""
+    def records():
+        for index, example in enumerate(examples):
+            if index % 10000 == 0:
+                logging.info("Writing example %d of %d", index, len(examples))
+            f = convert_single_example(index, example, label_list, max_seq_length, tokenizer, is_regression)
+            yield training.serialize_example(collections.OrderedDict([
+                ("input_ids", f.input_ids), ("input_mask", f.input_mask), ("segment_ids", f.segment_ids),
+                ("label_ids", [f.label_id]), ("is_real_example", [int(f.is_real_example)])]))
+    return training.write_tfrecord(output_file, records())
+
+
+def classifier_features(max_seq_length, is_regression=False):
+    """The TFRecord schema of train/eval/predict.tf_record."""
+    return {
+        "input_ids": tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        "input_mask": tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        "segment_ids": tf.io.FixedLenFeature([max_seq_length], tf.int64),
+        "label_ids": tf.io.FixedLenFeature([], tf.float32 if is_regression else tf.int64),
+        "is_real_example": tf.io.FixedLenFeature([], tf.int64),
+    }
+
+
+# --- Model, losses, metrics ----------------------------------------------------------------
+
+class ClassifierModel(keras.layers.Layer):
+    """BERT with the classifier head (root-scope `output_weights` / `output_bias`)."""
+
+    def __init__(self, config, num_labels, **kwargs):
+        super().__init__(name="classifier_model", **kwargs)
+        self.bert = modeling.BertModel(config)
+        self.head = modeling.ClassifierHead(num_labels, config.hidden_size)
+
+    def call(self, input_ids, input_mask, segment_ids, training=False):
+        """float32 logits [B, num_labels]."""
+        outputs = self.bert(input_ids, input_mask=input_mask, token_type_ids=segment_ids, training=training)
+        return self.head(outputs["pooled_output"], training=training)
+
+
+def example_losses(model, features, is_regression, training):
+    """(per-example loss [B], probabilities [B, C] or scores [B]), float32."""
+    logits = model(features["input_ids"], features["input_mask"], features["segment_ids"], training=training)
+    if is_regression:
+        scores = tf.reshape(logits, [-1])
+        return tf.square(scores - tf.cast(features["label_ids"], tf.float32)), scores
+    _, per_example_loss, probabilities = modeling.classifier_loss(logits, features["label_ids"])
+    return per_example_loss, probabilities
+
+
+def compute_metrics(outputs, labels, is_real, batch_size, is_regression, task_metric):
+    """The original's eval metrics (`eval_accuracy`, `eval_loss`, `loss`) and the task's own.
+
+    Args:
+        outputs: probabilities [N, C] (scores [N] for regression); labels [N]; is_real [N].
+        batch_size: eval batch size (the Estimator `loss` is a mean of batch means).
+    """
+    per_example_loss, predictions = outputs["per_example_loss"], outputs["predictions"]
+    real = is_real.astype(bool)
+    batch_means = [per_example_loss[i:i + batch_size].mean() for i in range(0, len(per_example_loss), batch_size)]
+    results = {"eval_loss": per_example_loss[real].mean() if real.any() else 0.0,
+               "loss": float(np.mean(batch_means)) if batch_means else 0.0}
+    y_true = labels[real]
+    if is_regression:
+        y_pred = predictions[real]
+        results["eval_pearson"] = pearson(y_true, y_pred)
+        results["eval_spearman"] = pearson(_ranks(y_true), _ranks(y_pred))
+    else:
+        y_pred = predictions[real].argmax(-1)
+        results["eval_accuracy"] = float(np.mean(y_true == y_pred)) if len(y_true) else 0.0
+        if task_metric == "eval_f1":
+            results["eval_f1"] = f1_score(y_true, y_pred)
+        if task_metric == "eval_matthews_corr":
+            results["eval_matthews_corr"] = matthews_corr(y_true, y_pred)
+    return {k: np.float32(v) for k, v in results.items()}
+
+
+def f1_score(y_true, y_pred, positive=1):
+    """F1 of the positive class (label id 1), as GLUE reports for MRPC and QQP."""
+    tp = np.sum((y_pred == positive) & (y_true == positive))
+    fp = np.sum((y_pred == positive) & (y_true != positive))
+    fn = np.sum((y_pred != positive) & (y_true == positive))
+    return float(2 * tp / (2 * tp + fp + fn)) if tp else 0.0
+
+
+def matthews_corr(y_true, y_pred):
+    """Matthews correlation coefficient of binary labels (0 when undefined), as GLUE's CoLA."""
+    tp = float(np.sum((y_pred == 1) & (y_true == 1)))
+    tn = float(np.sum((y_pred == 0) & (y_true == 0)))
+    fp = float(np.sum((y_pred == 1) & (y_true == 0)))
+    fn = float(np.sum((y_pred == 0) & (y_true == 1)))
+    denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return float((tp * tn - fp * fn) / denominator) if denominator else 0.0
+
+
+def pearson(x, y):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) < 2 or x.std() == 0 or y.std() == 0:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def _ranks(values):
+    """Average ranks (ties share their mean rank), for Spearman's correlation."""
+    values = np.asarray(values, np.float64)
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values), dtype=np.float64)
+    for value in np.unique(values):
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def run_predictions(strategy, model, dataset, is_regression):
+    """{per_example_loss, predictions, labels, is_real} over a dataset, in order (numpy)."""
+    def predict_fn(model, features):
+        per_example_loss, predictions = example_losses(model, features, is_regression, training=False)
+        return {"per_example_loss": per_example_loss, "predictions": predictions,
+                "labels": features["label_ids"], "is_real": features["is_real_example"]}
+    batches = list(training.predict(strategy, model, predict_fn, dataset))
+    if not batches:
+        return {"per_example_loss": np.zeros([0]), "predictions": np.zeros([0]), "labels": np.zeros([0]),
+                "is_real": np.zeros([0])}
+    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+
+
+# --- Serving export ----------------------------------------------------------------------
+
+class ClassifierExport(tf.Module):
+    """What --export_dir saves: raw strings in, probabilities (or scores) out.
+
+    Tokenization runs inside the graph (tokenization.InGraphTokenizer), with the same ids
+    as the Python tokenizer.
+    """
+
+    def __init__(self, model, vocab_file, do_lower_case, max_seq_length, labels, is_regression, pair):
+        super().__init__(name="bert_classifier")
+        self.model = model
+        self.tokenizer = tokenization.InGraphTokenizer(vocab_file, do_lower_case=do_lower_case)
+        self.max_seq_length = max_seq_length
+        self.is_regression = is_regression
+        self.labels = tf.constant(list(labels))
+        self.pair = pair
+
+    def _classify(self, text_a, text_b):
+        inputs = self.tokenizer.pack_inputs(text_a, text_b, self.max_seq_length)
+        logits = self.model(inputs["input_ids"], inputs["input_mask"], inputs["segment_ids"], training=False)
+        if self.is_regression:
+            return {"scores": tf.reshape(tf.cast(logits, tf.float32), [-1])}
+        return {"probabilities": tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)}
+
+    def signatures(self):
+        if self.pair:
+            fn = tf.function(lambda text_a, text_b: self._classify(text_a, text_b), input_signature=[
+                tf.TensorSpec([None], tf.string, name="text_a"), tf.TensorSpec([None], tf.string, name="text_b")])
+        else:
+            fn = tf.function(lambda text_a: self._classify(text_a, None),
+                             input_signature=[tf.TensorSpec([None], tf.string, name="text_a")])
+        self.classify = fn
+        return {"serving_default": fn}
+
+
+def export_saved_model(export_dir, model, vocab_file, do_lower_case, max_seq_length, labels, is_regression, pair):
+    """Saves the serving SavedModel to export_dir (written next to it, then renamed)."""
+    module = ClassifierExport(model, vocab_file, do_lower_case, max_seq_length, labels, is_regression, pair)
+    temp = export_dir.rstrip("/") + f".tmp-{os.getpid()}"
+    try:
+        tf.saved_model.save(module, temp, signatures=module.signatures())
+        if tf.io.gfile.exists(export_dir):
+            tf.io.gfile.rmtree(export_dir)
+        tf.io.gfile.rename(temp, export_dir)
+    finally:
+        if tf.io.gfile.exists(temp):
+            tf.io.gfile.rmtree(temp)
+    logging.info("Exported the SavedModel to %s (signature serving_default: %s -> %s)", export_dir,
+                 "text_a, text_b" if pair else "text_a", "scores" if is_regression else "probabilities")
+
+
+# --- main --------------------------------------------------------------------------------
+
+def _pad_for_tpu(examples, batch_size, strategy):
+    """TPUs need full batches: pad with PaddingInputExamples (weight 0, dropped later)."""
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        while len(examples) % batch_size:
+            examples.append(PaddingInputExample())
+    return examples
+
+
+def main(_):
+    logging.set_verbosity(logging.INFO)
+    if not FLAGS.do_train and not FLAGS.do_eval and not FLAGS.do_predict:
+        raise ValueError("At least one of `do_train`, `do_eval` or `do_predict' must be True.")
+    if not FLAGS.skip_case_check:
+        tokenization.validate_case_matches_checkpoint(FLAGS.do_lower_case, FLAGS.init_checkpoint)
+    engine = training.EngineConfig.from_flags(FLAGS)
+    bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
+    modeling.check_max_seq_length(bert_config, FLAGS.max_seq_length)
+    processor = get_processor(FLAGS.task_name, FLAGS.text_a_column, FLAGS.text_b_column, FLAGS.label_column,
+                              FLAGS.labels, FLAGS.has_header)
+    if not tf.io.gfile.isdir(FLAGS.data_dir):
+        raise ValueError(f"--data_dir={FLAGS.data_dir} is not a directory")
+    label_list = processor.get_labels()
+    is_regression = processor.is_regression
+    num_labels = 1 if is_regression else len(label_list)
+    tokenizer = tokenization.FullTokenizer(vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case)
+    if len(tokenizer.vocab) != bert_config.vocab_size:
+        raise ValueError(f"--vocab_file has {len(tokenizer.vocab)} entries but bert_config.json says "
+                         f"vocab_size={bert_config.vocab_size}: use the vocab of the checkpoint")
+
+    # Read every input before writing anything, so a bad file leaves output_dir untouched.
+    train_examples = processor.get_train_examples(FLAGS.data_dir) if FLAGS.do_train else None
+    eval_examples = (processor.get_dev_examples(FLAGS.data_dir)
+                     if FLAGS.do_eval or FLAGS.eval_every_steps else None)
+    predict_examples = processor.get_test_examples(FLAGS.data_dir) if FLAGS.do_predict else None
+    training.ensure_output_dir(FLAGS.output_dir)
+
+    if engine.seed is not None:
+        keras.utils.set_random_seed(engine.seed)
+    training.configure_precision(engine.precision)
+    strategy = training.make_strategy(engine)
+    with strategy.scope():
+        model = ClassifierModel(bert_config, num_labels)
+    name_to_features = classifier_features(FLAGS.max_seq_length, is_regression)
+    convert = lambda examples, path: file_based_convert_examples_to_features(  # noqa: E731
+        examples, label_list, FLAGS.max_seq_length, tokenizer, path, is_regression)
+
+    def evaluate(step=None):
+        examples = _pad_for_tpu(list(eval_examples), FLAGS.eval_batch_size, strategy)
+        eval_file = os.path.join(FLAGS.output_dir, "eval.tf_record")
+        if not tf.io.gfile.exists(eval_file) or step is None:
+            convert(examples, eval_file)
+        logging.info("***** Running evaluation *****")
+        logging.info("  Num examples = %d (%d actual, %d padding)", len(examples), len(eval_examples),
+                     len(examples) - len(eval_examples))
+        logging.info("  Batch size = %d", FLAGS.eval_batch_size)
+        dataset = training.sequential_dataset([eval_file], name_to_features, FLAGS.eval_batch_size)
+        outputs = run_predictions(strategy, model, dataset, is_regression)
+        results = compute_metrics(outputs, outputs["labels"], outputs["is_real"], FLAGS.eval_batch_size,
+                                  is_regression, processor.metric)
+        latest = training.latest_training_checkpoint(FLAGS.output_dir)
+        results["global_step"] = step if step is not None else (
+            int(tf.train.load_checkpoint(latest).get_tensor("global_step")) if latest else 0)
+        return results
+
+    best = _BestCheckpoint(os.path.join(FLAGS.output_dir, "best"), processor.metric)
+
+    def evaluate_during_training(step):
+        results = evaluate(step)
+        logging.info("Step %d: %s = %s", step, processor.metric, results[processor.metric])
+        best.offer(step, results, model)
+
+    if FLAGS.do_train:
+        num_train_steps = int(len(train_examples) / FLAGS.train_batch_size * FLAGS.num_train_epochs)
+        num_warmup_steps = int(num_train_steps * FLAGS.warmup_proportion)
+        if num_train_steps < 1:
+            raise ValueError(f"{len(train_examples)} training examples at --train_batch_size="
+                             f"{FLAGS.train_batch_size} and --num_train_epochs={FLAGS.num_train_epochs} make no "
+                             f"training step")
+        train_file = os.path.join(FLAGS.output_dir, "train.tf_record")
+        convert(train_examples, train_file)
+        logging.info("  Num examples = %d", len(train_examples))
+        data_seed = engine.seed if engine.seed is not None else 12345
+
+        def dataset_fn(input_context, batch_size, skip_examples):
+            return training.training_dataset([train_file], name_to_features, batch_size, data_seed,
+                                             skip_examples=skip_examples, input_context=input_context)
+        training.train(strategy, engine, model, lambda m, f, t: tf.reduce_mean(
+            example_losses(m, f, is_regression, t)[0]), dataset_fn, FLAGS.output_dir, num_train_steps,
+            num_warmup_steps, FLAGS.learning_rate, FLAGS.train_batch_size, init_checkpoint=FLAGS.init_checkpoint,
+            step_callback=evaluate_during_training if FLAGS.eval_every_steps else None,
+            callback_every_steps=FLAGS.eval_every_steps)
+    else:
+        training.restore_or_initialize(model, None, FLAGS.output_dir, FLAGS.init_checkpoint)
+
+    if FLAGS.do_eval:
+        training.write_eval_results(os.path.join(FLAGS.output_dir, "eval_results.txt"), evaluate())
+
+    if FLAGS.do_predict:
+        examples = _pad_for_tpu(list(predict_examples), FLAGS.predict_batch_size, strategy)
+        predict_file = os.path.join(FLAGS.output_dir, "predict.tf_record")
+        convert(examples, predict_file)
+        logging.info("***** Running prediction*****")
+        logging.info("  Num examples = %d (%d actual, %d padding)", len(examples), len(predict_examples),
+                     len(examples) - len(predict_examples))
+        dataset = training.sequential_dataset([predict_file], name_to_features, FLAGS.predict_batch_size)
+        outputs = run_predictions(strategy, model, dataset, is_regression)
+        write_test_results(os.path.join(FLAGS.output_dir, "test_results.tsv"),
+                           outputs["predictions"][:len(predict_examples)], len(predict_examples))
+
+    if FLAGS.export_dir:
+        if FLAGS.eval_every_steps and best.step is not None:
+            modeling.load_checkpoint(best.prefix, model)  # export the best model, not the last
+        export_saved_model(FLAGS.export_dir, model, FLAGS.vocab_file, FLAGS.do_lower_case, FLAGS.max_seq_length,
+                           label_list, is_regression, pair=_is_pair_task(processor))
+
+
+def _is_pair_task(processor):
+    split = processor.train or processor.dev
+    return split.text_b is not None
+
+
+def write_test_results(path, predictions, num_examples):
+    """test_results.tsv: one line per example, each probability (or the score) with str()."""
+    if len(predictions) != num_examples:
+        raise ValueError(f"got {len(predictions)} predictions for {num_examples} test examples")
+    temp = path + ".tmp"
+    with tf.io.gfile.GFile(temp, "w") as writer:
+        logging.info("***** Predict results *****")
+        for row in predictions:
+            values = np.atleast_1d(row).astype(np.float32)
+            writer.write("\t".join(str(v) for v in values) + "\n")
+    tf.io.gfile.rename(temp, path, overwrite=True)
+
+
+class _BestCheckpoint:
+    """Keeps output_dir/best/: the weights with the best dev metric seen during training."""
+
+    def __init__(self, directory, metric):
+        self.directory, self.metric = directory, metric
+        self.step, self.value, self.prefix = None, None, None
+        results_file = os.path.join(directory, "eval_results.txt")
+        if tf.io.gfile.exists(results_file):  # a resumed run keeps competing with its earlier best
+            with tf.io.gfile.GFile(results_file) as f:
+                values = dict(line.strip().split(" = ", 1) for line in f if " = " in line)
+            self.value = float(values[metric])
+            self.step = int(values["global_step"])
+            self.prefix = tf.train.latest_checkpoint(directory)
+
+    def offer(self, step, results, model):
+        value = float(results[self.metric])
+        if self.value is not None and value <= self.value:
+            return
+        prefix = os.path.join(self.directory, f"model.ckpt-{step}")
+        modeling.save_checkpoint(prefix, modeling.original_name_map(model))
+        training.write_checkpoint_state(self.directory, [prefix])
+        for old in tf.io.gfile.glob(os.path.join(self.directory, "model.ckpt-*")):
+            if not old.startswith(prefix + "."):
+                tf.io.gfile.remove(old)
+        training.write_eval_results(os.path.join(self.directory, "eval_results.txt"), results)
+        self.step, self.value, self.prefix = step, value, prefix
+        logging.info("New best %s = %s at step %d -> %s", self.metric, value, step, prefix)
+
+
+if __name__ == "__main__":
+    define_flags()
+    training.run_main(app, main, "run_classifier.py",
+                      ["data_dir", "task_name", "vocab_file", "bert_config_file", "output_dir"], flags)

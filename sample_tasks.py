@@ -1,0 +1,85 @@
+"""Small task datasets derived from sample_text.txt, for the quick start and the tests.
+
+`write_pair_task` writes a sentence-pair classification set in the MRPC file layout
+(train.tsv, dev.tsv, test.tsv): label 1 when sentence B is the sentence that follows A
+in its document, 0 when B comes from another document. Any BERT runner that reads MRPC
+(`--task_name=mrpc`) reads it unchanged.
+"""
+
+import os
+import random
+import sys
+
+from absl import app
+from absl import flags
+
+
+def read_documents(path):
+    """Documents of a one-sentence-per-line file, as lists of sentences."""
+    documents, current = [], []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                current.append(line)
+            elif current:
+                documents.append(current)
+                current = []
+    if current:
+        documents.append(current)
+    return documents
+
+
+def next_sentence_pairs(documents, rng):
+    """(label, sentence A, sentence B) pairs: half true continuations, half random sentences."""
+    pairs = []
+    for index, document in enumerate(documents):
+        for i in range(len(document) - 1):
+            if rng.random() < 0.5:
+                pairs.append(("1", document[i], document[i + 1]))
+            else:
+                other = rng.choice([d for j, d in enumerate(documents) if j != index] or [document])
+                pairs.append(("0", document[i], rng.choice(other)))
+    return pairs
+
+
+def write_pair_task(input_file, output_dir, seed=12345, dev_fraction=0.1, test_fraction=0.1):
+    """Writes the MRPC-layout next-sentence task; returns {split: number of examples}."""
+    rng = random.Random(seed)
+    documents = read_documents(input_file)
+    rng.shuffle(documents)
+    n = len(documents)
+    n_dev, n_test = max(1, int(n * dev_fraction)), max(1, int(n * test_fraction))
+    splits = {"dev": documents[:n_dev], "test": documents[n_dev:n_dev + n_test],
+              "train": documents[n_dev + n_test:]}
+    os.makedirs(output_dir, exist_ok=True)
+    counts = {}
+    for name, docs in splits.items():
+        pairs = next_sentence_pairs(docs, rng)
+        path = os.path.join(output_dir, f"{name}.tsv")
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            if name == "test":
+                f.write("index\t#1 ID\t#2 ID\t#1 String\t#2 String\n")
+                rows = [(str(i), str(2 * i), str(2 * i + 1), a, b) for i, (_, a, b) in enumerate(pairs)]
+            else:
+                f.write("Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n")
+                rows = [(label, str(2 * i), str(2 * i + 1), a, b) for i, (label, a, b) in enumerate(pairs)]
+            for row in rows:
+                f.write("\t".join(field.replace("\t", " ") for field in row) + "\n")
+        os.replace(path + ".tmp", path)
+        counts[name] = len(pairs)
+    return counts
+
+
+def main(argv):
+    del argv
+    counts = write_pair_task(flags.FLAGS.input_file, flags.FLAGS.output_dir, flags.FLAGS.seed)
+    sys.stdout.write(", ".join(f"{name}: {count} pairs" for name, count in counts.items()) + "\n")
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("input_file", "sample_text.txt", "One sentence per line, blank lines between documents.")
+    flags.DEFINE_string("output_dir", None, "Where train.tsv, dev.tsv and test.tsv go.")
+    flags.DEFINE_integer("seed", 12345, "Seed of the split and of the random pairs.")
+    flags.mark_flag_as_required("output_dir")
+    app.run(main)
