@@ -17,6 +17,7 @@ import re
 import string
 import sys
 import time
+import weakref
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -112,6 +113,9 @@ def is_squad_whitespace(c):
     return c in " \t\r\n\u202f"
 
 
+_WORD = re.compile("[^ \t\r\n\u202f]+")
+
+
 def split_paragraph(text):
     """Splits a context into words; maps each character to the index of its word.
 
@@ -120,17 +124,14 @@ def split_paragraph(text):
         them (-1 before the first word).
     """
     doc_tokens, char_to_word_offset = [], []
-    previous_is_whitespace = True
-    for c in text:
-        if is_squad_whitespace(c):
-            previous_is_whitespace = True
-        else:
-            if previous_is_whitespace:
-                doc_tokens.append(c)
-            else:
-                doc_tokens[-1] += c
-            previous_is_whitespace = False
-        char_to_word_offset.append(len(doc_tokens) - 1)
+    end = 0
+    for match in _WORD.finditer(text):
+        start = match.start()
+        char_to_word_offset.extend([len(doc_tokens) - 1] * (start - end))
+        end = match.end()
+        char_to_word_offset.extend([len(doc_tokens)] * (end - start))
+        doc_tokens.append(match.group())
+    char_to_word_offset.extend([len(doc_tokens) - 1] * (len(text) - end))
     return doc_tokens, char_to_word_offset
 
 
@@ -328,6 +329,22 @@ def _improve_answer_span(doc_tokens, input_start, input_end, tokenizer, orig_ans
     return input_start, input_end
 
 
+_WORD_PIECES_LIMIT = 1 << 20  # distinct words remembered per tokenizer before starting over
+_word_pieces_by_tokenizer = weakref.WeakKeyDictionary()
+
+
+def _word_pieces(tokenizer, word):
+    """(WordPieces, ids) of one document word, remembered: contexts repeat their words."""
+    cache = _word_pieces_by_tokenizer.setdefault(tokenizer, {})
+    found = cache.get(word)
+    if found is None:
+        if len(cache) >= _WORD_PIECES_LIMIT:
+            cache.clear()
+        pieces = tokenizer.tokenize(word)
+        found = cache[word] = (pieces, tokenizer.convert_tokens_to_ids(pieces))
+    return found
+
+
 def convert_example_to_features(example, example_index, tokenizer, max_seq_length, doc_stride, max_query_length,
                                 is_training):
     """The windows of one example, without unique ids (the caller numbers them).
@@ -339,12 +356,13 @@ def convert_example_to_features(example, example_index, tokenizer, max_seq_lengt
     truncated = len(query_tokens) > max_query_length
     query_tokens = query_tokens[:max_query_length]
 
-    tok_to_orig_index, orig_to_tok_index, all_doc_tokens = [], [], []
+    tok_to_orig_index, orig_to_tok_index, all_doc_tokens, all_doc_ids = [], [], [], []
     for i, word in enumerate(example.doc_tokens):
         orig_to_tok_index.append(len(all_doc_tokens))
-        pieces = tokenizer.tokenize(word)
+        pieces, ids = _word_pieces(tokenizer, word)
         tok_to_orig_index.extend([i] * len(pieces))
         all_doc_tokens.extend(pieces)
+        all_doc_ids.extend(ids)
     if not all_doc_tokens:
         raise ValueError(f"question {example.qas_id}: its context has no WordPiece tokens (only whitespace, "
                          f"control or unknown characters); give the paragraph its text or remove it")
@@ -372,13 +390,12 @@ def convert_example_to_features(example, example_index, tokenizer, max_seq_lengt
     for span_index, span in enumerate(doc_spans):
         window = all_doc_tokens[span.start:span.start + span.length]
         tokens = ["[CLS]"] + query_tokens + ["[SEP]"] + window + ["[SEP]"]
-        input_ids = [cls_id] + query_ids + [sep_id] + tokenizer.convert_tokens_to_ids(window) + [sep_id]
+        span_end = span.start + span.length
+        input_ids = [cls_id] + query_ids + [sep_id] + all_doc_ids[span.start:span_end] + [sep_id]
         segment_ids = [0] * doc_offset + [1] * (span.length + 1)
-        token_to_orig_map, token_is_max_context = {}, {}
-        for i in range(span.length):
-            piece = span.start + i
-            token_to_orig_map[doc_offset + i] = tok_to_orig_index[piece]
-            token_is_max_context[doc_offset + i] = max_context[piece] == span_index
+        positions = range(doc_offset, doc_offset + span.length)
+        token_to_orig_map = dict(zip(positions, tok_to_orig_index[span.start:span_end]))
+        token_is_max_context = dict(zip(positions, [best == span_index for best in max_context[span.start:span_end]]))
         padding = max_seq_length - len(input_ids)
         input_mask = [1] * len(input_ids) + [0] * padding
         input_ids += [0] * padding
@@ -388,8 +405,7 @@ def convert_example_to_features(example, example_index, tokenizer, max_seq_lengt
         if is_training and example.is_impossible:
             start_position = end_position = 0
         elif is_training:
-            span_end = span.start + span.length - 1
-            if span.start <= tok_start_position and tok_end_position <= span_end:
+            if span.start <= tok_start_position and tok_end_position < span_end:
                 start_position = tok_start_position - span.start + doc_offset
                 end_position = tok_end_position - span.start + doc_offset
             else:
