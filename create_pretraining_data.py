@@ -14,6 +14,7 @@ not grow with `dupe_factor`), and `--num_workers` spreads the work over processe
 
 import array
 import collections
+import gc
 import glob
 import multiprocessing
 import os
@@ -162,8 +163,7 @@ def read_lines(input_files):
 
 def tokenize_lines_to_ids(tokenizer, lines):
     """Token ids of each line (an array('i') each, empty for lines without tokens)."""
-    vocab = tokenizer.vocab
-    return [array.array("i", [vocab[t] for t in tokenizer.tokenize(line)]) for line in lines]
+    return [array.array("i", tokenizer.tokenize_to_ids(line)) for line in lines]
 
 
 def read_documents(input_files, tokenizer, pool=None, progress=None):
@@ -296,21 +296,38 @@ def create_masked_lm_predictions(token_ids, masked_lm_prob, max_predictions_per_
     Returns:
       (masked token ids, ascending masked positions, original ids at those positions).
     """
+    cls_id, sep_id = vocab.cls_id, vocab.sep_id
+    output_ids = list(token_ids)
+    # Python 3 round(): halves go to the even neighbour (30 * 0.15 = 4.5 -> 4).
+    num_to_predict = min(max_predictions_per_seq, max(1, int(round(len(token_ids) * masked_lm_prob))))
+    if not do_whole_word_mask:
+        # Every candidate is one position, so the first num_to_predict of the shuffled
+        # candidates are masked; shuffling a flat list draws exactly what shuffling the
+        # original's list of one-element lists draws (the draws depend only on the length).
+        candidates = [i for i, token_id in enumerate(token_ids) if token_id != cls_id and token_id != sep_id]
+        rng.shuffle(candidates)
+        masked = []
+        random, randint = rng.random, rng.randint
+        for index in candidates[:num_to_predict]:
+            if random() < 0.8:
+                output_ids[index] = vocab.mask_id
+            elif random() >= 0.5:
+                output_ids[index] = randint(0, vocab.size - 1)
+            masked.append((index, token_ids[index]))
+        masked.sort()
+        return output_ids, [index for index, _ in masked], [label for _, label in masked]
+
     cand_indexes = []
     is_continuation = vocab.is_continuation
     for i, token_id in enumerate(token_ids):
-        if token_id == vocab.cls_id or token_id == vocab.sep_id:
+        if token_id == cls_id or token_id == sep_id:
             continue
         # Whole-word masking: a ## piece joins the word of the piece before it.
-        if do_whole_word_mask and cand_indexes and is_continuation[token_id]:
+        if cand_indexes and is_continuation[token_id]:
             cand_indexes[-1].append(i)
         else:
             cand_indexes.append([i])
     rng.shuffle(cand_indexes)
-
-    output_ids = list(token_ids)
-    # Python 3 round(): halves go to the even neighbour (30 * 0.15 = 4.5 -> 4).
-    num_to_predict = min(max_predictions_per_seq, max(1, int(round(len(token_ids) * masked_lm_prob))))
     masked = []
     covered = set()
     for index_set in cand_indexes:
@@ -347,7 +364,8 @@ def truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng):
 
 # --- Serializing ------------------------------------------------------------------------
 
-def _varint(value):
+def _encode_varint(value):
+    """Protobuf base-128 varint of a non-negative int."""
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -359,8 +377,16 @@ def _varint(value):
             return bytes(out)
 
 
+# Lengths and ids below this are looked up, not computed: the hot path of serializing.
+_SMALL_VARINTS = [_encode_varint(i) for i in range(1 << 14)]
+
+
+def _varint(value):
+    return _SMALL_VARINTS[value] if value < 16384 else _encode_varint(value)
+
+
 def _length_delimited(field_number, payload):
-    return _varint(field_number << 3 | 2) + _varint(len(payload)) + payload
+    return _SMALL_VARINTS[field_number << 3 | 2] + _varint(len(payload)) + payload
 
 
 class ExampleEncoder:
@@ -368,7 +394,8 @@ class ExampleEncoder:
 
     The bytes are those of the protobuf wire format with the features in the original's
     insertion order, so `tf.train.Example.FromString` (and tf.io.parse_example) read
-    back exactly the original's features.
+    back exactly the original's features. Everything that depends only on a length (the
+    input mask, padding, weights, labels, field headers) is encoded once up front.
     """
 
     _FEATURE_NAMES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
@@ -377,21 +404,25 @@ class ExampleEncoder:
     def __init__(self, max_seq_length, max_predictions_per_seq, vocab_size):
         self.max_seq_length = max_seq_length
         self.max_predictions_per_seq = max_predictions_per_seq
-        self._varints = [_varint(i) for i in range(max(vocab_size, max_seq_length) + 1)]
-        self._keys = {name: _length_delimited(1, name.encode()) for name in self._FEATURE_NAMES}
+        self._varints = _SMALL_VARINTS + [_encode_varint(i) for i in range(len(_SMALL_VARINTS),
+                                                                            max(vocab_size, max_seq_length) + 1)]
+        s, p = max_seq_length, max_predictions_per_seq
+        self._input_mask = [self._int64_entry("input_mask", b"\x01" * n + b"\x00" * (s - n)) for n in range(s + 1)]
+        self._weights = [self._float_entry("masked_lm_weights", [1.0] * n + [0.0] * (p - n)) for n in range(p + 1)]
+        self._labels = [self._int64_entry("next_sentence_labels", _varint(label)) for label in (0, 1)]
 
-    def _int64_feature(self, name, values):
-        varints = self._varints
-        packed = b"".join([varints[v] for v in values])
-        int64_list = _length_delimited(1, packed)                 # Int64List.value (packed)
-        feature = _length_delimited(3, int64_list)                # Feature.int64_list
-        return _length_delimited(1, self._keys[name] + _length_delimited(2, feature))  # map entry
+    @staticmethod
+    def _entry(name, feature_field, list_payload):
+        """One `feature` map entry: key, then Feature{<kind>_list {value: packed}}."""
+        packed_list = _length_delimited(1, list_payload)                # <Kind>List.value (packed)
+        feature = _length_delimited(feature_field, packed_list)         # Feature.int64_list / float_list
+        return _length_delimited(1, _length_delimited(1, name.encode()) + _length_delimited(2, feature))
 
-    def _float_feature(self, name, values):
-        packed = struct.pack(f"<{len(values)}f", *values)
-        float_list = _length_delimited(1, packed)                 # FloatList.value (packed)
-        feature = _length_delimited(2, float_list)                # Feature.float_list
-        return _length_delimited(1, self._keys[name] + _length_delimited(2, feature))
+    def _int64_entry(self, name, packed):
+        return self._entry(name, 3, packed)
+
+    def _float_entry(self, name, values):
+        return self._entry(name, 2, struct.pack(f"<{len(values)}f", *values))
 
     def features(self, instance):
         """The original's feature values for `instance`, padded with zeros."""
@@ -409,13 +440,24 @@ class ExampleEncoder:
         ])
 
     def encode(self, instance):
-        parts = []
-        for name, values in self.features(instance).items():
-            if name == "masked_lm_weights":
-                parts.append(self._float_feature(name, values))
-            else:
-                parts.append(self._int64_feature(name, values))
-        return _length_delimited(1, b"".join(parts))  # Example.features
+        varints = self._varints
+        length = len(instance.token_ids)
+        seq_pad = b"\x00" * (self.max_seq_length - length)
+        n = len(instance.masked_lm_positions)
+        pred_pad = b"\x00" * (self.max_predictions_per_seq - n)
+        segment_ones = sum(instance.segment_ids)
+        entries = b"".join((
+            self._int64_entry("input_ids", b"".join([varints[i] for i in instance.token_ids]) + seq_pad),
+            self._input_mask[length],
+            # Segment ids are 0 then 1 (B and its [SEP]) then padding 0: one varint byte each.
+            self._int64_entry("segment_ids", b"\x00" * (length - segment_ones) + b"\x01" * segment_ones + seq_pad),
+            self._int64_entry("masked_lm_positions",
+                              b"".join([varints[i] for i in instance.masked_lm_positions]) + pred_pad),
+            self._int64_entry("masked_lm_ids", b"".join([varints[i] for i in instance.masked_lm_labels]) + pred_pad),
+            self._weights[n],
+            self._labels[1 if instance.is_random_next else 0],
+        ))
+        return _length_delimited(1, entries)  # Example.features
 
 
 class RecordSpill:
@@ -617,27 +659,33 @@ def create_pretraining_data(input_files, output_files, vocab_file, do_lower_case
     if not documents:
         raise ValueError(f"--input_file: {', '.join(input_files)} hold no text (one sentence per line, "
                          f"blank lines between documents)")
-    rng = random.Random(random_seed)
-    rng.shuffle(documents)
-    logging.info("Read %d documents with %d segments", len(documents), sum(len(d) for d in documents))
+    # The documents live until the end: keep the garbage collector from rescanning them
+    # (and the vocab tables) at every collection while instances are created.
+    gc.freeze()
+    try:
+        rng = random.Random(random_seed)
+        rng.shuffle(documents)
+        logging.info("Read %d documents with %d segments", len(documents), sum(len(d) for d in documents))
 
-    creating = _Progress("documents processed", total=dupe_factor * len(documents))
-    if num_workers == 1:
-        spill = create_training_records(
-            documents, vocab, encoder, rng, dupe_factor, max_seq_length, short_seq_prob, masked_lm_prob,
-            max_predictions_per_seq, do_whole_word_mask, progress=creating)
-        creating.close()
-        order = list(range(len(spill)))
-        rng.shuffle(order)  # the original shuffles its instance list: same draws, same permutation
-        records = (spill.read(i) for i in order)
-        try:
-            total = write_records(records, output_files, _example_logger(tokenizer.inv_vocab))
-        finally:
-            spill.close()
-    else:
-        total = _create_with_workers(documents, vocab, encoder, random_seed, dupe_factor, max_seq_length,
-                                     short_seq_prob, masked_lm_prob, max_predictions_per_seq,
-                                     do_whole_word_mask, num_workers, output_files, tokenizer, creating)
+        creating = _Progress("documents processed", total=dupe_factor * len(documents))
+        if num_workers == 1:
+            spill = create_training_records(
+                documents, vocab, encoder, rng, dupe_factor, max_seq_length, short_seq_prob, masked_lm_prob,
+                max_predictions_per_seq, do_whole_word_mask, progress=creating)
+            creating.close()
+            order = list(range(len(spill)))
+            rng.shuffle(order)  # the original shuffles its instance list: same draws, same permutation
+            records = (spill.read(i) for i in order)
+            try:
+                total = write_records(records, output_files, _example_logger(tokenizer.inv_vocab))
+            finally:
+                spill.close()
+        else:
+            total = _create_with_workers(documents, vocab, encoder, random_seed, dupe_factor, max_seq_length,
+                                         short_seq_prob, masked_lm_prob, max_predictions_per_seq,
+                                         do_whole_word_mask, num_workers, output_files, tokenizer, creating)
+    finally:
+        gc.unfreeze()
     logging.info("Wrote %d total instances", total)
     if total == 0:
         logging.warning("No instance was created: the documents are too short")

@@ -47,6 +47,9 @@ _ASCII_PUNCTUATION = frozenset(
 
 _SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
+# ASCII characters that _clean_text drops (control characters other than \t, \n, \r).
+_ASCII_CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
 
 def validate_case_matches_checkpoint(do_lower_case, init_checkpoint):
     """Raises ValueError if `do_lower_case` contradicts a released checkpoint's name.
@@ -165,6 +168,7 @@ class FullTokenizer:
         self.basic_tokenizer = BasicTokenizer(do_lower_case=do_lower_case)
         self.wordpiece_tokenizer = WordpieceTokenizer(vocab=self.vocab)
         self._cache = {}
+        self._id_cache = {}
 
     def tokenize(self, text):
         """Returns the WordPiece tokens of `text` (str or UTF-8 bytes)."""
@@ -175,12 +179,34 @@ class FullTokenizer:
         for word in self.basic_tokenizer._clean_and_split(text):
             pieces = cache.get(word)
             if pieces is None:
-                pieces = []
-                for token in self.basic_tokenizer._tokenize_word(word):
-                    pieces.extend(self.wordpiece_tokenizer._tokenize_token(token))
-                cache[word] = pieces
+                pieces = cache[word] = self._word_pieces(word)
             split_tokens.extend(pieces)
         return split_tokens
+
+    def tokenize_to_ids(self, text):
+        """`convert_tokens_to_ids(tokenize(text))`, with the ids of each word cached."""
+        cache = self._id_cache
+        if len(cache) > self._CACHE_LIMIT:
+            cache.clear()
+        ids = []
+        vocab = self.vocab
+        for word in self.basic_tokenizer._clean_and_split(text):
+            word_ids = cache.get(word)
+            if word_ids is None:
+                word_ids = cache[word] = tuple(vocab[piece] for piece in self._word_pieces(word))
+            ids.extend(word_ids)
+        return ids
+
+    def _word_pieces(self, word):
+        """WordPieces of one whitespace-free word, as a tuple (cached by the callers).
+
+        Tuples of strings or ints leave the garbage collector's tracking after one pass,
+        so a large cache costs no repeated collection time.
+        """
+        pieces = []
+        for token in self.basic_tokenizer._tokenize_word(word):
+            pieces.extend(self.wordpiece_tokenizer._tokenize_token(token))
+        return tuple(pieces)
 
     def convert_tokens_to_ids(self, tokens):
         return convert_by_vocab(self.vocab, tokens)
@@ -265,7 +291,11 @@ class BasicTokenizer:
 
     def _clean_and_split(self, text):
         """Cleans `text`, pads CJK characters with spaces and splits on whitespace."""
-        text = convert_to_unicode(text).translate(self._tables.clean_table)
+        text = convert_to_unicode(text)
+        # ASCII without control characters: cleaning and CJK spacing change nothing.
+        if text.isascii() and not _ASCII_CONTROL_RE.search(text):
+            return text.split()
+        text = text.translate(self._tables.clean_table)
         text = self._tables.cjk_re.sub(r" \1 ", text)
         return text.split()
 
@@ -285,6 +315,7 @@ class BasicTokenizer:
                 tokens = tokens[0].split()
             elif len(tokens) > 1:
                 tokens = " ".join(tokens).split()
+            tokens = tuple(tokens)
             self._cache[word] = tokens
         return tokens
 
@@ -319,9 +350,9 @@ class WordpieceTokenizer:
         self.vocab = vocab
         self.unk_token = unk_token
         self.max_input_chars_per_word = max_input_chars_per_word
-        # No substring longer than the longest vocab entry can match, so the search
-        # starts there instead of at the end of the word (same result, less work).
-        self._max_piece_chars = max((len(token) for token in vocab), default=0)
+        # Every prefix of every vocab entry: the longest-match search can walk forward and
+        # stop as soon as the text leaves this set, instead of trying every end backwards.
+        self._prefixes = {token[:end] for token in vocab for end in range(1, len(token) + 1)}
 
     def tokenize(self, text):
         """Tokenizes already basic-tokenized text into word pieces.
@@ -342,24 +373,25 @@ class WordpieceTokenizer:
         vocab = self.vocab
         if token in vocab:
             return [token]
-        max_chars = self._max_piece_chars
+        prefixes = self._prefixes
         pieces = []
         start = 0
         while start < n:
-            end = min(n, start + max_chars)
-            piece = None
-            while start < end:
-                candidate = token[start:end]
-                if start > 0:
-                    candidate = "##" + candidate
-                if candidate in vocab:
-                    piece = candidate
+            # Greedy longest match: the longest vocab entry among token[start:end] for
+            # growing `end` ("##"-prefixed after the first piece). Any longer match would
+            # have every shorter candidate as a prefix, so the walk may stop early.
+            marker = "##" if start > 0 else ""
+            piece, piece_end = None, start
+            for end in range(start + 1, n + 1):
+                candidate = marker + token[start:end]
+                if candidate not in prefixes:
                     break
-                end -= 1
+                if candidate in vocab:
+                    piece, piece_end = candidate, end
             if piece is None:
                 return [self.unk_token]
             pieces.append(piece)
-            start = end
+            start = piece_end
         return pieces
 
 
