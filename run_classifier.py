@@ -12,7 +12,6 @@ checkpoint kept, and `--export_dir`, a SavedModel that classifies raw strings.
 import collections
 import csv
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -15,8 +15,6 @@ import os
 import random
 import re
 import string
-import sys
-import time
 import weakref
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -576,7 +574,7 @@ def prepare_training_features(train_file, vocab_file, tokenizer, output_dir, max
     stats = collections.Counter()
     examples = read_squad_examples(train_file, True, version_2_with_negative, stats)
     random.Random(12345).shuffle(examples)
-    progress = Progress("questions converted", total=len(examples))
+    progress = training.ProgressLine("questions converted", total=len(examples))
     features = convert_examples_to_features(examples, tokenizer, max_seq_length, doc_stride, max_query_length, True,
                                             num_workers=num_workers, stats=stats, progress=progress)
     num_features = training.write_tfrecord(path, (serialize_feature(f, True) for f in features))
@@ -1011,39 +1009,6 @@ def gold_answers_of(examples, version_2_with_negative):
 # --- Generic helpers (candidates for training.py) ---------------------------------------------
 # Written here because training.py belongs to another engineer; nothing in them is SQuAD's.
 
-class Progress:
-    """A progress line on stderr (a terminal) or in the log every few seconds."""
-
-    def __init__(self, what, total=None, interval=5.0):
-        self.what, self.total, self.interval = what, total, interval
-        self.done = 0
-        self.start = self.last = time.monotonic()
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, n):
-        self.done += n
-        now = time.monotonic()
-        if now - self.last >= (0.5 if self.tty else self.interval):
-            self.last = now
-            self._show(now)
-
-    def _show(self, now, final=False):
-        rate = self.done / max(now - self.start, 1e-9)
-        text = f"{self.what}: {self.done}"
-        if self.total:
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            text += f"/{self.total} ({100.0 * self.done / self.total:.0f}%), ETA {eta:.0f}s"
-        text += f", {rate:.0f}/s"
-        if self.tty:
-            sys.stderr.write("\r" + text + ("\n" if final else ""))
-            sys.stderr.flush()
-        else:
-            logging.info(text)
-
-    def close(self):
-        self._show(time.monotonic(), final=True)
-
-
 # --- The script -------------------------------------------------------------------------------
 
 def validate_flags_or_throw(bert_config):
@@ -1112,7 +1077,7 @@ def prepare_prediction_features(tokenizer):
         features.append(feature)
         return serialize_feature(feature, False)
 
-    progress = Progress("questions converted", total=len(examples))
+    progress = training.ProgressLine("questions converted", total=len(examples))
     converted = convert_examples_to_features(examples, tokenizer, FLAGS.max_seq_length, FLAGS.doc_stride,
                                              FLAGS.max_query_length, False, num_workers=FLAGS.num_workers,
                                              stats=stats, progress=progress)

@@ -9,6 +9,7 @@ interruption (weights, Adam slots, step and input position), and reports progres
 
 import os
 import re
+import sys
 import time
 
 from absl import logging
@@ -331,6 +332,42 @@ class Progress:
             self.writer.flush()
 
 
+class ProgressLine:
+    """Progress of a data job: a line on stderr (a terminal) or in the log every few seconds.
+
+    Call it with the number of items just done; `close()` prints the final count and rate.
+    """
+
+    def __init__(self, what, total=None, interval=5.0):
+        self.what, self.total, self.interval = what, total, interval
+        self.done = 0
+        self.start = self.last = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, n):
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= (0.5 if self.tty else self.interval):
+            self.last = now
+            self._show(now)
+
+    def _show(self, now, final=False):
+        rate = self.done / max(now - self.start, 1e-9)
+        text = f"{self.what}: {self.done}"
+        if self.total:
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            text += f"/{self.total} ({100.0 * self.done / self.total:.0f}%), ETA {eta:.0f}s"
+        text += f", {rate:.0f}/s"
+        if self.tty:
+            sys.stderr.write("\r" + text + ("\n" if final else ""))
+            sys.stderr.flush()
+        else:
+            logging.info(text)
+
+    def close(self):
+        self._show(time.monotonic(), final=True)
+
+
 def _write_scalar_summary(name, value):
     """A TensorBoard scalar without needing the tensorboard package (tf.summary.scalar does)."""
     from tensorflow.core.framework import summary_pb2  # the proto only, not TensorBoard itself
@@ -583,7 +620,6 @@ def ensure_output_dir(output_dir):
 
 def run_main(app, main, script_name, required_flags, flags):
     """Runs an absl main so that a user's mistake ends with one line and exit code 1."""
-    import sys
     for name in required_flags:
         flags.mark_flag_as_required(name)
     try:
