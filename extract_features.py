@@ -9,6 +9,7 @@ adds sentence vectors as an extra field; the original fields never change.
 """
 
 import collections
+import concurrent.futures
 import json
 import os
 import time
@@ -295,11 +296,47 @@ class _null_context:
 # ------------------------------------------------------------------------------------------
 # JSON, as the original writes it.
 
-_NUMBER_WIDTH = 24  # the longest repr of a float64 ("-1.2345678901234567e-308")
-_INT_DIGITS = 9
-_POW10_INT = 10 ** np.arange(_INT_DIGITS - 1, -1, -1, dtype=np.int64)
-_POW10_FRAC = 10 ** np.arange(5, -1, -1, dtype=np.int64)
-_TRAILING = 10 ** np.arange(1, 7, dtype=np.int64)
+def _digit_words(prefix, suffix):
+    """uint32 words of 4 characters, prefix + "%03d" % i + suffix, for i in 0..999."""
+    return np.frombuffer(b"".join((prefix + "%03d" % i + suffix).encode("ascii") for i in range(1000)),
+                         np.uint32)
+
+
+# A number in the fast path is 16 characters, 4 words, of which a mask keeps the right ones:
+# "-ddd" ".ddd" "ddd," " ..." -> sign, integer digits, point, 6 decimals, separator.
+_SIGN_AND_INTEGER = _digit_words("-", "")
+_POINT_AND_HIGH = _digit_words(".", "")
+_LOW_AND_COMMA = _digit_words("", ",")
+_SPACE = np.frombuffer(b"    ", np.uint32)[0]
+_TRAILING_ZEROS3 = np.array([3 if i == 0 else len("%03d" % i) - len(("%03d" % i).rstrip("0"))
+                             for i in range(1000)], np.int32)
+
+
+def _keep_patterns():
+    """[2 signs * 3 integer lengths * 6 decimal counts * 2 (separator or not) + 1, 16] bool.
+
+    The last row keeps nothing (values formatted by Python instead)."""
+    patterns = []
+    for negative in (0, 1):
+        for integer_digits in (1, 2, 3):
+            for decimals in range(1, 7):
+                for separator in (0, 1):
+                    row = [False] * 16
+                    row[0] = bool(negative)
+                    for j in range(4 - integer_digits, 4):
+                        row[j] = True
+                    row[4] = True
+                    for j in range(decimals):
+                        row[5 + j] = True
+                    row[11] = row[12] = bool(separator)
+                    patterns.append(row)
+    patterns.append([False] * 16)
+    return np.array(patterns, bool)
+
+
+_KEEP_PATTERNS = _keep_patterns()
+_PATTERN_LENGTHS = _KEEP_PATTERNS.sum(1)
+_NOTHING = len(_KEEP_PATTERNS) - 1
 
 
 def format_rounded_values(values):
@@ -308,78 +345,113 @@ def format_rounded_values(values):
     The original writes `json.dumps([round(float(x), 6) for x in row])`; this makes the same
     characters for all rows at once with numpy. Why it is exact: a float32 times 10^6 is
     exact in float64 (24 + 20 bits), so rint(x * 10^6) = k is Python's round-half-even to
-    6 decimals, and for 10^-4 <= |k / 10^6| < 10^9 (15 significant digits at most) the
+    6 decimals, and for 10^-4 <= |k / 10^6| < 10^3 (9 significant digits at most) the
     shortest repr of the nearest double is k / 10^6 written out with trailing zeros
     dropped. Every other value (zero, below 10^-4 where repr switches to 1e-05 notation,
-    huge, NaN) takes Python's own path.
+    1000 and above, NaN) takes Python's own path.
 
     Returns:
         list of R strings, the values of a row joined by ", " (without brackets).
     """
     x = np.asarray(values, np.float64)
     rows, width = x.shape
-    k = np.rint(x * 1e6)
+    k = np.rint(x.reshape(-1) * 1e6)
     a = np.abs(k)
-    fast = (a >= 100) & (a < 1e15)
-    a = np.where(fast, a, 0).astype(np.int64)
+    fast = (a >= 100) & (a < 1e9)
+    a = np.where(fast, a, 0).astype(np.int32)
     integer, fraction = np.divmod(a, 1_000_000)
+    high, low = np.divmod(fraction, 1000)
 
-    chars = np.zeros((rows, width, 1 + _NUMBER_WIDTH + 2), np.uint8)
-    keep = np.zeros(chars.shape, bool)
-    chars[..., 0] = ord("-")
-    keep[..., 0] = np.signbit(k) & fast
-    int_digits = integer[..., None] // _POW10_INT % 10  # [R, H, 9]
-    chars[..., 1:1 + _INT_DIGITS] = int_digits + ord("0")
-    digit_count = np.maximum(1, (integer[..., None] >= _POW10_INT).sum(-1))
-    keep[..., 1:1 + _INT_DIGITS] = (np.arange(_INT_DIGITS) >= _INT_DIGITS - digit_count[..., None]) & fast[..., None]
-    point = 1 + _INT_DIGITS
-    chars[..., point] = ord(".")
-    keep[..., point] = fast
-    chars[..., point + 1:point + 7] = fraction[..., None] // _POW10_FRAC % 10 + ord("0")
-    trailing_zeros = (fraction[..., None] % _TRAILING == 0).sum(-1)
-    keep[..., point + 1:point + 7] = (np.arange(6) < np.maximum(1, 6 - trailing_zeros)[..., None]) & fast[..., None]
-    chars[..., -2:] = (ord(","), ord(" "))
-    keep[..., -2:] = True
-    keep[:, -1, -2:] = False
+    words = np.empty((len(a), 4), np.uint32)
+    words[:, 0] = _SIGN_AND_INTEGER[integer]
+    words[:, 1] = _POINT_AND_HIGH[high]
+    words[:, 2] = _LOW_AND_COMMA[low]
+    words[:, 3] = _SPACE
+    chars = words.view(np.uint8)  # [N, 16]
+    trailing_zeros = np.where(low == 0, 3 + _TRAILING_ZEROS3[high], _TRAILING_ZEROS3[low])
+    decimals = np.maximum(1, 6 - trailing_zeros)
+    integer_digits = 1 + (integer >= 10) + (integer >= 100)
+    separator = np.ones(len(a), np.int32)
+    separator[width - 1::width] = 0
+    pattern = ((np.signbit(k) * 3 + integer_digits - 1) * 6 + decimals - 1) * 2 + separator
+    pattern = np.where(fast, pattern, _NOTHING)
+    keep = _KEEP_PATTERNS[pattern]
 
-    for r, h in zip(*np.nonzero(~fast)):
-        text = json.dumps(round(float(x[r, h]), 6)).encode("ascii")
-        chars[r, h, 1:1 + len(text)] = np.frombuffer(text, np.uint8)
-        keep[r, h, 1:1 + len(text)] = True
+    slow = np.flatnonzero(~fast)
+    if len(slow):
+        texts = [json.dumps(round(float(v), 6)).encode("ascii") + b", " for v in x.reshape(-1)[slow]]
+        wide = max(map(len, texts))
+        if wide > 16:  # room for the longest repr, e.g. -1.2345678901234567e-308
+            chars = np.concatenate([chars, np.zeros((len(chars), wide - 16), np.uint8)], 1)
+            keep = np.concatenate([keep, np.zeros((len(keep), wide - 16), bool)], 1)
+        for i, text in zip(slow.tolist(), texts):
+            if (i + 1) % width == 0:
+                text = text[:-2]
+            chars[i, :len(text)] = np.frombuffer(text, np.uint8)
+            keep[i, :len(text)] = True
 
     text = chars[keep].tobytes().decode("ascii")
-    ends = np.cumsum(keep.sum(axis=(1, 2)))
+    lengths = _PATTERN_LENGTHS[pattern]
+    if len(slow):
+        lengths[slow] = keep[slow].sum(1)
+    ends = np.cumsum(lengths.reshape(rows, width).sum(1))
     starts = np.concatenate([[0], ends[:-1]])
     return [text[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
 
 
-def json_line(features, layer_values, layer_indexes, pooled=None):
-    """The original's JSON line for one input line (plus `pooled` when given).
+def json_lines(features, layer_values, layer_indexes, pooled=None):
+    """The original's JSON lines for a batch of input lines (plus `pooled` when given).
 
     Args:
-        features: `InputFeatures`.
-        layer_values: float [T, len(layer_indexes), H], T = len(features.tokens).
+        features: list of B `InputFeatures`.
+        layer_values: float [B, S, len(layer_indexes), H], S >= every line's token count.
         layer_indexes: the --layers values, written as each layer's "index".
-        pooled: optional {mode: float [len(layer_indexes), H]}, written after the original
-            fields as "pooled": {mode: [{"index", "values"}, ...]}.
+        pooled: optional {mode: float [B, len(layer_indexes), H]}, written after the
+            original fields as "pooled": {mode: [{"index", "values"}, ...]}.
+
+    Returns:
+        list of B strings, each ending in "\n".
     """
-    num_layers = len(layer_indexes)
-    rows = format_rounded_values(np.reshape(layer_values, (-1, layer_values.shape[-1])))
-    token_parts = []
-    for t, token in enumerate(features.tokens):
-        layers = ", ".join('{"index": %d, "values": [%s]}' % (index, rows[t * num_layers + j])
-                           for j, index in enumerate(layer_indexes))
-        token_parts.append('{"token": %s, "layers": [%s]}' % (json.dumps(token), layers))
-    line = '{"linex_index": %d, "features": [%s]' % (features.unique_id, ", ".join(token_parts))
-    if pooled:
-        modes = []
-        for mode, values in pooled.items():
-            mode_rows = format_rounded_values(values)
-            layers = ", ".join('{"index": %d, "values": [%s]}' % (index, mode_rows[j])
+    num_layers, hidden = len(layer_indexes), layer_values.shape[-1]
+    # All the values of the batch are spelled in one call: [sum of tokens * layers, H].
+    rows = format_rounded_values(np.concatenate(
+        [layer_values[b, :len(f.tokens)].reshape(-1, hidden) for b, f in enumerate(features)]))
+    pooled_rows = {mode: format_rounded_values(values.reshape(-1, hidden)) for mode, values in (pooled or {}).items()}
+    lines, offset = [], 0
+    for b, feature in enumerate(features):
+        token_parts = []
+        for token in feature.tokens:
+            layers = ", ".join('{"index": %d, "values": [%s]}' % (index, rows[offset + j])
                                for j, index in enumerate(layer_indexes))
-            modes.append('%s: [%s]' % (json.dumps(mode), layers))
-        line += ', "pooled": {%s}' % ", ".join(modes)
-    return line + "}\n"
+            token_parts.append('{"token": %s, "layers": [%s]}' % (json.dumps(token), layers))
+            offset += num_layers
+        line = '{"linex_index": %d, "features": [%s]' % (feature.unique_id, ", ".join(token_parts))
+        if pooled_rows:
+            modes = []
+            for mode, mode_rows in pooled_rows.items():
+                layers = ", ".join('{"index": %d, "values": [%s]}' % (index, mode_rows[b * num_layers + j])
+                                   for j, index in enumerate(layer_indexes))
+                modes.append("%s: [%s]" % (json.dumps(mode), layers))
+            line += ', "pooled": {%s}' % ", ".join(modes)
+        lines.append(line + "}\n")
+    return lines
+
+
+def encode_ahead(extractor, batches, executor, depth=2):
+    """Yields (rows, outputs, model seconds) in order, the model running up to `depth` batches
+    ahead in `executor`'s thread while the caller writes JSON (TF releases the GIL)."""
+    def encode(rows, arrays):
+        start = time.perf_counter()
+        outputs = extractor(arrays)
+        return rows, outputs, time.perf_counter() - start
+
+    pending = collections.deque()
+    for rows, arrays in batches:
+        pending.append(executor.submit(encode, rows, arrays))
+        if len(pending) > depth:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 # ------------------------------------------------------------------------------------------
@@ -438,6 +510,7 @@ def extract_features(input_file, output_file, extractor, tokenizer, max_seq_leng
     progress = _Progress(total, progress_seconds)
     lines = 0
     temp = f"{output_file}.tmp-{os.getpid()}"
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     try:
         with tf.io.gfile.GFile(temp, "w") as writer:
             line_iter = iter(read_lines(input_file))
@@ -464,16 +537,15 @@ def extract_features(input_file, output_file, extractor, tokenizer, max_seq_leng
                     batches = _fixed_shape_batches(window, batch_size, max_seq_length)
                 else:
                     batches = length_sorted_batches(window, batch_size, max_seq_length=max_seq_length)
-                for rows, arrays in batches:
+                for rows, outputs, model_seconds in encode_ahead(extractor, batches, executor):
                     start = time.perf_counter()
-                    outputs = extractor(arrays)
-                    mid = time.perf_counter()
-                    for b, i in enumerate(rows):
-                        n = len(window[i].tokens)
-                        pooled = {mode: outputs[mode][b] for mode in extractor.pooling}
-                        texts[i] = json_line(window[i], outputs["layers"][b, :n], extractor.layer_indexes, pooled)
-                    seconds["model"] += mid - start
-                    seconds["JSON"] += time.perf_counter() - mid
+                    batch_features = [window[i] for i in rows]
+                    pooled = {mode: outputs[mode] for mode in extractor.pooling}
+                    for i, text in zip(rows, json_lines(batch_features, outputs["layers"][:len(rows)],
+                                                        extractor.layer_indexes, pooled)):
+                        texts[i] = text
+                    seconds["model"] += model_seconds
+                    seconds["JSON"] += time.perf_counter() - start
                 start = time.perf_counter()
                 writer.write("".join(texts))
                 seconds["write"] += time.perf_counter() - start
@@ -481,6 +553,7 @@ def extract_features(input_file, output_file, extractor, tokenizer, max_seq_leng
                 progress.update(len(window))
         tf.io.gfile.rename(temp, output_file, overwrite=True)
     finally:
+        executor.shutdown(wait=True, cancel_futures=True)
         if tf.io.gfile.exists(temp):
             tf.io.gfile.remove(temp)
     progress.update(0, final=True)

@@ -69,8 +69,8 @@ def test_converted_real_model_gives_the_hidden_states_of_transformers(converted_
             worst = max(worst, np.abs(ours - golden[f"{s}/layer_{layer}"]).max())
         mean = np.array(line["pooled"]["mean"][layers.index(5)]["values"])
         worst = max(worst, np.abs(mean - golden[f"{s}/mean_last"]).max())
-    # transformers' erf gelu and float32 kernels in another order; values are rounded to 1e-6.
-    assert worst < 1e-4, worst
+    # Measured 2e-6: transformers computes the same erf gelu in float32, in another order.
+    assert worst < 1e-5, worst
 
 
 def test_huggingface_round_trip_is_bit_exact(converted_real_model, tmp_path):
