@@ -10,6 +10,7 @@ adds sentence vectors as an extra field; the original fields never change.
 
 import collections
 import concurrent.futures
+import contextlib
 import json
 import os
 import time
@@ -61,9 +62,9 @@ def define_flags():
                       "cls (the [CLS] token's vector), mean (average over the line's tokens, [CLS] and "
                       "[SEP] included). Comma-separated, e.g. --pooling=cls,mean.")
     flags.DEFINE_bool("use_xla", False, "Compile the model with XLA (one compilation per padded length).")
-    flags.DEFINE_integer("sort_window", 2048,
-                         "Lines read, sorted by length and encoded together; memory grows with this, not "
-                         "with the input.")
+    flags.DEFINE_integer("sort_window", 256,
+                         "Lines read, sorted by length, encoded and written together. Memory grows with this "
+                         "(their JSON is held until the window is written), not with the input.")
 
 
 # ------------------------------------------------------------------------------------------
@@ -237,7 +238,7 @@ class FeatureExtractor:
         self.layer_indexes = list(layer_indexes)
         self.pooling = list(pooling)
         self.strategy = strategy
-        scope = strategy.scope() if strategy is not None else _null_context()
+        scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         with scope:
             self.model = modeling.BertModel(bert_config, use_one_hot_embeddings=use_one_hot_embeddings)
             result = modeling.load_checkpoint(init_checkpoint, self.model)
@@ -283,14 +284,6 @@ class FeatureExtractor:
         outputs = self.strategy.run(lambda v: self._encode(*v), args=(values,))
         return {name: np.concatenate([t.numpy() for t in self.strategy.experimental_local_results(value)], 0)
                 for name, value in outputs.items()}
-
-
-class _null_context:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 # ------------------------------------------------------------------------------------------
@@ -458,10 +451,10 @@ def encode_ahead(extractor, batches, executor, depth=2):
 # The job.
 
 ExtractionStats = collections.namedtuple(
-    "ExtractionStats", ["lines", "truncated", "seconds"])
-ExtractionStats.__doc__ = """What `extract_features` did: lines written, linex_index of the lines
-that were truncated, and seconds spent per stage ("read and tokenize", "model", "JSON",
-"write")."""
+    "ExtractionStats", ["lines", "truncated", "first_truncated", "seconds"])
+ExtractionStats.__doc__ = """What `extract_features` did: lines written, how many were truncated
+and the linex_index of the first 10 of them, and seconds spent per stage ("read and
+tokenize", "model" (in its own thread, overlapping the others), "JSON", "write")."""
 
 
 class _Progress:
@@ -486,7 +479,7 @@ class _Progress:
 
 
 def extract_features(input_file, output_file, extractor, tokenizer, max_seq_length=128, batch_size=32,
-                     sort_window=2048, fixed_shapes=False, progress_seconds=10.0):
+                     sort_window=256, fixed_shapes=False, progress_seconds=10.0):
     """Writes the JSON line of every line of `input_file` to `output_file`, in input order.
 
     The output is written under a temporary name and renamed at the end: after an error
@@ -506,7 +499,8 @@ def extract_features(input_file, output_file, extractor, tokenizer, max_seq_leng
         raise ValueError(f"--input_file={input_file} is empty: nothing to extract (one example per line: "
                          f"`text` or `text_a ||| text_b`)")
     seconds = collections.OrderedDict((stage, 0.0) for stage in ("read and tokenize", "model", "JSON", "write"))
-    truncated, only_separator = [], []
+    # Counts, and the first few linex_index for the log: nothing here grows with the input.
+    truncated, first_truncated, only_separator, first_only_separator = 0, [], 0, []
     progress = _Progress(total, progress_seconds)
     lines = 0
     temp = f"{output_file}.tmp-{os.getpid()}"
@@ -522,13 +516,17 @@ def extract_features(input_file, output_file, extractor, tokenizer, max_seq_leng
                 window = []
                 for line in line_iter:
                     if line.strip() == "|||":
-                        only_separator.append(lines + len(window))
+                        only_separator += 1
+                        if len(first_only_separator) < 10:
+                            first_only_separator.append(lines + len(window))
                     features = convert_example_to_features(example_from_line(lines + len(window), line),
                                                            max_seq_length, tokenizer)
                     if features.unique_id < 5:
                         log_example(features)
                     if features.truncated:
-                        truncated.append(features.unique_id)
+                        truncated += 1
+                        if len(first_truncated) < 10:
+                            first_truncated.append(features.unique_id)
                     window.append(features)
                     if len(window) == sort_window:
                         break
@@ -562,15 +560,16 @@ def extract_features(input_file, output_file, extractor, tokenizer, max_seq_leng
     progress.update(0, final=True)
     if truncated:
         logging.warning("%d of %d lines had more than max_seq_length=%d tokens and were truncated as the original "
-                        "does (linex_index %s%s)", len(truncated), lines, max_seq_length,
-                        ", ".join(map(str, truncated[:10])), ", ..." if len(truncated) > 10 else "")
+                        "does (linex_index %s%s)", truncated, lines, max_seq_length,
+                        ", ".join(map(str, first_truncated)), ", ..." if truncated > 10 else "")
     if only_separator:
         logging.warning("%d lines are only '|||' and were encoded as the text '|||', as the original does "
-                        "(linex_index %s); a pair needs text on both sides: `text_a ||| text_b`",
-                        len(only_separator), ", ".join(map(str, only_separator[:10])))
+                        "(linex_index %s%s); a pair needs text on both sides: `text_a ||| text_b`",
+                        only_separator, ", ".join(map(str, first_only_separator)),
+                        ", ..." if only_separator > 10 else "")
     logging.info("Wrote %d lines to %s; seconds per stage: %s", lines, output_file,
                  ", ".join(f"{stage} {value:.2f}" for stage, value in seconds.items()))
-    return ExtractionStats(lines, truncated, dict(seconds))
+    return ExtractionStats(lines, truncated, first_truncated, dict(seconds))
 
 
 def _fixed_shape_batches(window, batch_size, max_seq_length):

@@ -97,12 +97,12 @@ def test_script_writes_the_original_json_lines(tmp_path):
     assert not [name for name in os.listdir(tmp_path) if name != "out.jsonl"]
 
 
-@pytest.mark.parametrize("batch_size, sort_window", [(2, 4), (32, 2048), (1, 1)])
+@pytest.mark.parametrize("batch_size, sort_window", [(2, 4), (32, 256), (1, 1)])
 def test_length_sorted_windows_write_in_input_order(tmp_path, config, tokenizer, batch_size, sort_window):
     ours, stats, _ = run_api(tmp_path, config, tokenizer, batch_size=batch_size, sort_window=sort_window)
     assert_same_layout_and_values(ours, read_jsonl(os.path.join(GOLDEN, "extract_golden.jsonl")))
     assert stats.lines == 15
-    assert stats.truncated == [5, 6]
+    assert (stats.truncated, stats.first_truncated) == (2, [5, 6])
 
 
 def test_fixed_shape_batches_equal_length_sorted_ones(tmp_path, config, tokenizer):
@@ -233,3 +233,35 @@ def test_parse_layer_indexes_rejects_words():
     with pytest.raises(ValueError, match="comma-separated integers"):
         extract_features.parse_layer_indexes("-1,last", 4)
     assert extract_features.parse_layer_indexes("-4,3", 4) == [-4, 3]
+
+
+def test_input_is_read_one_window_at_a_time(tmp_path, config, tokenizer, monkeypatch):
+    """Memory stays flat: when a batch is encoded, at most one window of lines has been read."""
+    path = tmp_path / "in.txt"
+    path.write_text("".join(f"the quick brown fox {'dog ' * (i % 7)}\n" for i in range(40)), encoding="utf-8")
+    consumed = [0]
+    read_lines = extract_features.read_lines
+
+    def counting_read_lines(input_file):
+        for line in read_lines(input_file):
+            consumed[0] += 1
+            yield line
+
+    monkeypatch.setattr(extract_features, "read_lines", counting_read_lines)
+    extractor = extract_features.FeatureExtractor(config, CHECKPOINT, [-1])
+    encode = extractor._encode
+    seen = []
+
+    def recording_encode(*args):
+        seen.append((consumed[0], len(args[0])))
+        return encode(*args)
+
+    extractor._encode = recording_encode
+    output = tmp_path / "out.jsonl"
+    extract_features.extract_features(str(path), str(output), extractor, tokenizer, max_seq_length=16,
+                                      batch_size=3, sort_window=8)
+    assert len(seen) == 5 * 3  # 5 windows of 8 lines, 3 batches each (3 + 3 + 2)
+    for call, (lines_read, _) in enumerate(seen):
+        window = call // 3
+        assert lines_read <= 8 * (window + 1)
+    assert [dict(x)["linex_index"] for x in read_jsonl(output)] == list(range(40))
