@@ -41,7 +41,7 @@ echo "== 4/5 fine-tune a classifier: is sentence B the one that follows A? (MRPC
 "$PYTHON" run_classifier.py --task_name=MRPC --do_train=true --do_eval=true --do_predict=true \
   --data_dir="$OUT/pairs" --vocab_file="$OUT/vocab.txt" --bert_config_file=sample_bert_config.json \
   --init_checkpoint="$PRETRAINED" --max_seq_length=64 --train_batch_size=16 --learning_rate=1e-4 \
-  --num_train_epochs=3 --output_dir="$OUT/classifier_output" --export_dir="$OUT/classifier_export" \
+  --num_train_epochs=6 --output_dir="$OUT/classifier_output" --export_dir="$OUT/classifier_export" \
   --seed=12345 --log_steps=50 2>"$OUT/run_classifier.log"
 echo "   $OUT/classifier_output/eval_results.txt:"
 sed 's/^/     /' "$OUT/classifier_output/eval_results.txt"
@@ -65,8 +65,8 @@ echo "== 5/5 fine-tune SQuAD 1.1 on cloze questions made from the sample, then a
 "$PYTHON" sample_tasks.py --task=squad --output_dir="$OUT/squad" | sed 's/^/   /'
 "$PYTHON" run_squad.py --vocab_file="$OUT/vocab.txt" --bert_config_file=sample_bert_config.json \
   --init_checkpoint="$PRETRAINED" --do_train=True --train_file="$OUT/squad/train-v1.1.json" \
-  --do_predict=True --predict_file="$OUT/squad/dev-v1.1.json" --train_batch_size=16 --learning_rate=3e-4 \
-  --num_train_epochs=3.0 --max_seq_length=128 --doc_stride=64 --max_query_length=48 \
+  --do_predict=True --predict_file="$OUT/squad/dev-v1.1.json" --train_batch_size=16 --learning_rate=1e-3 \
+  --num_train_epochs=10.0 --max_seq_length=128 --doc_stride=64 --max_query_length=48 \
   --output_dir="$OUT/squad_output" --seed=12345 --log_steps=50 >"$OUT/run_squad.out" 2>"$OUT/run_squad.log"
 echo "   $OUT/squad_output/eval_results.json:"
 sed 's/^/     /' "$OUT/squad_output/eval_results.json"
