@@ -117,11 +117,13 @@ def main(_):
     engine = training.EngineConfig.from_flags(FLAGS)
     bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
     modeling.check_max_seq_length(bert_config, FLAGS.max_seq_length)
-    training.ensure_output_dir(FLAGS.output_dir)
     input_files = training.expand_files(FLAGS.input_file)
     logging.info("*** Input Files ***")
     for input_file in input_files:
         logging.info("  %s", input_file)
+    name_to_features = pretraining_features(FLAGS.max_seq_length, FLAGS.max_predictions_per_seq)
+    training.check_tfrecords(input_files, name_to_features)
+    training.ensure_output_dir(FLAGS.output_dir)
 
     if engine.seed is not None:
         keras.utils.set_random_seed(engine.seed)
@@ -129,7 +131,6 @@ def main(_):
     strategy = training.make_strategy(engine)
     with strategy.scope():
         model = PretrainingModel(bert_config)
-    name_to_features = pretraining_features(FLAGS.max_seq_length, FLAGS.max_predictions_per_seq)
     data_seed = engine.seed if engine.seed is not None else 12345
 
     if FLAGS.do_train:

@@ -164,6 +164,22 @@ def expand_files(input_file):
     return files
 
 
+def check_tfrecords(input_files, name_to_features, flag_name="--input_file"):
+    """Parses the first record of every file with the spec: a bad file fails here, by name.
+
+    Raises ValueError naming the file and the problem (not a TFRecord file, no records,
+    records of another schema or length).
+    """
+    for path in input_files:
+        try:
+            first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
+            if first is None:
+                raise ValueError(f"{flag_name}: {path} holds no records")
+            tf.io.parse_single_example(first, name_to_features)
+        except tf.errors.OpError as e:
+            raise ValueError(f"{flag_name}: {path}: {describe_op_error(e)}") from None
+
+
 def _parse_batch(serialized, name_to_features):
     """Parses a batch of tf.Examples; int64 features become int32 (as the original)."""
     example = tf.io.parse_example(serialized, name_to_features)
@@ -627,6 +643,35 @@ def run_main(app, main, script_name, required_flags, flags):
     except Exception as e:  # pylint: disable=broad-except
         if not isinstance(e, (ValueError, OSError, tf.errors.OpError)):
             raise
-        message = getattr(e, "message", None) or str(e)
-        sys.stderr.write(f"{script_name}: error: {message.splitlines()[0] if message else type(e).__name__}\n")
+        if isinstance(e, tf.errors.OpError):
+            message = describe_op_error(e)
+        else:
+            message = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        sys.stderr.write(f"{script_name}: error: {message}\n")
         sys.exit(1)
+
+
+def describe_op_error(error):
+    """One line saying what a TensorFlow runtime error is about, without its graph trace.
+
+    Errors raised while reading TFRecords (a file that is not one, records of another
+    length) get a hint at the usual cause.
+    """
+    lines = []
+    for line in (error.message or "").splitlines():
+        line = line.strip()
+        if (not line or line.startswith(("Graph execution error", "Detected at node", "File ", "<stack traces",
+                                         "[[")) or line.endswith(":") and "(most recent call last)" in line):
+            continue
+        lines.append(line)
+    text = lines[0] if lines else type(error).__name__
+    text = re.sub(r"^Error in user-defined function .*?(Key: |$)", r"\1", text)  # tf.data's wrapping
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)  # eager ops' wrapper name
+    text = re.sub(r"\s*\[\[.*$|\s*\[Op:.*$", "", text)
+    text = re.sub(r"\s+", " ", text).strip()
+    if isinstance(error, tf.errors.DataLossError) and "TFRecord" not in text:
+        text += " (is the input a TFRecord file?)"
+    elif ("Number of" in text and "values != expected" in text) or "slice was not parsed" in text:
+        text += (" (the records were written with another --max_seq_length or --max_predictions_per_seq "
+                 "than this run's)")
+    return text

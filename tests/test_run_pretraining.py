@@ -146,6 +146,8 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, no_dropout_config_
     (["--input_file=/nonexistent/*.tfrecord"], "no file matches /nonexistent/*.tfrecord"),
     (["--max_seq_length=512"], "max_position_embeddings"),
     (["--bert_config_file=/nonexistent.json"], "/nonexistent.json"),
+    ([f"--input_file={os.path.join(ROOT, 'sample_text.txt')}"], "sample_text.txt: corrupted record at 0"),
+    (["--max_seq_length=64"], "the records were written with another --max_seq_length"),
 ])
 def test_user_errors_are_one_line(tmp_path, config_file, args, message):
     result = run_script(base_args(config_file, str(tmp_path / "out")) + args)
@@ -153,6 +155,7 @@ def test_user_errors_are_one_line(tmp_path, config_file, args, message):
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("run_pretraining.py: error: ") and message in last, last
+    assert not os.path.exists(str(tmp_path / "out")) or not os.listdir(str(tmp_path / "out"))
 
 
 def _free_ports(count):
