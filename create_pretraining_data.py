@@ -289,6 +289,27 @@ def create_instances_from_document(all_documents, document_index, max_seq_length
     return instances
 
 
+_BIT_LENGTHS = [n.bit_length() for n in range(1025)]
+
+
+def shuffle(rng, items):
+    """`rng.shuffle(items)` with the same draws, minus a Python call per draw.
+
+    CPython's Random.shuffle walks i from the end, swapping with j = _randbelow(i + 1),
+    and _randbelow(n) draws getrandbits(n.bit_length()) until the value is below n. This
+    is the hot loop of masking; tests check it against rng.shuffle on many lengths.
+    """
+    getrandbits = rng.getrandbits
+    bit_lengths = _BIT_LENGTHS if len(items) < len(_BIT_LENGTHS) else [n.bit_length() for n in range(len(items) + 1)]
+    for i in range(len(items) - 1, 0, -1):
+        n = i + 1
+        k = bit_lengths[n]
+        j = getrandbits(k)
+        while j >= n:
+            j = getrandbits(k)
+        items[i], items[j] = items[j], items[i]
+
+
 def create_masked_lm_predictions(token_ids, masked_lm_prob, max_predictions_per_seq, vocab, rng,
                                  do_whole_word_mask=False):
     """Masks a random ~`masked_lm_prob` of the tokens: 80% [MASK], 10% kept, 10% random.
@@ -305,7 +326,7 @@ def create_masked_lm_predictions(token_ids, masked_lm_prob, max_predictions_per_
         # candidates are masked; shuffling a flat list draws exactly what shuffling the
         # original's list of one-element lists draws (the draws depend only on the length).
         candidates = [i for i, token_id in enumerate(token_ids) if token_id != cls_id and token_id != sep_id]
-        rng.shuffle(candidates)
+        shuffle(rng, candidates)
         masked = []
         random, randint = rng.random, rng.randint
         for index in candidates[:num_to_predict]:
@@ -327,7 +348,7 @@ def create_masked_lm_predictions(token_ids, masked_lm_prob, max_predictions_per_
             cand_indexes[-1].append(i)
         else:
             cand_indexes.append([i])
-    rng.shuffle(cand_indexes)
+    shuffle(rng, cand_indexes)
     masked = []
     covered = set()
     for index_set in cand_indexes:

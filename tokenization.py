@@ -223,19 +223,19 @@ class _CharTables:
     """
 
     def __init__(self):
-        dropped, spaces, punctuation, nonspacing = [], [], [], []
+        # One pass over the code points, one category lookup each; the rules are those of
+        # _is_control, _is_whitespace and _is_punctuation (a test checks they agree).
+        by_category = collections.defaultdict(list)
         category = unicodedata.category
         for cp in range(sys.maxunicode + 1):
-            char = chr(cp)
-            cat = category(char)
-            if cp == 0 or cp == 0xFFFD or _is_control(char):
-                dropped.append(cp)
-            elif _is_whitespace(char):
-                spaces.append(cp)
-            if cat == "Mn":
-                nonspacing.append(cp)
-            if cat.startswith("P") or char in _ASCII_PUNCTUATION:
-                punctuation.append(cp)
+            by_category[category(chr(cp))].append(cp)
+        kept_controls = {ord(c) for c in "\t\n\r"}
+        dropped = sorted({0, 0xFFFD} | {cp for cp in by_category["Cc"] + by_category["Cf"]
+                                        if cp not in kept_controls})
+        spaces = sorted(kept_controls | {ord(" ")} | set(by_category["Zs"]))
+        nonspacing = by_category["Mn"]
+        punctuation = sorted({cp for cat, cps in by_category.items() if cat.startswith("P") for cp in cps}
+                             | {ord(c) for c in _ASCII_PUNCTUATION})
         # _clean_text: drop NUL, U+FFFD and control characters, turn whitespace into " ".
         self.clean_table = dict.fromkeys(dropped)
         self.clean_table.update(dict.fromkeys(spaces, " "))

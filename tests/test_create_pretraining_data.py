@@ -179,3 +179,12 @@ def test_user_errors_are_one_line_and_leave_no_output(tmp_path, case):
     assert result.stderr.strip().splitlines()[-1].startswith("create_pretraining_data.py: error: ")
     assert expected in result.stderr.strip().splitlines()[-1]
     assert sorted(os.listdir(tmp_path)) == ["in.txt"] + (["v.txt"] if case == "bad_vocab" else [])
+
+
+def test_inlined_shuffle_draws_what_random_shuffle_draws():
+    for length in list(range(0, 70)) + [127, 128, 129, 511, 1000]:
+        a, b = random.Random(length), random.Random(length)
+        x, y = list(range(length)), list(range(length))
+        a.shuffle(x)
+        cpd.shuffle(b, y)
+        assert x == y and a.random() == b.random(), length

@@ -323,3 +323,14 @@ def test_validate_case_matches_checkpoint(do_lower_case, checkpoint, ok):
         flag = "True" if not do_lower_case else "False"
         with pytest.raises(ValueError, match=f"pass --do_lower_case={flag}"):
             tokenization.validate_case_matches_checkpoint(do_lower_case, checkpoint)
+
+
+def test_character_tables_follow_the_per_character_rules():
+    tables = tokenization._char_tables()
+    for cp in range(sys.maxunicode + 1):
+        char = chr(cp)
+        expected = None if (cp in (0, 0xFFFD) or tokenization._is_control(char)) else (
+            " " if tokenization._is_whitespace(char) else char)
+        assert tables.clean_table.get(cp, char) == expected, hex(cp)
+    punctuation = set(tables.punctuation_codepoints)
+    assert all((cp in punctuation) == tokenization._is_punctuation(chr(cp)) for cp in range(sys.maxunicode + 1))
