@@ -421,14 +421,24 @@ class TransformerLayer(keras.layers.Layer):
         head_size = c.hidden_size // num_heads
         x = tf.reshape(hidden, [-1, width])  # [B*S, H]
 
-        qkv_kernel = tf.concat([self.query.kernel, self.key.kernel, self.value.kernel], 1)
-        qkv_bias = tf.concat([self.query.bias, self.key.bias, self.value.bias], 0)
+        query_kernel, query_bias = self.query.kernel, self.query.bias
+        scale = 1.0 / math.sqrt(float(head_size))
+        # When the 1/sqrt(D) score scale is a power of two (D = 64 in every released model,
+        # also D = 4, 16, 256), scaling the query weights instead of the [B, N, S, S] scores
+        # is exact in floating point: the same numbers, one [H, H] multiply instead.
+        scale_query = math.frexp(scale)[0] == 0.5
+        if scale_query:
+            query_kernel = query_kernel * tf.cast(scale, query_kernel.dtype)
+            query_bias = query_bias * tf.cast(scale, query_bias.dtype)
+        qkv_kernel = tf.concat([query_kernel, self.key.kernel, self.value.kernel], 1)
+        qkv_bias = tf.concat([query_bias, self.key.bias, self.value.bias], 0)
         qkv = tf.nn.bias_add(tf.matmul(x, qkv_kernel), qkv_bias)  # [B*S, 3H]
         qkv = tf.reshape(qkv, [batch_size, seq_length, 3, num_heads, head_size])
         q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))  # each [B, N, S, D]
 
         scores = tf.matmul(q, k, transpose_b=True)  # [B, N, S_from, S_to]
-        scores = scores * (1.0 / math.sqrt(float(head_size)))
+        if not scale_query:
+            scores = scores * scale
         # Mask and softmax in float32: -10000 and exp() are unsafe in float16.
         attention_adder = (1.0 - tf.cast(key_mask, tf.float32)) * ATTENTION_MASK_ADDER
         scores = tf.cast(scores, tf.float32) + attention_adder

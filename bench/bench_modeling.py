@@ -1,0 +1,430 @@
+"""Model speed: our modeling.py against the original's, in one process, interleaved rounds.
+
+Two workloads, as issue 3 section 6 asks:
+  train  MLM+NSP pretraining steps at BERT-Mini (L=4, H=256, A=4, I=1024, vocab 30522, seq 128,
+         batch 32, 20 predictions, dropout 0.1): forward, loss, backward, global-norm clip
+         and the AdamWeightDecay update. Ours runs the training engine's own step
+         (training._make_train_loop with optimization.create_optimizer); the original runs
+         its modeling.py, run_pretraining.py heads and optimization.py in a tf.compat.v1
+         graph and Session.
+  infer  BERT-Base (L=12, H=768, A=12, I=3072) forward at seq 128, batch 8, fetching the
+         sequence and pooled outputs.
+Ours runs at float32 and mixed_bfloat16, each with and without XLA; the original at
+float32. Every configuration is built and warmed up first, then timed in rounds
+(A B C ... A B C ...) so the noise of a shared machine hits them alike; the table gives
+medians over rounds. The same rounds time a float32 tf.matmul of the workload's largest
+GEMM (the feed-forward [B*S, H] x [H, I]); "of ceiling" is the model's matmul FLOPs per
+second over that rate. The inference rows also give the largest difference from the
+original's outputs with the same weights. Peak memory (ru_maxrss) comes from one
+subprocess per configuration (--no_memory to skip).
+
+The original is google-research/bert as released on PyPI, never committed here:
+
+    pip download --no-deps bert-tensorflow==1.0.4 -d /tmp/orig
+    (cd /tmp/orig && unzip -o -q bert_tensorflow-1.0.4-py2.py3-none-any.whl)
+    .venv/bin/python bench/bench_modeling.py --orig_dir=/tmp/orig/bert
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import types
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests", "golden"))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import make_modeling_golden as golden  # noqa: E402  (the original under tf.compat.v1 shims)
+import modeling  # noqa: E402
+import optimization  # noqa: E402
+import results  # noqa: E402  (bench/results.py)
+import run_pretraining  # noqa: E402
+import training  # noqa: E402
+
+v1 = tf.compat.v1
+
+MINI = dict(vocab_size=30522, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+            intermediate_size=1024, hidden_act="gelu", hidden_dropout_prob=0.1,
+            attention_probs_dropout_prob=0.1, max_position_embeddings=512, type_vocab_size=2,
+            initializer_range=0.02)
+BASE = dict(MINI, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+            intermediate_size=3072)
+SEQ = 128
+TRAIN_BATCH, PREDICTIONS = 32, 20
+INFER_BATCH = 8
+LEARNING_RATE, NUM_TRAIN_STEPS, NUM_WARMUP_STEPS = 1e-4, 100000, 1000
+VARIANTS = [("float32", False), ("float32", True), ("mixed_bfloat16", False),
+            ("mixed_bfloat16", True)]
+
+
+def config_names():
+    names = []
+    for workload in ("train", "infer"):
+        names.append(f"{workload}/original")
+        names += [f"{workload}/ours/{p}{'+xla' if x else ''}" for p, x in VARIANTS]
+    return names
+
+
+def matmul_flops(config, batch, predictions=None):
+    """FLOPs (2 per multiply-add) of one forward's matmuls: encoder, pooler, MLM head."""
+    h, i, n, t = config["hidden_size"], config["intermediate_size"], \
+        config["num_attention_heads"], batch * SEQ
+    per_layer = 2 * t * (3 * h * h + h * h + 2 * h * i) + 2 * 2 * batch * SEQ * SEQ * h
+    flops = config["num_hidden_layers"] * per_layer + 2 * batch * h * h
+    if predictions:
+        flops += 2 * batch * predictions * (h * h + h * config["vocab_size"]) + 2 * batch * h * 2
+    return flops
+
+
+def make_inputs(rng, batch, predictions=None):
+    lengths = rng.randint(SEQ // 2, SEQ + 1, size=batch)
+    lengths[0] = SEQ
+    input_ids = rng.randint(1000, MINI["vocab_size"], size=(batch, SEQ)).astype(np.int32)
+    input_mask = (np.arange(SEQ)[None, :] < lengths[:, None]).astype(np.int32)
+    segment_ids = ((np.arange(SEQ)[None, :] >= lengths[:, None] // 2) * input_mask).astype(np.int32)
+    input_ids *= input_mask
+    features = dict(input_ids=input_ids, input_mask=input_mask, segment_ids=segment_ids)
+    if predictions:
+        positions = np.stack([np.sort(rng.choice(np.arange(1, n), predictions, replace=False))
+                              for n in lengths]).astype(np.int32)
+        features.update(
+            masked_lm_positions=positions,
+            masked_lm_ids=rng.randint(1000, MINI["vocab_size"],
+                                      size=(batch, predictions)).astype(np.int32),
+            masked_lm_weights=np.ones((batch, predictions), np.float32),
+            next_sentence_labels=rng.randint(0, 2, size=(batch, 1)).astype(np.int32))
+    return features
+
+
+class Runner:
+    """A configuration ready to time: `run(steps)` returns seconds for `steps` steps."""
+
+    def __init__(self, name, run, flops_per_step, sequences_per_step, outputs=None):
+        self.name, self.run = name, run
+        self.flops_per_step, self.sequences_per_step = flops_per_step, sequences_per_step
+        self.outputs = outputs  # inference: a function giving the outputs once, for identity
+        self.seconds = []
+
+
+def timed(fn):
+    def run(steps):
+        start = time.perf_counter()
+        fn(steps)
+        return time.perf_counter() - start
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# The original, in a tf.compat.v1 graph of its own.
+
+
+def original_graph(orig_dir, workload, features):
+    graph = v1.Graph()
+    shim = golden.tf1_namespace()
+    with graph.as_default():
+        orig_modeling = golden.load_original_modeling(orig_dir, shim)
+        config = orig_modeling.BertConfig.from_dict(MINI if workload == "train" else BASE)
+        feeds = {k: v1.constant(v) for k, v in features.items()}
+        model = orig_modeling.BertModel(config=config, is_training=workload == "train",
+                                        input_ids=feeds["input_ids"],
+                                        input_mask=feeds["input_mask"],
+                                        token_type_ids=feeds["segment_ids"],
+                                        use_one_hot_embeddings=False)
+        if workload == "train":
+            # gather_indexes is compiled too: get_masked_lm_output calls it as a global.
+            get_mlm, get_nsp, _ = golden.original_functions(
+                orig_dir, "run_pretraining.py",
+                ["get_masked_lm_output", "get_next_sentence_output", "gather_indexes"], shim,
+                orig_modeling)
+            optimizer_module = load_original_optimization(orig_dir, shim)
+            mlm_loss = get_mlm(config, model.get_sequence_output(), model.get_embedding_table(),
+                               feeds["masked_lm_positions"], feeds["masked_lm_ids"],
+                               feeds["masked_lm_weights"])[0]
+            nsp_loss = get_nsp(config, model.get_pooled_output(),
+                               feeds["next_sentence_labels"])[0]
+            fetch = optimizer_module.create_optimizer(mlm_loss + nsp_loss, LEARNING_RATE,
+                                                      NUM_TRAIN_STEPS, NUM_WARMUP_STEPS, False)
+        else:
+            fetch = [model.get_sequence_output(), model.get_pooled_output()]
+        init = v1.global_variables_initializer()
+        variables = {v.op.name: v for v in v1.global_variables()}
+    session = v1.Session(graph=graph)
+    session.run(init)
+    return session, fetch, variables
+
+
+def load_original_optimization(orig_dir, shim):
+    """Executes the original optimization.py as a throwaway module using `shim` as `tf`."""
+    path = os.path.join(orig_dir, "optimization.py")
+    source = open(path).read().replace("import tensorflow.compat.v1 as tf", "tf = _tf_shim")
+    source = source.replace("import tensorflow as tf", "tf = _tf_shim")
+    module = types.ModuleType("original_optimization")
+    module.__dict__["_tf_shim"] = shim
+    exec(compile(source, path, "exec"), module.__dict__)
+    return module
+
+
+def original_runner(orig_dir, workload, features, flops, sequences):
+    session, fetch, variables = original_graph(orig_dir, workload, features)
+
+    def run(steps):
+        for _ in range(steps):
+            session.run(fetch)
+
+    runner = Runner(f"{workload}/original", timed(run), flops, sequences,
+                    outputs=(lambda: session.run(fetch)) if workload == "infer" else None)
+    runner.session, runner.variables = session, variables
+    return runner
+
+
+# ---------------------------------------------------------------------------------------------
+# Ours.
+
+
+def ours_train_runner(name, precision, use_xla, features, flops):
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        model = run_pretraining.PretrainingModel(modeling.BertConfig.from_dict(MINI))
+        optimizer = optimization.create_optimizer(LEARNING_RATE, NUM_TRAIN_STEPS, NUM_WARMUP_STEPS)
+        optimizer.build(model.trainable_variables)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    batch = {k: tf.constant(v) for k, v in features.items()}
+    iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
+    train_loop = training._make_train_loop(tf.distribute.get_strategy(), model,
+                                           run_pretraining.pretraining_loss, optimizer, 1,
+                                           use_xla, 0)
+
+    def run(steps):
+        float(train_loop(iterator, tf.constant(steps, tf.int32)))
+
+    return Runner(name, timed(run), flops, TRAIN_BATCH)
+
+
+def ours_infer_runner(name, precision, use_xla, features, flops, weights):
+    model = modeling.BertModel(modeling.BertConfig.from_dict(BASE), dtype=precision)
+    if weights is not None:
+        for variable_name, variable in modeling.original_name_map(model).items():
+            variable.assign(weights[variable_name])
+    ids, mask, types_ = (tf.constant(features[k])
+                         for k in ("input_ids", "input_mask", "segment_ids"))
+
+    @tf.function(jit_compile=use_xla)
+    def forward():
+        out = model(ids, input_mask=mask, token_type_ids=types_, training=False)
+        return out["sequence_output"], out["pooled_output"]
+
+    def run(steps):
+        for _ in range(steps):
+            outputs = forward()
+        outputs[0].numpy()
+
+    return Runner(name, timed(run), flops, INFER_BATCH,
+                  outputs=lambda: [t.numpy() for t in forward()])
+
+
+def matmul_runner(name, m, k, n):
+    a = tf.random.normal([m, k])
+    b = tf.random.normal([k, n])
+
+    @tf.function
+    def product(steps):
+        total = tf.constant(0.0)
+        for _ in tf.range(steps):
+            total += tf.matmul(a + total, b)[0, 0]  # dependent, so none is skipped
+        return total
+
+    def run(steps):
+        product(tf.constant(steps * 8)).numpy()
+
+    return Runner(name, timed(run), 8 * 2 * m * k * n, 0)
+
+
+def build_runners(names, orig_dir):
+    rng = np.random.RandomState(12345)
+    train_features = make_inputs(rng, TRAIN_BATCH, PREDICTIONS)
+    infer_features = make_inputs(rng, INFER_BATCH)
+    train_flops = 3 * matmul_flops(MINI, TRAIN_BATCH, PREDICTIONS)
+    infer_flops = matmul_flops(BASE, INFER_BATCH)
+    runners = {}
+    h, i = MINI["hidden_size"], MINI["intermediate_size"]
+    runners["train/matmul"] = matmul_runner("train/matmul", TRAIN_BATCH * SEQ, h, i)
+    h, i = BASE["hidden_size"], BASE["intermediate_size"]
+    runners["infer/matmul"] = matmul_runner("infer/matmul", INFER_BATCH * SEQ, h, i)
+    weights = None
+    for name in names:
+        workload, side, *rest = name.split("/")
+        if side == "original":
+            runners[name] = original_runner(orig_dir, workload,
+                                            train_features if workload == "train" else
+                                            infer_features,
+                                            train_flops if workload == "train" else infer_flops,
+                                            TRAIN_BATCH if workload == "train" else INFER_BATCH)
+            if workload == "infer":
+                weights = runners[name].session.run(runners[name].variables)
+            continue
+        precision, _, xla = rest[0].partition("+")
+        if workload == "train":
+            runners[name] = ours_train_runner(name, precision, bool(xla), train_features,
+                                              train_flops)
+        else:
+            runners[name] = ours_infer_runner(name, precision, bool(xla), infer_features,
+                                              infer_flops, weights)
+    return runners
+
+
+def peak_rss_mb():
+    """This process's peak resident set. VmHWM, not ru_maxrss: Linux carries ru_maxrss
+    over fork and exec, so a child of the big parent would report the parent's peak."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_memory_mb(name, orig_dir, steps):
+    """ru_maxrss of a fresh process that builds `name` alone and runs it."""
+    result = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--orig_dir", orig_dir, "--only", name,
+         "--steps_train", str(steps), "--steps_infer", str(steps)],
+        capture_output=True, text=True, check=False)
+    for line in result.stdout.splitlines():
+        if line.startswith("MAXRSS_MB "):
+            return float(line.split()[1])
+    sys.stderr.write(result.stderr[-2000:])
+    return float("nan")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orig_dir", default="/tmp/orig/bert",
+                        help="directory holding the original modeling.py, run_pretraining.py, "
+                             "optimization.py")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps_train", type=int, default=3, help="training steps per round")
+    parser.add_argument("--steps_infer", type=int, default=3, help="Base batches per round")
+    parser.add_argument("--configs", default="",
+                        help="comma-separated subset of " + ",".join(config_names()))
+    parser.add_argument("--intra_op_threads", type=int, default=0)
+    parser.add_argument("--inter_op_threads", type=int, default=0)
+    parser.add_argument("--no_memory", action="store_true", help="skip the peak-memory processes")
+    parser.add_argument("--no_append", action="store_true", help="do not write bench/RESULTS.md")
+    parser.add_argument("--only", help=argparse.SUPPRESS)  # peak-memory child process
+    args = parser.parse_args()
+    if args.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
+    if args.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
+    if not os.path.exists(os.path.join(args.orig_dir, "modeling.py")):
+        raise SystemExit(f"{args.orig_dir}/modeling.py not found: see this script's docstring")
+
+    if args.only:
+        runners = build_runners([args.only], args.orig_dir)
+        runner = runners[args.only]
+        runner.run(1)
+        runner.run(args.steps_train if args.only.startswith("train") else args.steps_infer)
+        print("MAXRSS_MB %.0f" % peak_rss_mb())
+        return
+
+    names = [n for n in args.configs.split(",") if n] or config_names()
+    unknown = set(names) - set(config_names())
+    if unknown:
+        raise SystemExit(f"unknown configs {sorted(unknown)}; use some of {config_names()}")
+    # The original's inference runs first: its weights are copied into ours.
+    names.sort(key=lambda n: (n.split("/")[0], n.split("/")[1] != "original"))
+    started = time.perf_counter()
+    runners = build_runners(names, args.orig_dir)
+    order = [n for n in runners]
+    for name in order:  # warm-up: tracing, XLA compilation, first-touch allocations
+        runners[name].run(1)
+    print(f"built and warmed up in {time.perf_counter() - started:.0f} s", flush=True)
+
+    differences = {}
+    if "infer/original" in runners:
+        reference = runners["infer/original"].outputs()
+        for name in order:
+            if name.startswith("infer/ours"):
+                ours = runners[name].outputs()
+                differences[name] = max(float(np.max(np.abs(np.asarray(o, np.float32) - r)))
+                                        for o, r in zip(ours, reference))
+
+    for round_index in range(args.rounds):
+        for name in order:
+            steps = args.steps_train if name.startswith("train") else args.steps_infer
+            runners[name].seconds.append(runners[name].run(steps) / steps)
+        print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(
+            f"{n} {1000 * runners[n].seconds[-1]:.0f} ms" for n in order), flush=True)
+
+    memory = {}
+    if not args.no_memory:
+        for name in names:
+            memory[name] = peak_memory_mb(name, args.orig_dir, 2)
+
+    rows = []
+    rates = {}
+    for workload in ("train", "infer"):
+        matmul = runners[f"{workload}/matmul"]
+        rates[workload] = statistics.median(matmul.flops_per_step / s for s in matmul.seconds) / 1e9
+    reference_speed = {}
+    for name in names:
+        runner = runners[name]
+        workload = name.split("/")[0]
+        seconds = statistics.median(runner.seconds)
+        speed = runner.sequences_per_step / seconds
+        if name.endswith("original"):
+            reference_speed[workload] = speed
+        gflops = runner.flops_per_step / seconds / 1e9
+        spread = "%.0f-%.0f" % (1000 * min(runner.seconds), 1000 * max(runner.seconds))
+        rows.append([name, "%.1f" % speed, "%.0f" % (1000 * seconds), spread,
+                     "%.2fx" % (speed / reference_speed[workload])
+                     if workload in reference_speed else "n/a",
+                     "%.0f" % gflops, "%.0f%%" % (100 * gflops / rates[workload]),
+                     "%.0f" % memory[name] if name in memory else "n/a",
+                     "%.1e" % differences[name] if name in differences else
+                     ("(reference)" if name == "infer/original" else "")])
+    header = ["config", "seq/s", "median ms/step", "range ms", "vs original", "matmul GFLOP/s",
+              "of ceiling", "peak RSS MB", "max abs diff vs original"]
+    table = results.markdown_table(header, rows)
+    matmul_line = (f"float32 tf.matmul rate in the same rounds (median): "
+                   f"{rates['train']:.0f} GFLOP/s for [{TRAIN_BATCH * SEQ},{MINI['hidden_size']}]x"
+                   f"[{MINI['hidden_size']},{MINI['intermediate_size']}] (train rows' ceiling), "
+                   f"{rates['infer']:.0f} GFLOP/s for [{INFER_BATCH * SEQ},{BASE['hidden_size']}]x"
+                   f"[{BASE['hidden_size']},{BASE['intermediate_size']}] (infer rows' ceiling).")
+    print()
+    print(table)
+    print(matmul_line)
+    if args.no_append:
+        return
+    threads = (f"intra_op {args.intra_op_threads or 'default'}, inter_op "
+               f"{args.inter_op_threads or 'default'}, TF_ENABLE_ONEDNN_OPTS="
+               f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}")
+    body = (
+        f"train = MLM+NSP pretraining step at BERT-Mini (L=4, H=256, A=4, I=1024, V=30522), seq "
+        f"{SEQ}, batch {TRAIN_BATCH}, {PREDICTIONS} predictions, dropout 0.1, AdamWeightDecay "
+        f"with global-norm clip; infer = BERT-Base forward (sequence + pooled output), seq {SEQ}, "
+        f"batch {INFER_BATCH}. {args.rounds} interleaved rounds of {args.steps_train} train steps "
+        f"/ {args.steps_infer} infer batches, median shown; the original in a tf.compat.v1 "
+        f"Session (float32). Threads: {threads}. matmul GFLOP/s = FLOPs of the model's matmuls "
+        f"(training: 3x forward) / median time; of ceiling = that over the measured tf.matmul "
+        f"rate (above 100%: faster GEMMs than that float32 tf.matmul, as bfloat16's or XLA's). "
+        f"Peak RSS: VmHWM of one process per config (build, warm-up, 2 steps). Diff: ours with "
+        f"the original's weights, max over sequence and pooled outputs.\n\n"
+        f"{table}\n\n{matmul_line}\n")
+    results.append_result("modeling (BERT-Mini training, BERT-Base inference)", body)
+
+
+if __name__ == "__main__":
+    main()
