@@ -410,6 +410,12 @@ def _length_delimited(field_number, payload):
     return _SMALL_VARINTS[field_number << 3 | 2] + _varint(len(payload)) + payload
 
 
+# The map-entry key field (field 1, the feature name) of every feature.
+_KEY_FIELDS = {name: _length_delimited(1, name.encode()) for name in (
+    "input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids", "masked_lm_weights",
+    "next_sentence_labels")}
+
+
 class ExampleEncoder:
     """Serializes instances as tf.train.Example protos, written by hand for speed.
 
@@ -419,8 +425,7 @@ class ExampleEncoder:
     input mask, padding, weights, labels, field headers) is encoded once up front.
     """
 
-    _FEATURE_NAMES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions", "masked_lm_ids",
-                      "masked_lm_weights", "next_sentence_labels")
+    _FEATURE_NAMES = tuple(_KEY_FIELDS)
 
     def __init__(self, max_seq_length, max_predictions_per_seq, vocab_size):
         self.max_seq_length = max_seq_length
@@ -437,7 +442,7 @@ class ExampleEncoder:
         """One `feature` map entry: key, then Feature{<kind>_list {value: packed}}."""
         packed_list = _length_delimited(1, list_payload)                # <Kind>List.value (packed)
         feature = _length_delimited(feature_field, packed_list)         # Feature.int64_list / float_list
-        return _length_delimited(1, _length_delimited(1, name.encode()) + _length_delimited(2, feature))
+        return _length_delimited(1, _KEY_FIELDS[name] + _length_delimited(2, feature))
 
     def _int64_entry(self, name, packed):
         return self._entry(name, 3, packed)
