@@ -457,27 +457,6 @@ and the linex_index of the first 10 of them, and seconds spent per stage ("read 
 tokenize", "model" (in its own thread, overlapping the others), "JSON", "write")."""
 
 
-class _Progress:
-    """A progress line every few seconds: lines done, of how many, lines/s and ETA."""
-
-    def __init__(self, total, interval):
-        self.total, self.interval = total, interval
-        self.done = 0
-        self.start = self.last = time.monotonic()
-
-    def update(self, lines, final=False):
-        self.done += lines
-        now = time.monotonic()
-        if not final and now - self.last < self.interval:
-            return
-        self.last = now
-        rate = self.done / max(now - self.start, 1e-9)
-        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-        logging.info("extract_features: %d/%d lines (%.0f%%), %.1f lines/s, ETA %s", self.done, self.total,
-                     100.0 * self.done / max(self.total, 1), rate,
-                     "?" if eta == float("inf") else "%dm%02ds" % divmod(int(eta), 60))
-
-
 def extract_features(input_file, output_file, extractor, tokenizer, max_seq_length=128, batch_size=32,
                      sort_window=256, fixed_shapes=False, progress_seconds=10.0):
     """Writes the JSON line of every line of `input_file` to `output_file`, in input order.
@@ -501,7 +480,7 @@ def extract_features(input_file, output_file, extractor, tokenizer, max_seq_leng
     seconds = collections.OrderedDict((stage, 0.0) for stage in ("read and tokenize", "model", "JSON", "write"))
     # Counts, and the first few linex_index for the log: nothing here grows with the input.
     truncated, first_truncated, only_separator, first_only_separator = 0, [], 0, []
-    progress = _Progress(total, progress_seconds)
+    progress = training.ProgressLine("extract_features: lines", total=total, interval=progress_seconds)
     lines = 0
     temp = f"{output_file}.tmp-{os.getpid()}"
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
@@ -551,13 +530,13 @@ def extract_features(input_file, output_file, extractor, tokenizer, max_seq_leng
                 writer.write("".join(texts).encode("ascii"))
                 seconds["write"] += time.perf_counter() - start
                 lines += len(window)
-                progress.update(len(window))
+                progress(len(window))
         tf.io.gfile.rename(temp, output_file, overwrite=True)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         if tf.io.gfile.exists(temp):
             tf.io.gfile.remove(temp)
-    progress.update(0, final=True)
+    progress.close()
     if truncated:
         logging.warning("%d of %d lines had more than max_seq_length=%d tokens and were truncated as the original "
                         "does (linex_index %s%s)", truncated, lines, max_seq_length,
