@@ -121,14 +121,14 @@ def main(_):
     logging.info("*** Input Files ***")
     for input_file in input_files:
         logging.info("  %s", input_file)
-    name_to_features = pretraining_features(FLAGS.max_seq_length, FLAGS.max_predictions_per_seq)
-    training.check_tfrecords(input_files, name_to_features)
-    training.ensure_output_dir(FLAGS.output_dir)
-
+    # The strategy first: it configures devices, which TensorFlow allows only before it runs an op.
     if engine.seed is not None:
         keras.utils.set_random_seed(engine.seed)
     training.configure_precision(engine.precision)
     strategy = training.make_strategy(engine)
+    name_to_features = pretraining_features(FLAGS.max_seq_length, FLAGS.max_predictions_per_seq)
+    training.check_tfrecords(input_files, name_to_features)
+    training.ensure_output_dir(FLAGS.output_dir)
     with strategy.scope():
         model = PretrainingModel(bert_config)
     data_seed = engine.seed if engine.seed is not None else 12345

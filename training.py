@@ -121,7 +121,10 @@ def make_strategy(config):
             tf.config.set_logical_device_configuration(
                 cpus[0], [tf.config.LogicalDeviceConfiguration()] * config.num_logical_cpus)
         except RuntimeError:
-            pass  # already configured in this process
+            # TensorFlow fixes its devices when it first runs an op; fine if they already match.
+            if len(tf.config.list_logical_devices("CPU")) != config.num_logical_cpus:
+                raise ValueError(f"--num_logical_cpus={config.num_logical_cpus}: TensorFlow has already started "
+                                 f"with other devices in this process; build the strategy first") from None
     if kind == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
             tpu=config.tpu_name or config.master or "", zone=config.tpu_zone, project=config.gcp_project)
