@@ -296,17 +296,13 @@ class QnliProcessor(DataProcessor):
     test = Split("test.tsv", True, 1, 2, None, "column0")
 
 
-class RteProcessor(DataProcessor):
-    """Recognizing Textual Entailment."""
+class RteProcessor(QnliProcessor):
+    """Recognizing Textual Entailment: QNLI's file layout and labels."""
     task_name = "rte"
-    labels = ("entailment", "not_entailment")
-    train = Split("train.tsv", True, 1, 2, 3, "column0")
-    dev = Split("dev.tsv", True, 1, 2, 3, "column0")
-    test = Split("test.tsv", True, 1, 2, None, "column0")
 
 
 class WnliProcessor(RteProcessor):
-    """Winograd NLI."""
+    """Winograd NLI: RTE's file layout, labels 0 and 1."""
     task_name = "wnli"
     labels = ("0", "1")
 
