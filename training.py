@@ -327,7 +327,7 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint):
 
 # --- Loops --------------------------------------------------------------------------------
 
-class Progress:
+class TrainingProgress:
     """Logs step, loss, examples/s and ETA, and writes TensorBoard summaries."""
 
     def __init__(self, output_dir, total_steps, batch_size, start_step, write_summaries):
@@ -456,7 +456,7 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
     logging.info("  Batch size = %d (%d replica(s), %d accumulation step(s))", train_batch_size,
                  strategy.num_replicas_in_sync, accumulation)
     logging.info("  Num steps = %d (starting at %d)", num_train_steps, step)
-    progress = Progress(output_dir, num_train_steps, train_batch_size, step, chief)
+    progress = TrainingProgress(output_dir, num_train_steps, train_batch_size, step, chief)
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     loss = None
     while step < num_train_steps:
