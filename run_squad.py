@@ -8,6 +8,7 @@ or v2.0 rules and writes `eval_results.json`.
 """
 
 import collections
+import itertools
 import json
 import math
 import multiprocessing
@@ -244,7 +245,7 @@ class InputFeatures:
 
     __slots__ = ("unique_id", "example_index", "doc_span_index", "tokens", "token_to_orig_map",
                  "token_is_max_context", "input_ids", "input_mask", "segment_ids", "start_position",
-                 "end_position", "is_impossible")
+                 "end_position", "is_impossible", "__weakref__")
 
     def __init__(self, unique_id, example_index, doc_span_index, tokens, token_to_orig_map, token_is_max_context,
                  input_ids, input_mask, segment_ids, start_position=None, end_position=None, is_impossible=None):
@@ -448,15 +449,26 @@ def _convert_chunk(indexed_examples):
     return [convert_example_to_features(example, index, tokenizer, **settings) for index, example in indexed_examples]
 
 
-def _chunks(examples, size):
-    chunk = []
-    for item in enumerate(examples):
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
+def _chunks(items, size):
+    """Lists of `size` consecutive items (the last one shorter)."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
         yield chunk
+
+
+def _ordered_results(pool, function, items, in_flight):
+    """pool.imap(function, items), with at most `in_flight` tasks submitted and not yet taken.
+
+    pool.imap reads all of its input ahead and keeps every result its consumer has not taken
+    yet: with a slow consumer (the model) memory would grow with the number of questions.
+    """
+    pending = collections.deque()
+    for item in items:
+        pending.append(pool.apply_async(function, (item,)))
+        if len(pending) >= in_flight:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
 
 
 def convert_examples_to_features(examples, tokenizer, max_seq_length, doc_stride, max_query_length, is_training,
@@ -465,7 +477,7 @@ def convert_examples_to_features(examples, tokenizer, max_seq_length, doc_stride
 
     The first 20 examples' windows are logged as the original logs them. With
     `num_workers` > 1 the examples are converted in that many processes, in order; memory
-    holds only the chunks in flight.
+    holds only the chunks in flight (two per worker, of 64 examples each).
 
     Args:
         output_fn: optional callable called with every feature (the original's API); the
@@ -482,7 +494,8 @@ def convert_examples_to_features(examples, tokenizer, max_seq_length, doc_stride
         # only Python tokenization, never TensorFlow.
         pool = multiprocessing.get_context("fork").Pool(num_workers, initializer=_init_feature_worker,
                                                         initargs=(tokenizer, settings))
-        results = (r for chunk in pool.imap(_convert_chunk, _chunks(examples, 64)) for r in chunk)
+        chunks = _ordered_results(pool, _convert_chunk, _chunks(enumerate(examples), 64), 2 * num_workers)
+        results = (r for chunk in chunks for r in chunk)
     else:
         results = (convert_example_to_features(example, index, tokenizer, **settings)
                    for index, example in enumerate(examples))
@@ -790,33 +803,66 @@ def predict_example(example, features, results, n_best_size, max_answer_length, 
 def write_predictions(all_examples, all_features, all_results, n_best_size, max_answer_length, do_lower_case,
                       output_prediction_file, output_nbest_file, output_null_log_odds_file,
                       version_2_with_negative=False, null_score_diff_threshold=0.0, verbose_logging=False):
+    """The original's write_predictions: all features and results given at once, in any order.
+
+    See `write_streamed_predictions`, which this calls with the windows in example order.
+    """
+    result_by_id = {result.unique_id: result for result in all_results}
+    windows = sorted(all_features, key=lambda feature: (feature.example_index, feature.doc_span_index))
+    return write_streamed_predictions(
+        all_examples, ((feature, result_by_id[feature.unique_id]) for feature in windows), n_best_size,
+        max_answer_length, do_lower_case, output_prediction_file, output_nbest_file, output_null_log_odds_file,
+        version_2_with_negative, null_score_diff_threshold, verbose_logging)
+
+
+def write_streamed_predictions(examples, window_results, n_best_size, max_answer_length, do_lower_case,
+                               output_prediction_file, output_nbest_file, output_null_log_odds_file,
+                               version_2_with_negative=False, null_score_diff_threshold=0.0, verbose_logging=False,
+                               progress=None):
     """Writes predictions.json, nbest_predictions.json and (v2.0) null_odds.json as the original.
 
-    Each file is `json.dumps(obj, indent=4) + "\\n"`, keys in the order of the questions,
-    written under a temporary name and renamed when complete.
+    Each question is answered, and its n-best list written, as soon as its last window's
+    logits arrive, so only the windows of the question at hand are held. Each file is
+    `json.dumps(obj, indent=4) + "\\n"`, keys in the order of the questions, written under a
+    temporary name and renamed when complete.
+
+    Args:
+        examples: the SquadExamples, in order.
+        window_results: iterable of (InputFeatures, RawResult), the windows of each example
+            consecutive and the examples in order (as convert_examples_to_features yields them).
+        progress: optional callable called with 1 for every question answered.
 
     Returns:
         (predictions {qas_id: text}, null_odds {qas_id: score_diff}, empty in v1.1).
     """
     logging.info("Writing predictions to: %s", output_prediction_file)
     logging.info("Writing nbest to: %s", output_nbest_file)
-    features_by_example = collections.defaultdict(list)
-    for feature in all_features:
-        features_by_example[feature.example_index].append(feature)
-    result_by_id = {result.unique_id: result for result in all_results}
-
     predictions, null_odds = collections.OrderedDict(), collections.OrderedDict()
+
+    def answer(example_index, features, results):
+        example = examples[example_index]
+        text, nbest_json, score_diff = predict_example(
+            example, features, results, n_best_size, max_answer_length, do_lower_case, version_2_with_negative,
+            null_score_diff_threshold, verbose_logging)
+        predictions[example.qas_id] = text
+        if version_2_with_negative:
+            null_odds[example.qas_id] = score_diff
+        nbest_writer.add(example.qas_id, nbest_json)
+        if progress is not None:
+            progress(1)
+
     with _JsonObjectWriter(output_nbest_file) as nbest_writer:
-        for example_index, example in enumerate(all_examples):
-            features = features_by_example[example_index]
-            results = [result_by_id[feature.unique_id] for feature in features]
-            answer, nbest_json, score_diff = predict_example(
-                example, features, results, n_best_size, max_answer_length, do_lower_case, version_2_with_negative,
-                null_score_diff_threshold, verbose_logging)
-            predictions[example.qas_id] = answer
-            if version_2_with_negative:
-                null_odds[example.qas_id] = score_diff
-            nbest_writer.add(example.qas_id, nbest_json)
+        next_index = 0  # the first example not answered yet
+        for example_index, windows in itertools.groupby(window_results, key=lambda fr: fr[0].example_index):
+            if example_index < next_index:
+                raise ValueError(f"the windows of example {example_index} are not consecutive or not in order")
+            for skipped in range(next_index, example_index):  # no window at all: the original's "empty"
+                answer(skipped, [], [])
+            features, results = zip(*windows)
+            answer(example_index, features, results)
+            next_index = example_index + 1
+        for skipped in range(next_index, len(examples)):
+            answer(skipped, [], [])
     _write_text_atomically(output_prediction_file, json.dumps(predictions, indent=4) + "\n")
     if version_2_with_negative:
         _write_text_atomically(output_null_log_odds_file, json.dumps(null_odds, indent=4) + "\n")
@@ -870,6 +916,109 @@ def _write_text_atomically(path, text):
     finally:
         if tf.io.gfile.exists(temp):
             tf.io.gfile.remove(temp)
+
+
+# --- Prediction, streamed: windows to the model as they are made, answers as they complete --
+
+def _window_arrays(features):
+    """The model inputs of a list of windows: int32 arrays [B] and [B, S]."""
+    return {"unique_ids": np.array([f.unique_id for f in features], np.int32),
+            "input_ids": np.array([f.input_ids for f in features], np.int32),
+            "input_mask": np.array([f.input_mask for f in features], np.int32),
+            "segment_ids": np.array([f.segment_ids for f in features], np.int32)}
+
+
+def predict_windows(strategy, model, features, batch_size, max_seq_length, record_writer=None):
+    """Runs the model on windows as they come; yields (InputFeatures, RawResult) in order.
+
+    `features` is consumed in batches by a tf.data generator (on tf.data's thread, so
+    feature conversion overlaps the model), and a window is held only from its batch until
+    its logits are yielded: memory does not grow with the number of questions. An error
+    while making the windows is raised here, as it was raised.
+
+    Args:
+        features: iterable of InputFeatures (prediction windows).
+        batch_size: windows per model call.
+        record_writer: optional tf.io.TFRecordWriter; each window's tf.Example (the
+            original's eval.tf_record) is written to it.
+    """
+    waiting = collections.deque()  # windows given to the model, logits not yet yielded
+    failure = []
+
+    def batches():
+        try:
+            for batch in _chunks(features, batch_size):
+                arrays = _window_arrays(batch)
+                for feature in batch:
+                    if record_writer is not None:
+                        record_writer.write(serialize_feature(feature, False))
+                    feature.input_ids = feature.input_mask = feature.segment_ids = None  # in `arrays` now
+                waiting.extend(batch)
+                yield arrays
+        except Exception as e:  # noqa: BLE001  (re-raised below, outside tf.data)
+            failure.append(e)
+
+    signature = {name: tf.TensorSpec([None, max_seq_length], tf.int32)
+                 for name in ("input_ids", "input_mask", "segment_ids")}
+    signature["unique_ids"] = tf.TensorSpec([None], tf.int32)
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
+    for outputs in training.predict(strategy, model, squad_predictions, dataset):
+        for unique_id, start_logits, end_logits in zip(outputs["unique_ids"], outputs["start_logits"],
+                                                       outputs["end_logits"]):
+            feature = waiting.popleft()
+            if feature.unique_id != unique_id:
+                raise RuntimeError(f"window {feature.unique_id} got the logits of window {unique_id}")
+            yield feature, RawResult(int(unique_id), start_logits, end_logits)
+    if failure:
+        raise failure[0]
+
+
+def predict_and_write(strategy, model, examples, features, output_dir, max_seq_length, predict_batch_size,
+                      n_best_size, max_answer_length, do_lower_case, version_2_with_negative=False,
+                      null_score_diff_threshold=0.0, verbose_logging=False, progress=None, write_records=True):
+    """The prediction job: windows -> model -> answers, streamed; files in `output_dir`.
+
+    Writes eval.tf_record (with `write_records`; the original's record of the windows),
+    predictions.json, nbest_predictions.json and (v2.0) null_odds.json, each under a
+    temporary name until complete.
+
+    Args:
+        examples: the SquadExamples, in order.
+        features: iterable of their InputFeatures in order, typically the generator
+            convert_examples_to_features(examples, ...): windows are made, run and
+            answered a batch at a time.
+
+    Returns:
+        (predictions {qas_id: text}, null_odds {qas_id: score_diff}, number of windows).
+    """
+    counter = collections.Counter()
+
+    def counted(window_results):
+        for window, result in window_results:
+            counter["windows"] += 1
+            if counter["windows"] % 1000 == 0:
+                logging.info("Processing example: %d", counter["windows"])
+            yield window, result
+
+    record_path = os.path.join(output_dir, "eval.tf_record")
+    temp = f"{record_path}.tmp-{os.getpid()}"
+    writer = tf.io.TFRecordWriter(temp) if write_records else None
+    try:
+        windows = predict_windows(strategy, model, features, predict_batch_size, max_seq_length, writer)
+        predictions, null_odds = write_streamed_predictions(
+            examples, counted(windows), n_best_size, max_answer_length, do_lower_case,
+            os.path.join(output_dir, "predictions.json"), os.path.join(output_dir, "nbest_predictions.json"),
+            os.path.join(output_dir, "null_odds.json"), version_2_with_negative, null_score_diff_threshold,
+            verbose_logging, progress)
+        if writer is not None:
+            writer.close()
+            tf.io.gfile.rename(temp, record_path, overwrite=True)
+    finally:
+        if writer is not None:
+            writer.close()
+            if tf.io.gfile.exists(temp):
+                tf.io.gfile.remove(temp)
+    return predictions, null_odds, counter["windows"]
 
 
 # --- Evaluation: the official SQuAD v1.1 and v2.0 rules ---------------------------------------
@@ -1061,35 +1210,25 @@ def run_training(strategy, engine, model, counts):
                    init_checkpoint=FLAGS.init_checkpoint)
 
 
-def prepare_prediction_features(tokenizer):
-    """Reads --predict_file and writes eval.tf_record; returns (examples, features without ids)."""
-    stats = collections.Counter()
-    examples = read_squad_examples(FLAGS.predict_file, False, FLAGS.version_2_with_negative, stats)
+def read_prediction_examples(predict_file, version_2_with_negative, stats):
+    """The questions of --predict_file; their ids must be unique (they key predictions.json)."""
+    examples = read_squad_examples(predict_file, False, version_2_with_negative, stats)
     seen = set()
     for example in examples:
         if example.qas_id in seen:
-            raise ValueError(f"{FLAGS.predict_file}: question id {example.qas_id} appears twice; ids must be "
+            raise ValueError(f"{predict_file}: question id {example.qas_id} appears twice; ids must be "
                              f"unique (they key predictions.json)")
         seen.add(example.qas_id)
-    features = []
-
-    def keep(feature):
-        features.append(feature)
-        return serialize_feature(feature, False)
-
-    progress = training.ProgressLine("questions converted", total=len(examples))
-    converted = convert_examples_to_features(examples, tokenizer, FLAGS.max_seq_length, FLAGS.doc_stride,
-                                             FLAGS.max_query_length, False, num_workers=FLAGS.num_workers,
-                                             stats=stats, progress=progress)
-    training.write_tfrecord(os.path.join(FLAGS.output_dir, "eval.tf_record"), (keep(f) for f in converted))
-    progress.close()
-    for feature in features:  # the model reads the ids from eval.tf_record; keep only the maps
-        feature.input_ids = feature.input_mask = feature.segment_ids = None
-    _log_counts(FLAGS.predict_file, stats, FLAGS.max_query_length)
-    return examples, features
+    return examples
 
 
-def run_prediction(strategy, model, examples, features):
+def _started(iterator):
+    """`iterator` with its first item already made (a generator's setup runs now)."""
+    first = list(itertools.islice(iterator, 1))
+    return itertools.chain(first, iterator)
+
+
+def run_prediction(strategy, model, examples, features, stats):
     if not FLAGS.do_train:
         training.restore_or_initialize(model, None, FLAGS.output_dir, FLAGS.init_checkpoint)
         if training.latest_training_checkpoint(FLAGS.output_dir) is None and not FLAGS.init_checkpoint:
@@ -1097,23 +1236,15 @@ def run_prediction(strategy, model, examples, features):
                             "--init_checkpoint", FLAGS.output_dir)
     logging.info("***** Running predictions *****")
     logging.info("  Num orig examples = %d", len(examples))
-    logging.info("  Num split examples = %d", len(features))
     logging.info("  Batch size = %d", FLAGS.predict_batch_size)
-    dataset = training.sequential_dataset([os.path.join(FLAGS.output_dir, "eval.tf_record")],
-                                          feature_spec(FLAGS.max_seq_length, False), FLAGS.predict_batch_size)
-    results = []
-    for batch in training.predict(strategy, model, squad_predictions, dataset):
-        for unique_id, start_logits, end_logits in zip(batch["unique_ids"], batch["start_logits"],
-                                                       batch["end_logits"]):
-            if len(results) % 1000 == 0:
-                logging.info("Processing example: %d", len(results))
-            results.append(RawResult(int(unique_id), start_logits, end_logits))
-
-    predictions, null_odds = write_predictions(
-        examples, features, results, FLAGS.n_best_size, FLAGS.max_answer_length, FLAGS.do_lower_case,
-        os.path.join(FLAGS.output_dir, "predictions.json"), os.path.join(FLAGS.output_dir, "nbest_predictions.json"),
-        os.path.join(FLAGS.output_dir, "null_odds.json"), FLAGS.version_2_with_negative,
-        FLAGS.null_score_diff_threshold, FLAGS.verbose_logging)
+    progress = training.ProgressLine("questions predicted", total=len(examples))
+    predictions, null_odds, num_features = predict_and_write(
+        strategy, model, examples, features, FLAGS.output_dir, FLAGS.max_seq_length, FLAGS.predict_batch_size,
+        FLAGS.n_best_size, FLAGS.max_answer_length, FLAGS.do_lower_case, FLAGS.version_2_with_negative,
+        FLAGS.null_score_diff_threshold, FLAGS.verbose_logging, progress)
+    progress.close()
+    logging.info("  Num split examples = %d", num_features)
+    _log_counts(FLAGS.predict_file, stats, FLAGS.max_query_length)
 
     gold = gold_answers_of(examples, FLAGS.version_2_with_negative)
     if gold is None:
@@ -1139,12 +1270,18 @@ def main(_):
     tokenizer = tokenization.FullTokenizer(vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case)
     # Features first: the conversion workers fork before TensorFlow's runtime starts.
     train_counts = examples = features = None
+    predict_stats = collections.Counter()
     if FLAGS.do_train:
         train_counts = prepare_training_features(
             FLAGS.train_file, FLAGS.vocab_file, tokenizer, FLAGS.output_dir, FLAGS.max_seq_length, FLAGS.doc_stride,
             FLAGS.max_query_length, FLAGS.version_2_with_negative, FLAGS.do_lower_case, FLAGS.num_workers)
     if FLAGS.do_predict:
-        examples, features = prepare_prediction_features(tokenizer)
+        examples = read_prediction_examples(FLAGS.predict_file, FLAGS.version_2_with_negative, predict_stats)
+        # The prediction windows are made while the model runs; starting the generator forks
+        # its workers now.
+        features = _started(convert_examples_to_features(
+            examples, tokenizer, FLAGS.max_seq_length, FLAGS.doc_stride, FLAGS.max_query_length, False,
+            num_workers=FLAGS.num_workers, stats=predict_stats))
 
     engine = training.EngineConfig.from_flags(FLAGS)
     if engine.seed is not None:
@@ -1156,7 +1293,7 @@ def main(_):
     if FLAGS.do_train:
         run_training(strategy, engine, model, train_counts)
     if FLAGS.do_predict:
-        run_prediction(strategy, model, examples, features)
+        run_prediction(strategy, model, examples, features, predict_stats)
 
 
 if __name__ == "__main__":

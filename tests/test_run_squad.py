@@ -7,9 +7,11 @@ sample_text.txt, and a cut-down uncased vocab.
 
 import collections
 import json
+import multiprocessing.pool
 import os
 import random
 import subprocess
+import weakref
 
 import numpy as np
 import pytest
@@ -249,6 +251,90 @@ def test_model_logits_and_v1_predictions_match_the_original(tokenizer, tmp_path)
     np.testing.assert_allclose(end, expected["end_logits"], atol=1e-5, rtol=0)
     predict_files(tmp_path, examples, features, results_for(features, start, end), "v1")
     assert_predictions_match(str(tmp_path), "v1")
+
+
+def test_streamed_prediction_holds_a_few_windows_and_writes_the_originals_files(tokenizer, tmp_path):
+    # Windows are made, run and answered a batch at a time: with batches of 2, no more windows
+    # are alive at once than those of one question plus a few batches (being made, prefetched,
+    # in the model, being answered), of the 100 or so.
+    examples = run_squad.read_squad_examples(squad_file("v2"), False, True)
+    with open(golden("squad_v2_eval_features.json")) as f:
+        expected = json.load(f)["features"]
+    model = run_squad.SquadModel(modeling.BertConfig.from_json_file(CONFIG))
+    modeling.load_checkpoint(CHECKPOINT, model)
+    alive, made, most_alive = weakref.WeakSet(), [0], [0]
+
+    def counted(features):
+        for feature in features:
+            alive.add(feature)
+            made[0] += 1
+            most_alive[0] = max(most_alive[0], len(alive))
+            yield feature
+
+    features = run_squad.convert_examples_to_features(examples, tokenizer, is_training=False, **SETTINGS)
+    predictions, null_odds, num_windows = run_squad.predict_and_write(
+        tf.distribute.get_strategy(), model, examples, counted(features), str(tmp_path), SETTINGS["max_seq_length"],
+        2, 20, 30, True, version_2_with_negative=True)
+    windows_per_question = collections.Counter(f["example_index"] for f in expected)
+    assert num_windows == made[0] == len(expected) > 90
+    assert most_alive[0] <= max(windows_per_question.values()) + 8 * 2 < len(expected) / 4
+    assert_predictions_match(str(tmp_path), "v2")
+    assert len(predictions) == len(null_odds) == len(examples)
+    # eval.tf_record holds the original's windows, in order.
+    records = parse_records(str(tmp_path / "eval.tf_record"))
+    assert [(r["unique_ids"][0], r["input_ids"], r["input_mask"], r["segment_ids"]) for r in records] == [
+        (f["unique_id"], f["input_ids"], f["input_mask"], f["segment_ids"]) for f in expected]
+    assert sorted(os.listdir(tmp_path)) == ["eval.tf_record", "nbest_predictions.json", "null_odds.json",
+                                            "predictions.json"]
+
+
+def test_an_error_while_making_windows_is_raised_and_writes_nothing(tokenizer, tmp_path):
+    examples, features = prediction_features("v1", tokenizer)
+
+    def failing():
+        yield from features[:5]
+        raise ValueError("question q9: its context has no WordPiece tokens")
+
+    model = run_squad.SquadModel(modeling.BertConfig.from_json_file(CONFIG))
+    with pytest.raises(ValueError, match="question q9: its context has no WordPiece tokens"):
+        run_squad.predict_and_write(tf.distribute.get_strategy(), model, examples, failing(), str(tmp_path),
+                                    SETTINGS["max_seq_length"], 2, 20, 30, True)
+    assert os.listdir(tmp_path) == []
+
+
+def test_worker_chunks_in_flight_are_bounded():
+    # pool.imap would read every chunk ahead and keep every result a slow consumer has not taken.
+    pulled = []
+
+    def chunks():
+        for i in range(50):
+            pulled.append(i)
+            yield i
+
+    with multiprocessing.pool.ThreadPool(2) as pool:
+        taken = []
+        for result in run_squad._ordered_results(pool, lambda x: x * x, chunks(), 4):
+            taken.append(result)
+            assert len(pulled) <= len(taken) + 4
+    assert taken == [i * i for i in range(50)]
+
+
+def test_write_predictions_gives_windowless_questions_the_originals_empty_answer(tokenizer, tmp_path):
+    examples, features = prediction_features("v1", tokenizer)
+    fixed = np.load(golden("squad_v1_fixed.npz"))
+    results = results_for(features, fixed["start_logits"], fixed["end_logits"])
+    kept = [(f, r) for f, r in zip(features, results) if f.example_index not in (0, 3)]
+    paths = [str(tmp_path / f"{name}.json") for name in ("predictions", "nbest_predictions", "null_odds")]
+    predictions, _ = run_squad.write_streamed_predictions(examples, iter(kept), 20, 30, True, *paths)
+    assert list(predictions) == [e.qas_id for e in examples]
+    with open(paths[1]) as f:
+        nbest = json.load(f)
+    for index in (0, 3):
+        assert predictions[examples[index].qas_id] == "empty"
+        assert nbest[examples[index].qas_id] == [
+            {"text": "empty", "probability": 1.0, "start_logit": 0.0, "end_logit": 0.0}]
+    with pytest.raises(ValueError, match="not consecutive or not in order"):
+        run_squad.write_streamed_predictions(examples, iter(kept[5:] + kept[:5]), 20, 30, True, *paths)
 
 
 def test_v2_all_null_nbest_predicts_no_answer_instead_of_crashing(tokenizer):
