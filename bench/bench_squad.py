@@ -1,20 +1,37 @@
-"""SQuAD feature conversion: questions/s of run_squad.py next to the original, same records.
+"""SQuAD: feature conversion and prediction questions/s of run_squad.py next to the original.
 
-Builds a synthetic SQuAD 1.1 training file from the mixed benchmark corpus (bench/corpus.py):
+Builds a synthetic SQuAD 1.1 file from the mixed benchmark corpus (bench/corpus.py):
 paragraphs of 120-400 words, a few questions each (random words of the paragraph) with an
-answer span located by its character offset. Each run is a child process timed after its
-imports: the original's read_squad_examples + pre-shuffle + convert_examples_to_features +
+answer span located by its character offset.
+
+Feature conversion (--part=conversion): each run is a child process timed after its imports:
+the original's read_squad_examples + pre-shuffle + convert_examples_to_features +
 FeatureWriter (bert-tensorflow 1.0.4, TF1 code through tf.compat.v1, allowed in bench/), and
 ours (run_squad.prepare_training_features) with 1 and N workers. The records are compared
 one by one (parsed) with the original's.
 
+Prediction (--part=prediction): BERT-Mini (L=4, H=256, A=4, I=1024) with random weights in
+one checkpoint both sides load, max_seq_length 384, doc_stride 128, batch 8, one process,
+interleaved rounds after a warm-up round, median. A round is the whole prediction job from
+the JSON to the written files: the original's read_squad_examples, convert_examples_to_features
+with FeatureWriter (eval.tf_record), its input_fn and create_model in a tf.compat.v1 Session
+(graph built and checkpoint restored once, as an Estimator would per call, but outside the
+timing), write_predictions; ours run_squad.predict_and_write (windows streamed to the model
+through training.predict, answers written as each question completes). predictions.json
+texts are compared.
+
     .venv/bin/python bench/bench_squad.py --orig_dir=/tmp/orig --questions=3000
+    .venv/bin/python bench/bench_squad.py --part=prediction --output=/tmp/squad_entry.md && \\
+        cat /tmp/squad_entry.md >> bench/RESULTS.md
 """
 
 import argparse
+import collections
+import datetime
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -24,10 +41,15 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
+import numpy as np  # noqa: E402
+
 import corpus  # noqa: E402  (bench/corpus.py)
 import results  # noqa: E402  (bench/results.py)
 
 SETTINGS = dict(max_seq_length=384, doc_stride=128, max_query_length=64)
+MINI = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
+            max_position_embeddings=512, type_vocab_size=2)
+PREDICT = dict(predict_batch_size=8, n_best_size=20, max_answer_length=30)
 
 
 def build_squad(path, num_questions, seed=7):
@@ -100,6 +122,176 @@ def parse_records(path):
     return out
 
 
+# --- Prediction: both sides in this process ----------------------------------------------------
+
+def make_mini_checkpoint(vocab_file, directory):
+    """Random BERT-Mini + SQuAD head weights in the original names (our writer), and the config."""
+    import modeling
+    import run_squad
+    import tokenization
+    config = modeling.BertConfig(vocab_size=len(tokenization.load_vocab(vocab_file)), **MINI)
+    model = run_squad.SquadModel(config)
+    model({name: np.zeros([1, 8], np.int32) for name in ("input_ids", "input_mask", "segment_ids")})
+    prefix = os.path.join(directory, "mini_squad.ckpt")
+    modeling.save_checkpoint(prefix, modeling.original_name_map(model))
+    config_file = os.path.join(directory, "mini_squad_config.json")
+    with open(config_file, "w") as f:
+        f.write(config.to_json_string())
+    return prefix, config_file
+
+
+class OriginalPrediction:
+    """The original's prediction path; the graph is built and the checkpoint restored once."""
+
+    def __init__(self, orig_dir, vocab_file, config_file, checkpoint):
+        from tests.golden import squad_make_golden
+        self.orig, modeling, tokenization, mmg = squad_make_golden.load_original(orig_dir)
+        v1 = self.v1 = mmg.v1
+        v1.logging.set_verbosity(v1.logging.ERROR)  # it logs every window of the first 20 examples
+        self.tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case=True)
+        config = modeling.BertConfig.from_json_file(config_file)
+        self.graph = v1.Graph()
+        with self.graph.as_default():
+            self.record_file = v1.placeholder(v1.string, [])
+            input_fn = self.orig.input_fn_builder(self.record_file, SETTINGS["max_seq_length"], False, False)
+            dataset = input_fn({"batch_size": PREDICT["predict_batch_size"]})
+            self.iterator = v1.data.make_initializable_iterator(dataset)
+            features = self.iterator.get_next()
+            start, end = self.orig.create_model(config, False, features["input_ids"], features["input_mask"],
+                                                features["segment_ids"], False)
+            # What model_fn does with init_checkpoint.
+            assignment_map, _ = modeling.get_assignment_map_from_checkpoint(v1.trainable_variables(), checkpoint)
+            v1.train.init_from_checkpoint(checkpoint, assignment_map)
+            self.fetch = {"unique_ids": features["unique_ids"], "start_logits": start, "end_logits": end}
+            self.session = v1.Session(graph=self.graph)
+            self.session.run(v1.global_variables_initializer())
+
+    def __call__(self, predict_file, output_dir):
+        orig = self.orig
+        examples = orig.read_squad_examples(predict_file, is_training=False)
+        record_file = os.path.join(output_dir, "eval.tf_record")
+        writer = orig.FeatureWriter(record_file, is_training=False)
+        features = []
+
+        def append_feature(feature):
+            features.append(feature)
+            writer.process_feature(feature)
+
+        orig.convert_examples_to_features(examples, self.tokenizer, is_training=False, output_fn=append_feature,
+                                          **SETTINGS)
+        writer.close()
+        self.session.run(self.iterator.initializer, {self.record_file: record_file})
+        all_results = []
+        while True:
+            try:
+                batch = self.session.run(self.fetch)
+            except self.v1.errors.OutOfRangeError:
+                break
+            for unique_id, start, end in zip(batch["unique_ids"], batch["start_logits"], batch["end_logits"]):
+                all_results.append(orig.RawResult(unique_id=int(unique_id), start_logits=[float(x) for x in start],
+                                                  end_logits=[float(x) for x in end]))
+        orig.write_predictions(examples, features, all_results, PREDICT["n_best_size"],
+                               PREDICT["max_answer_length"], True, *output_files(output_dir))
+        return len(examples), len(features)
+
+
+class OurPrediction:
+    """run_squad's prediction job: read, then predict_and_write on the window generator."""
+
+    def __init__(self, vocab_file, config_file, checkpoint):
+        from absl import logging
+        import modeling
+        import run_squad
+        import tensorflow as tf
+        import tokenization
+        logging.set_verbosity(logging.WARNING)  # the first 20 examples' windows are logged otherwise
+        self.run_squad = run_squad
+        self.tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case=True)
+        self.strategy = tf.distribute.get_strategy()
+        self.model = run_squad.SquadModel(modeling.BertConfig.from_json_file(config_file))
+        result = modeling.load_checkpoint(checkpoint, self.model)
+        assert not result.not_in_checkpoint, result.not_in_checkpoint
+
+    def __call__(self, predict_file, output_dir):
+        run_squad = self.run_squad
+        stats = collections.Counter()
+        examples = run_squad.read_prediction_examples(predict_file, False, stats)
+        features = run_squad.convert_examples_to_features(examples, self.tokenizer, is_training=False,
+                                                          stats=stats, **SETTINGS)
+        _, _, num_features = run_squad.predict_and_write(
+            self.strategy, self.model, examples, features, output_dir, SETTINGS["max_seq_length"],
+            PREDICT["predict_batch_size"], PREDICT["n_best_size"], PREDICT["max_answer_length"], True)
+        return len(examples), num_features
+
+
+def output_files(output_dir):
+    return [os.path.join(output_dir, f"{name}.json") for name in ("predictions", "nbest_predictions", "null_odds")]
+
+
+def compare_predictions(ours_dir, original_dir):
+    """(predictions.json texts identical, questions whose n-best texts differ, max abs difference)."""
+    def load(directory, name):
+        with open(os.path.join(directory, name)) as f:
+            return json.load(f, object_pairs_hook=collections.OrderedDict)
+
+    same_predictions = load(ours_dir, "predictions.json") == load(original_dir, "predictions.json")
+    ours, theirs = load(ours_dir, "nbest_predictions.json"), load(original_dir, "nbest_predictions.json")
+    differing, worst = 0, 0.0
+    for qas_id, entries in theirs.items():
+        if [e["text"] for e in ours.get(qas_id, [])] != [e["text"] for e in entries]:
+            differing += 1
+            continue
+        for a, b in zip(ours[qas_id], entries):
+            worst = max(worst, *(abs(a[k] - b[k]) for k in ("probability", "start_logit", "end_logit")))
+    return same_predictions and list(ours) == list(theirs), differing, worst
+
+
+def bench_prediction(args, vocab_file):
+    import tensorflow as tf
+    directory = os.path.join(args.work_dir, "predict")
+    os.makedirs(directory, exist_ok=True)
+    predict_file = os.path.join(directory, f"predict-{args.predict_questions}.json")
+    questions = build_squad(predict_file, args.predict_questions, seed=11)
+    checkpoint, config_file = make_mini_checkpoint(vocab_file, directory)
+    sides = {"original": OriginalPrediction(args.orig_dir, vocab_file, config_file, checkpoint),
+             "ours": OurPrediction(vocab_file, config_file, checkpoint)}
+    seconds = {name: [] for name in sides}
+    counts = {}
+    for round_index in range(args.rounds + 1):  # round 0 warms up
+        order = list(sides) if round_index % 2 else list(reversed(sides))
+        for name in order:
+            output_dir = os.path.join(directory, name)
+            tf.io.gfile.makedirs(output_dir)
+            started = time.perf_counter()
+            counts[name] = sides[name](predict_file, output_dir)
+            elapsed = time.perf_counter() - started
+            if round_index:
+                seconds[name].append(elapsed)
+            print(f"round {round_index} {name}: {elapsed:.2f} s", flush=True)
+    identical, differing, worst = compare_predictions(os.path.join(directory, "ours"),
+                                                      os.path.join(directory, "original"))
+    base = statistics.median(seconds["original"])
+    rows = []
+    for name, label in (("original", "original run_squad.py, graph mode"), ("ours", "our run_squad.py")):
+        median = statistics.median(seconds[name])
+        rows.append([label, f"{counts[name][0] / median:.1f}", f"{counts[name][1] / median:.1f}", f"{median:.2f}",
+                     " / ".join(f"{x:.1f}" for x in seconds[name]), f"{base / median:.2f}x",
+                     "(reference)" if name == "original" else ("identical" if identical else "DIFFERENT")])
+    table = results.markdown_table(["prediction", "questions/s", "windows/s", "median s", "rounds s",
+                                    "vs original", "predictions.json texts"], rows)
+    summary = (f"Synthetic SQuAD 1.1 predict file: {questions} questions over mixed-corpus paragraphs, "
+               f"{counts['ours'][1]} windows; real uncased vocab; BERT-Mini (L=4, H=256, A=4, I=1024) with random "
+               f"weights from one checkpoint; max_seq_length {SETTINGS['max_seq_length']}, doc_stride "
+               f"{SETTINGS['doc_stride']}, batch {PREDICT['predict_batch_size']}, float32. One process, "
+               f"{args.rounds} interleaved rounds after a warm-up round, median. A round: read the JSON, make the "
+               f"windows (and eval.tf_record), run the model, write predictions.json and nbest_predictions.json "
+               f"(the original's graph is built and restored once, outside the rounds; ours traces its "
+               f"tf.function in every round, as a run does once).\n\n"
+               f"n-best lists: {differing} of {questions} questions with different texts; largest difference of "
+               f"probability/logits elsewhere {worst:.1e}.")
+    return summary, table
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orig_dir", default="/tmp/orig")
@@ -108,6 +300,11 @@ def main():
     parser.add_argument("--work_dir", default="/tmp/bert_bench/squad")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no_record", action="store_true", help="print only, do not append to RESULTS.md")
+    parser.add_argument("--part", choices=["conversion", "prediction", "all"], default="all")
+    parser.add_argument("--predict_questions", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3, help="timed prediction rounds per side")
+    parser.add_argument("--output", default=None,
+                        help="write the prediction entry here (for `cat >> bench/RESULTS.md`) instead of appending")
     args = parser.parse_args()
     from tests import helpers
     vocab_file = helpers.real_vocab_file()
@@ -126,6 +323,29 @@ def main():
         return
 
     os.makedirs(args.work_dir, exist_ok=True)
+    if args.part in ("conversion", "all"):
+        bench_conversion(args, vocab_file, train_file)
+    if args.part in ("prediction", "all"):
+        summary, table = bench_prediction(args, vocab_file)
+        print(summary + "\n\n" + table)
+        sources = ["run_squad.py", "modeling.py", "tokenization.py", "training.py"]
+        if args.output:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(_entry("run_squad prediction", summary + "\n\n" + table, sources))
+        elif not args.no_record:
+            results.append_result("run_squad prediction", summary + "\n\n" + table + "\n", sources=sources)
+
+
+def _entry(title, body, sources):
+    """The dated RESULTS.md entry (results.append_result's layout, without writing it)."""
+    stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return (f"\n## {title} ({stamp})\n\n- machine: {results.machine_line()}\n"
+            f"- load average at the end (other users of the machine): "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n- code: {results.code_line(sources)}\n"
+            f"- command: `{results.command_line()}`\n\n{body.rstrip()}\n")
+
+
+def bench_conversion(args, vocab_file, train_file):
     questions = build_squad(train_file, args.questions)
     runs = [("original run_squad.py", "original")] + [
         (f"our run_squad.py, {w} worker(s)", str(w)) for w in sorted({1, args.num_workers})]
