@@ -205,16 +205,27 @@ def _init_tokenizer_worker(vocab_file, do_lower_case):
 
 
 def _tokenize_in_worker(lines):
-    return tokenize_lines_to_ids(_WORKER_TOKENIZER, lines)
+    """Token ids of `lines` as one flat array and the line lengths: two objects to pickle, not one per line."""
+    ids, lengths = array.array("i"), array.array("i")
+    for line in lines:
+        line_ids = _WORKER_TOKENIZER.tokenize_to_ids(line)
+        ids.extend(line_ids)
+        lengths.append(len(line_ids))
+    return ids, lengths
 
 
 def _tokenize_chunks(tokenizer, lines, pool):
     if pool is None:
         return tokenize_lines_to_ids(tokenizer, lines)
-    step = max(1, len(lines) // (4 * pool._processes))
+    # Contiguous blocks, one per worker and round: neighbouring lines share words, so each
+    # worker's per-word cache serves its own block best.
+    step = max(1, -(-len(lines) // pool._processes))
     results = []
-    for part in pool.imap(_tokenize_in_worker, [lines[i:i + step] for i in range(0, len(lines), step)]):
-        results.extend(part)
+    for ids, lengths in pool.imap(_tokenize_in_worker, [lines[i:i + step] for i in range(0, len(lines), step)]):
+        start = 0
+        for length in lengths:
+            results.append(ids[start:start + length])
+            start += length
     return results
 
 
@@ -487,10 +498,14 @@ class ExampleEncoder:
 
 
 class RecordSpill:
-    """Serialized records kept in an unnamed temporary file, read back in any order."""
+    """Serialized records kept in a temporary file, read back in any order.
 
-    def __init__(self, directory=None):
-        self._file = tempfile.TemporaryFile(dir=directory)
+    The file is unnamed (gone when closed) unless `path` is given; a worker process hands
+    its spill's path to the parent, which removes it when done.
+    """
+
+    def __init__(self, path=None):
+        self._file = open(path, "w+b") if path else tempfile.TemporaryFile()
         self.offsets = array.array("q")
         self.lengths = array.array("i")
         self._end = 0
@@ -539,24 +554,37 @@ def create_training_records(documents, vocab, encoder, rng, dupe_factor, max_seq
 _WORKER_STATE = {}
 
 
+def balance_shards(documents, num_workers):
+    """Splits document indexes into `num_workers` shards of about equal token counts.
+
+    Work grows with a document's length, and real corpora mix short and very long
+    documents, so shards are filled longest first, each document going to the lightest
+    shard (deterministic). Each shard's indexes stay in ascending order.
+    """
+    loads = [0] * num_workers
+    shards = [[] for _ in range(num_workers)]
+    sizes = [sum(len(segment) for segment in document) for document in documents]
+    for index in sorted(range(len(documents)), key=lambda i: (-sizes[i], i)):
+        lightest = loads.index(min(loads))
+        shards[lightest].append(index)
+        loads[lightest] += sizes[index]
+    return [sorted(shard) for shard in shards]
+
+
 def _create_shard(shard_index):
-    """Worker: instances of every document whose index is shard_index mod num_workers."""
+    """Worker: the instances of the documents of shard `shard_index` (see balance_shards)."""
     state = _WORKER_STATE
     num_workers = state["num_workers"]
     rng = random.Random(f"{state['random_seed']}:{shard_index}:{num_workers}")
+    fd, path = tempfile.mkstemp(prefix="pretraining-shard-")
+    os.close(fd)
     spill = create_training_records(
         state["documents"], state["vocab"], state["encoder"], rng, state["dupe_factor"],
         state["max_seq_length"], state["short_seq_prob"], state["masked_lm_prob"],
         state["max_predictions_per_seq"], state["do_whole_word_mask"],
-        document_indexes=range(shard_index, len(state["documents"]), num_workers))
-    # The spill's unnamed file does not survive the process: hand back a named copy.
-    fd, path = tempfile.mkstemp(prefix="pretraining-shard-")
-    with os.fdopen(fd, "wb") as out:
-        for index in range(len(spill)):
-            out.write(spill.read(index))
-    lengths = spill.lengths
-    spill.close()
-    return path, lengths
+        document_indexes=state["shards"][shard_index], spill=RecordSpill(path))
+    spill.close()  # a named file: it stays for the parent, which reads and removes it
+    return path, spill.lengths
 
 
 class _Progress:
@@ -724,7 +752,8 @@ def _create_with_workers(documents, vocab, encoder, random_seed, dupe_factor, ma
     _WORKER_STATE.update(documents=documents, vocab=vocab, encoder=encoder, random_seed=random_seed,
                          dupe_factor=dupe_factor, max_seq_length=max_seq_length, short_seq_prob=short_seq_prob,
                          masked_lm_prob=masked_lm_prob, max_predictions_per_seq=max_predictions_per_seq,
-                         do_whole_word_mask=do_whole_word_mask, num_workers=num_workers)
+                         do_whole_word_mask=do_whole_word_mask, num_workers=num_workers,
+                         shards=balance_shards(documents, num_workers))
     with multiprocessing.get_context("fork").Pool(num_workers) as pool:
         shards = pool.map(_create_shard, range(num_workers))
     _WORKER_STATE.clear()

@@ -188,3 +188,12 @@ def test_inlined_shuffle_draws_what_random_shuffle_draws():
         a.shuffle(x)
         cpd.shuffle(b, y)
         assert x == y and a.random() == b.random(), length
+
+
+def test_shards_balance_token_counts_and_cover_every_document():
+    documents = [[[0] * size] for size in (100, 1, 1, 1, 50, 50, 2, 3)]
+    shards = cpd.balance_shards(documents, 2)
+    assert sorted(i for shard in shards for i in shard) == list(range(len(documents)))
+    loads = [sum(len(documents[i][0]) for i in shard) for shard in shards]
+    assert max(loads) - min(loads) <= 2
+    assert all(shard == sorted(shard) for shard in shards)
