@@ -534,12 +534,24 @@ def _ranks(values):
     return ranks
 
 
+def _prediction_outputs(model, features, is_regression):
+    per_example_loss, predictions = example_losses(model, features, is_regression, training=False)
+    return {"per_example_loss": per_example_loss, "predictions": predictions,
+            "labels": features["label_ids"], "is_real": features["is_real_example"]}
+
+
+def _regression_outputs(model, features):
+    return _prediction_outputs(model, features, True)
+
+
+def _classification_outputs(model, features):
+    return _prediction_outputs(model, features, False)
+
+
 def run_predictions(strategy, model, dataset, is_regression):
     """{per_example_loss, predictions, labels, is_real} over a dataset, in order (numpy)."""
-    def predict_fn(model, features):
-        per_example_loss, predictions = example_losses(model, features, is_regression, training=False)
-        return {"per_example_loss": per_example_loss, "predictions": predictions,
-                "labels": features["label_ids"], "is_real": features["is_real_example"]}
+    # Module-level functions, so that repeated evaluations reuse one traced step.
+    predict_fn = _regression_outputs if is_regression else _classification_outputs
     batches = list(training.predict(strategy, model, predict_fn, dataset))
     if not batches:
         return {"per_example_loss": np.zeros([0]), "predictions": np.zeros([0]), "labels": np.zeros([0]),

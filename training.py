@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import time
+import weakref
 
 from absl import logging
 import keras
@@ -534,6 +535,21 @@ def _make_train_loop(strategy, model, loss_fn, optimizer, accumulation, use_xla,
     return train_loop
 
 
+# Traced eval/predict steps per model, so that evaluating every N training steps traces once.
+_STEP_CACHE = weakref.WeakKeyDictionary()
+
+
+def _cached_step(model, key, build):
+    """build(weak reference to model) -> tf.function, made once per (model, key).
+
+    The step holds the model only weakly, so the cache does not keep a model alive.
+    """
+    steps = _STEP_CACHE.setdefault(model, {})
+    if key not in steps:
+        steps[key] = build(weakref.ref(model))
+    return steps[key]
+
+
 def evaluate(strategy, model, metric_fn, dataset, max_steps=None):
     """Weighted means of metrics over `dataset` (a dataset of global batches).
 
@@ -546,11 +562,15 @@ def evaluate(strategy, model, metric_fn, dataset, max_steps=None):
     """
     dist_dataset = strategy.experimental_distribute_dataset(dataset)
 
-    @tf.function
-    def step(features):
-        per_replica = strategy.run(lambda f: metric_fn(model, f), args=(features,))
-        return tf.nest.map_structure(lambda t: strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None),
-                                     per_replica)
+    def build(model_ref):
+        @tf.function
+        def step(features):
+            per_replica = strategy.run(lambda f: metric_fn(model_ref(), f), args=(features,))
+            return tf.nest.map_structure(lambda t: strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None),
+                                         per_replica)
+        return step
+
+    step = _cached_step(model, ("evaluate", strategy, metric_fn), build)
 
     sums = {}
     for index, features in enumerate(dist_dataset):
@@ -571,9 +591,13 @@ def predict(strategy, model, predict_fn, dataset):
     """
     dist_dataset = strategy.experimental_distribute_dataset(dataset)
 
-    @tf.function
-    def step(features):
-        return strategy.run(lambda f: predict_fn(model, f), args=(features,))
+    def build(model_ref):
+        @tf.function
+        def step(features):
+            return strategy.run(lambda f: predict_fn(model_ref(), f), args=(features,))
+        return step
+
+    step = _cached_step(model, ("predict", strategy, predict_fn), build)
 
     for features in dist_dataset:
         outputs = step(features)
