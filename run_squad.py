@@ -8,6 +8,7 @@ or v2.0 rules and writes `eval_results.json`.
 """
 
 import collections
+import gc
 import itertools
 import json
 import math
@@ -439,14 +440,79 @@ def _log_feature(feature, is_training):
 _worker_state = {}
 
 
-def _init_feature_worker(tokenizer, settings):
-    _worker_state.update(tokenizer=tokenizer, settings=settings)
+def _init_feature_worker(tokenizer, settings, examples=None):
+    _worker_state.update(tokenizer=tokenizer, settings=settings, examples=examples)
 
 
 def _convert_chunk(indexed_examples):
     """Worker: features of a chunk of (example_index, example)."""
     tokenizer, settings = _worker_state["tokenizer"], _worker_state["settings"]
     return [convert_example_to_features(example, index, tokenizer, **settings) for index, example in indexed_examples]
+
+
+# A training record is made in a worker before its unique_id is known (it depends on the
+# windows of every earlier question): the worker serializes it with this placeholder id and
+# sends the bytes before and after the id's varint; the parent joins them around the real id.
+# Both ids take 5 varint bytes (ids below 2**35), so no length prefix changes. The
+# placeholder's varint (4 continuation bytes) cannot occur elsewhere in a record: every
+# other value, tag and length is below 2**28.
+_PLACEHOLDER_ID = FIRST_UNIQUE_ID
+
+
+def _varint(value):
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_PLACEHOLDER_VARINT = _varint(_PLACEHOLDER_ID)
+
+
+def _split_record(feature):
+    """(bytes before the unique_id varint, bytes after) of the feature's training record."""
+    feature.unique_id = _PLACEHOLDER_ID
+    record = serialize_feature(feature, True)
+    at = record.find(_PLACEHOLDER_VARINT)
+    if at < 0 or record.find(_PLACEHOLDER_VARINT, at + 1) >= 0:
+        raise RuntimeError("unique_id placeholder not found exactly once in a training record")
+    return record[:at], record[at + len(_PLACEHOLDER_VARINT):]
+
+
+def _join_record(parts, unique_id):
+    """The training record of `parts` (from _split_record) with `unique_id`, as serialize_feature makes it."""
+    head, tail = parts
+    encoded = _varint(unique_id)
+    if len(encoded) == len(_PLACEHOLDER_VARINT):
+        return b"".join((head, encoded, tail))
+    # Never with fewer than 2**35 - 10**9 windows; rebuilt from the parsed record otherwise.
+    example = tf.train.Example.FromString(b"".join((head, _PLACEHOLDER_VARINT, tail)))
+    values = collections.OrderedDict()
+    for name in ("unique_ids", "input_ids", "input_mask", "segment_ids", "start_positions", "end_positions",
+                 "is_impossible"):
+        values[name] = list(example.features.feature[name].int64_list.value)
+    values["unique_ids"] = [unique_id]
+    return training.serialize_example(values)
+
+
+def _convert_chunk_to_records(indexed_examples):
+    """Worker: per example of a chunk, (truncated, split training records, features to log or None).
+
+    Only bytes come back (no token lists or maps to pickle); the features themselves only
+    for the first LOGGED_EXAMPLES examples, which the parent logs.
+    """
+    tokenizer, settings = _worker_state["tokenizer"], _worker_state["settings"]
+    if isinstance(indexed_examples, range):  # indexes into the examples list the worker was forked with
+        examples = _worker_state["examples"]
+        indexed_examples = ((index, examples[index]) for index in indexed_examples)
+    out = []
+    for index, example in indexed_examples:
+        features, truncated = convert_example_to_features(example, index, tokenizer, **settings)
+        records = [_split_record(feature) for feature in features]
+        out.append((truncated, records, features if index < LOGGED_EXAMPLES else None))
+    return out
 
 
 def _chunks(items, size):
@@ -490,10 +556,7 @@ def convert_examples_to_features(examples, tokenizer, max_seq_length, doc_stride
                     is_training=is_training)
     pool = None
     if num_workers > 1:
-        # fork: the workers share the tokenizer's tables without pickling them; they run
-        # only Python tokenization, never TensorFlow.
-        pool = multiprocessing.get_context("fork").Pool(num_workers, initializer=_init_feature_worker,
-                                                        initargs=(tokenizer, settings))
+        pool = _feature_pool(tokenizer, settings, num_workers)
         chunks = _ordered_results(pool, _convert_chunk, _chunks(enumerate(examples), 64), 2 * num_workers)
         results = (r for chunk in chunks for r in chunk)
     else:
@@ -518,6 +581,66 @@ def convert_examples_to_features(examples, tokenizer, max_seq_length, doc_stride
         if pool is not None:
             pool.terminate()
             pool.join()
+
+
+def _feature_pool(tokenizer, settings, num_workers, examples=None):
+    """Forked workers: they share the tokenizer's tables (and `examples`) without pickling them.
+
+    They run only Python tokenization and protobuf serialization, never TensorFlow ops.
+    The parent's objects are frozen out of the garbage collector while forking, so that
+    the workers' collections do not touch (and copy) every page of the parent's heap.
+    """
+    gc.freeze()
+    try:
+        return multiprocessing.get_context("fork").Pool(num_workers, initializer=_init_feature_worker,
+                                                        initargs=(tokenizer, settings, examples))
+    finally:
+        gc.unfreeze()
+
+
+def training_records(examples, tokenizer, max_seq_length, doc_stride, max_query_length, num_workers=1, stats=None,
+                     progress=None):
+    """Yields the serialized training records (serialize_feature) of `examples`' windows, in order.
+
+    The same bytes, logging and `stats` as serializing convert_examples_to_features(...,
+    is_training=True). With `num_workers` > 1 the workers serialize the records and send
+    only their bytes; memory holds only the chunks in flight (two per worker, of 64
+    examples each).
+    """
+    if num_workers <= 1:
+        features = convert_examples_to_features(examples, tokenizer, max_seq_length, doc_stride, max_query_length,
+                                                True, stats=stats, progress=progress)
+        for feature in features:
+            yield serialize_feature(feature, True)
+        return
+    stats = stats if stats is not None else collections.Counter()
+    settings = dict(max_seq_length=max_seq_length, doc_stride=doc_stride, max_query_length=max_query_length,
+                    is_training=True)
+    if isinstance(examples, list):  # the workers inherit the list: only index ranges are sent
+        pool = _feature_pool(tokenizer, settings, num_workers, examples)
+        tasks = (range(start, min(start + 64, len(examples))) for start in range(0, len(examples), 64))
+    else:
+        pool = _feature_pool(tokenizer, settings, num_workers)
+        tasks = _chunks(enumerate(examples), 64)
+    unique_id = FIRST_UNIQUE_ID
+    try:
+        chunks = _ordered_results(pool, _convert_chunk_to_records, tasks, 2 * num_workers)
+        for chunk in chunks:
+            for truncated, records, logged in chunk:
+                stats["query_truncated"] += int(truncated)
+                stats["features"] += len(records)
+                if logged is not None:
+                    for offset, feature in enumerate(logged):
+                        feature.unique_id = unique_id + offset
+                        _log_feature(feature, True)
+                for parts in records:
+                    yield _join_record(parts, unique_id)
+                    unique_id += 1
+                if progress is not None:
+                    progress(1)
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 def serialize_feature(feature, is_training):
@@ -588,9 +711,9 @@ def prepare_training_features(train_file, vocab_file, tokenizer, output_dir, max
     examples = read_squad_examples(train_file, True, version_2_with_negative, stats)
     random.Random(12345).shuffle(examples)
     progress = training.ProgressLine("questions converted", total=len(examples))
-    features = convert_examples_to_features(examples, tokenizer, max_seq_length, doc_stride, max_query_length, True,
-                                            num_workers=num_workers, stats=stats, progress=progress)
-    num_features = training.write_tfrecord(path, (serialize_feature(f, True) for f in features))
+    records = training_records(examples, tokenizer, max_seq_length, doc_stride, max_query_length,
+                               num_workers=num_workers, stats=stats, progress=progress)
+    num_features = training.write_tfrecord(path, records)
     progress.close()
     counts = dict(num_examples=len(examples), num_features=num_features,
                   answer_not_found=stats["answer_not_found"], query_truncated=stats["query_truncated"])

@@ -481,3 +481,19 @@ def test_script_bad_input_is_one_line_and_writes_nothing(tmp_path):
         '{"data": [{"paragraphs": [{"context", "qas": [{"id", "question", "answers": [{"text", "answer_start"}]}]}]}]})')
     assert "Traceback" not in result.stderr
     assert os.listdir(out) == []
+
+
+def test_worker_records_equal_serialized_features(tokenizer):
+    examples = run_squad.read_squad_examples(squad_file("v2"), True, True)
+    settings = dict(max_seq_length=48, doc_stride=8, max_query_length=12)
+    expected = [run_squad.serialize_feature(f, True)
+                for f in run_squad.convert_examples_to_features(examples, tokenizer, is_training=True, **settings)]
+    from_list = list(run_squad.training_records(examples, tokenizer, num_workers=2, **settings))
+    from_iterator = list(run_squad.training_records(iter(examples), tokenizer, num_workers=2, **settings))
+    assert from_list == expected and from_iterator == expected
+    # An id of more varint bytes than the placeholder's: the record is rebuilt, not patched.
+    feature = run_squad.convert_example_to_features(examples[0], 0, tokenizer, is_training=True, **settings)[0][0]
+    parts = run_squad._split_record(feature)
+    for unique_id in (run_squad.FIRST_UNIQUE_ID + 7, 2 ** 40 + 3):
+        feature.unique_id = unique_id
+        assert run_squad._join_record(parts, unique_id) == run_squad.serialize_feature(feature, True)
