@@ -29,7 +29,7 @@ echo "== 3/5 pretrain a 2-layer BERT for 300 steps, then evaluate"
 "$PYTHON" run_pretraining.py --input_file="$OUT/tf_examples.tfrecord" --output_dir="$OUT/pretraining_output" \
   --do_train=True --do_eval=True --bert_config_file=sample_bert_config.json \
   --train_batch_size=32 --max_seq_length=128 --max_predictions_per_seq=20 \
-  --num_train_steps=300 --num_warmup_steps=30 --learning_rate=1e-3 --save_checkpoints_steps=100 \
+  --num_train_steps=300 --num_warmup_steps=30 --learning_rate=3e-4 --save_checkpoints_steps=100 \
   --log_steps=50 --seed=12345 2>"$OUT/run_pretraining.log"
 grep -o "step = [0-9]*/.*\|Training already done.*" "$OUT/run_pretraining.log" | sed 's/^/   /' || true
 echo "   $OUT/pretraining_output/eval_results.txt:"
