@@ -10,14 +10,13 @@ import glob
 import importlib.util
 import math
 import os
-import sys
 import tempfile
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 
+import cli
 import tokenization
 
 FLAGS = flags.FLAGS
@@ -449,39 +448,17 @@ def _open_binary(path):
 def main(argv):
     del argv
     logging.set_verbosity(logging.INFO)
-    try:
-        build_vocab(
-            FLAGS.input_file, FLAGS.output_file, vocab_size=FLAGS.vocab_size,
-            do_lower_case=FLAGS.do_lower_case, num_unused=FLAGS.num_unused,
-            reserved_tokens=FLAGS.reserved_tokens, min_count=FLAGS.min_count,
-            upper_thresh=FLAGS.upper_thresh, num_iterations=FLAGS.num_iterations,
-            max_token_length=FLAGS.max_token_length, max_input_words=FLAGS.max_input_words,
-            max_unique_chars=FLAGS.max_unique_chars,
-            max_input_chars_per_word=FLAGS.max_input_chars_per_word,
-            log_every_lines=FLAGS.log_every_lines)
-    except Exception as e:  # pylint: disable=broad-except
-        if not isinstance(e, _user_error_types()):
-            raise
-        print(f"build_vocab.py: error: {_describe_error(e)}", file=sys.stderr)
-        sys.exit(1)
+    build_vocab(
+        FLAGS.input_file, FLAGS.output_file, vocab_size=FLAGS.vocab_size,
+        do_lower_case=FLAGS.do_lower_case, num_unused=FLAGS.num_unused,
+        reserved_tokens=FLAGS.reserved_tokens, min_count=FLAGS.min_count,
+        upper_thresh=FLAGS.upper_thresh, num_iterations=FLAGS.num_iterations,
+        max_token_length=FLAGS.max_token_length, max_input_words=FLAGS.max_input_words,
+        max_unique_chars=FLAGS.max_unique_chars,
+        max_input_chars_per_word=FLAGS.max_input_chars_per_word,
+        log_every_lines=FLAGS.log_every_lines)
 
-
-def _user_error_types():
-    """Errors that report a user's mistake (bad path, bad flag), not a bug."""
-    types = (OSError, ValueError)
-    tf = sys.modules.get("tensorflow")  # imported only for remote paths
-    if tf is not None:
-        types += (tf.errors.OpError,)
-    return types
-
-
-def _describe_error(e):
-    """One line for an error: OSError as 'path: reason', TensorFlow's by its message."""
-    if isinstance(e, OSError) and e.strerror:
-        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
-    message = getattr(e, "message", None) or str(e)
-    return " ".join(message.split())
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main, "build_vocab.py")

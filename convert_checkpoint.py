@@ -14,15 +14,14 @@ import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 import ml_dtypes  # noqa: E402,F401  (registers bfloat16 with numpy, so bf16 safetensors load)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import cli  # noqa: E402
 import modeling  # noqa: E402
-import training  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -444,4 +443,4 @@ def main(_):
 
 if __name__ == "__main__":
     define_flags()
-    training.run_main(app, main, "convert_checkpoint.py", ["output_dir"], flags)
+    cli.run(main, "convert_checkpoint.py", ["output_dir"])

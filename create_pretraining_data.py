@@ -20,14 +20,12 @@ import multiprocessing
 import os
 import random
 import struct
-import sys
 import tempfile
-import time
 
-from absl import app
 from absl import flags
 from absl import logging
 
+import cli
 import tokenization
 
 FLAGS = flags.FLAGS
@@ -587,39 +585,6 @@ def _create_shard(shard_index):
     return path, spill.lengths
 
 
-class _Progress:
-    """A progress line on stderr (when it is a terminal) or in the log every few seconds."""
-
-    def __init__(self, what, total=None, interval=5.0):
-        self.what, self.total, self.interval = what, total, interval
-        self.done = 0
-        self.start = self.last = time.monotonic()
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, n):
-        self.done += n
-        now = time.monotonic()
-        if now - self.last >= (0.5 if self.tty else self.interval):
-            self.last = now
-            self._show(now)
-
-    def _show(self, now, final=False):
-        rate = self.done / max(now - self.start, 1e-9)
-        text = f"{self.what}: {self.done}"
-        if self.total:
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            text += f"/{self.total} ({100.0 * self.done / self.total:.0f}%), ETA {eta:.0f}s"
-        text += f", {rate:.0f}/s"
-        if self.tty:
-            sys.stderr.write("\r" + text + ("\n" if final else ""))
-            sys.stderr.flush()
-        else:
-            logging.info(text)
-
-    def close(self):
-        self._show(time.monotonic(), final=True)
-
-
 def write_records(records, output_files, encoder_log):
     """Writes records (an iterable of bytes) round-robin to `output_files`, atomically.
 
@@ -703,7 +668,7 @@ def create_pretraining_data(input_files, output_files, vocab_file, do_lower_case
         pool = multiprocessing.get_context("fork").Pool(
             num_workers, initializer=_init_tokenizer_worker, initargs=(vocab_file, do_lower_case))
     try:
-        reading = _Progress("lines read")
+        reading = cli.ProgressLine("lines read")
         documents = read_documents(input_files, tokenizer, pool, reading)
         reading.close()
     finally:
@@ -721,7 +686,7 @@ def create_pretraining_data(input_files, output_files, vocab_file, do_lower_case
         rng.shuffle(documents)
         logging.info("Read %d documents with %d segments", len(documents), sum(len(d) for d in documents))
 
-        creating = _Progress("documents processed", total=dupe_factor * len(documents))
+        creating = cli.ProgressLine("documents processed", total=dupe_factor * len(documents))
         if num_workers == 1:
             spill = create_training_records(
                 documents, vocab, encoder, rng, dupe_factor, max_seq_length, short_seq_prob, masked_lm_prob,
@@ -804,16 +769,7 @@ def main(_):
 def run():
     """Entry point: a user's mistake ends with one line on stderr and exit code 1."""
     define_flags()
-    flags.mark_flag_as_required("input_file")
-    flags.mark_flag_as_required("output_file")
-    flags.mark_flag_as_required("vocab_file")
-    try:
-        app.run(main)
-    except Exception as e:  # pylint: disable=broad-except
-        if not isinstance(e, (ValueError, OSError)) and not type(e).__module__.startswith("tensorflow"):
-            raise
-        sys.stderr.write(f"create_pretraining_data.py: error: {e}\n")
-        sys.exit(1)
+    cli.run(main, "create_pretraining_data.py", ["input_file", "output_file", "vocab_file"])
 
 
 if __name__ == "__main__":

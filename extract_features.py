@@ -17,12 +17,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import cli  # noqa: E402
 import modeling  # noqa: E402
 import tokenization  # noqa: E402
 import training  # noqa: E402
@@ -480,7 +480,7 @@ def extract_features(input_file, output_file, extractor, tokenizer, max_seq_leng
     seconds = collections.OrderedDict((stage, 0.0) for stage in ("read and tokenize", "model", "JSON", "write"))
     # Counts, and the first few linex_index for the log: nothing here grows with the input.
     truncated, first_truncated, only_separator, first_only_separator = 0, [], 0, []
-    progress = training.ProgressLine("extract_features: lines", total=total, interval=progress_seconds)
+    progress = cli.ProgressLine("extract_features: lines", total=total, interval=progress_seconds)
     lines = 0
     temp = f"{output_file}.tmp-{os.getpid()}"
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
@@ -595,5 +595,5 @@ def main(_):
 
 if __name__ == "__main__":
     define_flags()
-    training.run_main(app, main, "extract_features.py",
-                      ["input_file", "vocab_file", "bert_config_file", "init_checkpoint", "output_file"], flags)
+    cli.run(main, "extract_features.py",
+            ["input_file", "vocab_file", "bert_config_file", "init_checkpoint", "output_file"])

@@ -15,13 +15,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import cli  # noqa: E402
 import modeling  # noqa: E402
 import tokenization  # noqa: E402
 import training  # noqa: E402
@@ -778,5 +778,4 @@ class _BestCheckpoint:
 
 if __name__ == "__main__":
     define_flags()
-    training.run_main(app, main, "run_classifier.py",
-                      ["data_dir", "task_name", "vocab_file", "bert_config_file", "output_dir"], flags)
+    cli.run(main, "run_classifier.py", ["data_dir", "task_name", "vocab_file", "bert_config_file", "output_dir"])

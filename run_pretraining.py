@@ -10,12 +10,12 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import cli  # noqa: E402
 import modeling  # noqa: E402
 import training  # noqa: E402
 
@@ -160,5 +160,4 @@ def main(_):
 
 if __name__ == "__main__":
     define_flags()
-    training.run_main(app, main, "run_pretraining.py",
-                      ["input_file", "bert_config_file", "output_dir"], flags)
+    cli.run(main, "run_pretraining.py", ["input_file", "bert_config_file", "output_dir"])

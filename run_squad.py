@@ -21,13 +21,13 @@ import weakref
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import cli  # noqa: E402
 import modeling  # noqa: E402
 import tokenization  # noqa: E402
 import training  # noqa: E402
@@ -710,7 +710,7 @@ def prepare_training_features(train_file, vocab_file, tokenizer, output_dir, max
     stats = collections.Counter()
     examples = read_squad_examples(train_file, True, version_2_with_negative, stats)
     random.Random(12345).shuffle(examples)
-    progress = training.ProgressLine("questions converted", total=len(examples))
+    progress = cli.ProgressLine("questions converted", total=len(examples))
     records = training_records(examples, tokenizer, max_seq_length, doc_stride, max_query_length,
                                num_workers=num_workers, stats=stats, progress=progress)
     num_features = training.write_tfrecord(path, records)
@@ -1360,7 +1360,7 @@ def run_prediction(strategy, model, examples, features, stats):
     logging.info("***** Running predictions *****")
     logging.info("  Num orig examples = %d", len(examples))
     logging.info("  Batch size = %d", FLAGS.predict_batch_size)
-    progress = training.ProgressLine("questions predicted", total=len(examples))
+    progress = cli.ProgressLine("questions predicted", total=len(examples))
     predictions, null_odds, num_features = predict_and_write(
         strategy, model, examples, features, FLAGS.output_dir, FLAGS.max_seq_length, FLAGS.predict_batch_size,
         FLAGS.n_best_size, FLAGS.max_answer_length, FLAGS.do_lower_case, FLAGS.version_2_with_negative,
@@ -1421,4 +1421,4 @@ def main(_):
 
 if __name__ == "__main__":
     define_flags()
-    training.run_main(app, main, "run_squad.py", ["vocab_file", "bert_config_file", "output_dir"], flags)
+    cli.run(main, "run_squad.py", ["vocab_file", "bert_config_file", "output_dir"])

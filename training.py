@@ -9,7 +9,6 @@ interruption (weights, Adam slots, step and input position), and reports progres
 
 import os
 import re
-import sys
 import time
 import weakref
 
@@ -18,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import cli
 import modeling
 import optimization
 
@@ -181,7 +181,7 @@ def check_tfrecords(input_files, name_to_features, flag_name="--input_file"):
                 raise ValueError(f"{flag_name}: {path} holds no records")
             tf.io.parse_single_example(first, name_to_features)
         except tf.errors.OpError as e:
-            raise ValueError(f"{flag_name}: {path}: {describe_op_error(e)}") from None
+            raise ValueError(f"{flag_name}: {path}: {cli.describe_op_error(e)}") from None
 
 
 def _parse_batch(serialized, name_to_features):
@@ -350,42 +350,6 @@ class TrainingProgress:
                                     ("examples_per_sec", examples_per_sec)):
                     _write_scalar_summary(name, value)
             self.writer.flush()
-
-
-class ProgressLine:
-    """Progress of a data job: a line on stderr (a terminal) or in the log every few seconds.
-
-    Call it with the number of items just done; `close()` prints the final count and rate.
-    """
-
-    def __init__(self, what, total=None, interval=5.0):
-        self.what, self.total, self.interval = what, total, interval
-        self.done = 0
-        self.start = self.last = time.monotonic()
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, n):
-        self.done += n
-        now = time.monotonic()
-        if now - self.last >= (0.5 if self.tty else self.interval):
-            self.last = now
-            self._show(now)
-
-    def _show(self, now, final=False):
-        rate = self.done / max(now - self.start, 1e-9)
-        text = f"{self.what}: {self.done}"
-        if self.total:
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            text += f"/{self.total} ({100.0 * self.done / self.total:.0f}%), ETA {eta:.0f}s"
-        text += f", {rate:.0f}/s"
-        if self.tty:
-            sys.stderr.write("\r" + text + ("\n" if final else ""))
-            sys.stderr.flush()
-        else:
-            logging.info(text)
-
-    def close(self):
-        self._show(time.monotonic(), final=True)
 
 
 def _write_scalar_summary(name, value):
@@ -659,46 +623,3 @@ def ensure_output_dir(output_dir):
         tf.io.gfile.remove(probe)
     except (tf.errors.OpError, OSError) as e:
         raise ValueError(f"--output_dir={output_dir} cannot be written: {getattr(e, 'message', e)}") from None
-
-
-def run_main(app, main, script_name, required_flags, flags):
-    """Runs an absl main so that a user's mistake ends with one line and exit code 1."""
-    for name in required_flags:
-        flags.mark_flag_as_required(name)
-    try:
-        app.run(main)
-    except Exception as e:  # pylint: disable=broad-except
-        if not isinstance(e, (ValueError, OSError, tf.errors.OpError)):
-            raise
-        if isinstance(e, tf.errors.OpError):
-            message = describe_op_error(e)
-        else:
-            message = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        sys.stderr.write(f"{script_name}: error: {message}\n")
-        sys.exit(1)
-
-
-def describe_op_error(error):
-    """One line saying what a TensorFlow runtime error is about, without its graph trace.
-
-    Errors raised while reading TFRecords (a file that is not one, records of another
-    length) get a hint at the usual cause.
-    """
-    lines = []
-    for line in (error.message or "").splitlines():
-        line = line.strip()
-        if (not line or line.startswith(("Graph execution error", "Detected at node", "File ", "<stack traces",
-                                         "[[")) or line.endswith(":") and "(most recent call last)" in line):
-            continue
-        lines.append(line)
-    text = lines[0] if lines else type(error).__name__
-    text = re.sub(r"^Error in user-defined function .*?(Key: |$)", r"\1", text)  # tf.data's wrapping
-    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)  # eager ops' wrapper name
-    text = re.sub(r"\s*\[\[.*$|\s*\[Op:.*$", "", text)
-    text = re.sub(r"\s+", " ", text).strip()
-    if isinstance(error, tf.errors.DataLossError) and "TFRecord" not in text:
-        text += " (is the input a TFRecord file?)"
-    elif ("Number of" in text and "values != expected" in text) or "slice was not parsed" in text:
-        text += (" (the records were written with another --max_seq_length or --max_predictions_per_seq "
-                 "than this run's)")
-    return text

@@ -1,0 +1,125 @@
+"""Command-line plumbing every script shares: one-line errors and a progress line.
+
+A user's mistake (a bad flag, a missing file, bad data) ends a script with one line,
+`SCRIPT: error: ...`, and exit code 1, never a traceback; long data jobs report progress.
+Imports nothing of the project and not TensorFlow, so light scripts stay light.
+"""
+
+import re
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+
+def run(main, script_name, required_flags=()):
+    """Parses the flags and runs an absl `main`; a user's mistake is one line and exit code 1.
+
+    Flag errors (a missing required flag, an unknown flag, a bad value) and ValueError,
+    OSError or TensorFlow runtime errors raised by `main` are reported as
+    `script_name: error: <one line>`; anything else is a bug and keeps its traceback.
+    """
+    for name in required_flags:
+        flags.mark_flag_as_required(name)
+
+    def parse_flags(argv):
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:
+            # absl reports each missing required flag on a line of its own.
+            _fail(script_name, "; ".join(line.strip() for line in str(e).splitlines() if line.strip()))
+
+    try:
+        app.run(main, flags_parser=parse_flags)
+    except Exception as e:  # pylint: disable=broad-except
+        if not _is_user_error(e):
+            raise
+        _fail(script_name, describe_error(e))
+
+
+def _fail(script_name, message):
+    sys.stderr.write(f"{script_name}: error: {message}\n")
+    sys.exit(1)
+
+
+def _is_op_error(error):
+    tf = sys.modules.get("tensorflow")  # only a script that uses TensorFlow can raise its errors
+    return tf is not None and isinstance(error, tf.errors.OpError)
+
+
+def _is_user_error(error):
+    return isinstance(error, (ValueError, OSError)) or _is_op_error(error)
+
+
+def describe_error(error):
+    """One line for a user error: an OSError as 'path: reason', a TF error without its trace."""
+    if _is_op_error(error):
+        return describe_op_error(error)
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    message = str(error).strip()
+    return message.splitlines()[0] if message else type(error).__name__
+
+
+def describe_op_error(error):
+    """One line saying what a TensorFlow runtime error is about, without its graph trace.
+
+    Errors raised while reading TFRecords (a file that is not one, records of another
+    length) get a hint at the usual cause.
+    """
+    lines = []
+    for line in (error.message or "").splitlines():
+        line = line.strip()
+        if (not line or line.startswith(("Graph execution error", "Detected at node", "File ", "<stack traces",
+                                         "[[")) or line.endswith(":") and "(most recent call last)" in line):
+            continue
+        lines.append(line)
+    text = lines[0] if lines else type(error).__name__
+    text = re.sub(r"^Error in user-defined function .*?(Key: |$)", r"\1", text)  # tf.data's wrapping
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)  # eager ops' wrapper name
+    text = re.sub(r"\s*\[\[.*$|\s*\[Op:.*$", "", text)
+    text = re.sub(r"\s+", " ", text).strip()
+    if type(error).__name__ == "DataLossError" and "TFRecord" not in text:
+        text += " (is the input a TFRecord file?)"
+    elif ("Number of" in text and "values != expected" in text) or "slice was not parsed" in text:
+        text += (" (the records were written with another --max_seq_length or --max_predictions_per_seq "
+                 "than this run's)")
+    return text
+
+
+class ProgressLine:
+    """Progress of a data job: a line on stderr (a terminal) or in the log every few seconds.
+
+    Call it with the number of items just done; `close()` prints the final count and rate.
+    """
+
+    def __init__(self, what, total=None, interval=5.0):
+        self.what, self.total, self.interval = what, total, interval
+        self.done = 0
+        self.start = self.last = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, n):
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= (0.5 if self.tty else self.interval):
+            self.last = now
+            self._show(now)
+
+    def _show(self, now, final=False):
+        rate = self.done / max(now - self.start, 1e-9)
+        text = f"{self.what}: {self.done}"
+        if self.total:
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            text += f"/{self.total} ({100.0 * self.done / self.total:.0f}%), ETA {eta:.0f}s"
+        text += f", {rate:.0f}/s"
+        if self.tty:
+            sys.stderr.write("\r" + text + ("\n" if final else ""))
+            sys.stderr.flush()
+        else:
+            logging.info(text)
+
+    def close(self):
+        self._show(time.monotonic(), final=True)
