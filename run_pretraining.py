@@ -155,7 +155,8 @@ def main(_):
                                               drop_remainder=True)
         results = training.evaluate(strategy, model, pretraining_metrics, dataset, max_steps=FLAGS.max_eval_steps)
         results["global_step"] = global_step
-        training.write_eval_results(os.path.join(FLAGS.output_dir, "eval_results.txt"), results)
+        if training.is_chief(strategy):
+            training.write_eval_results(os.path.join(FLAGS.output_dir, "eval_results.txt"), results)
 
 
 if __name__ == "__main__":

@@ -248,7 +248,7 @@ def write_checkpoint_state(output_dir, prefixes):
     names = [os.path.basename(p) for p in prefixes]
     text = f'model_checkpoint_path: "{names[-1]}"\n' + "".join(
         f'all_model_checkpoint_paths: "{n}"\n' for n in names)
-    temp = _checkpoint_state_path(output_dir) + ".tmp"
+    temp = f"{_checkpoint_state_path(output_dir)}.tmp-{os.getpid()}"
     with tf.io.gfile.GFile(temp, "w") as f:
         f.write(text)
     tf.io.gfile.rename(temp, _checkpoint_state_path(output_dir), overwrite=True)
@@ -604,7 +604,7 @@ def write_tfrecord(path, serialized_examples):
 
 def write_eval_results(path, results):
     """Writes `key = value` lines, keys sorted, values with str() (as the original), atomically."""
-    temp = path + ".tmp"
+    temp = f"{path}.tmp-{os.getpid()}"
     with tf.io.gfile.GFile(temp, "w") as writer:
         logging.info("***** Eval results *****")
         for key in sorted(results):
@@ -617,7 +617,8 @@ def ensure_output_dir(output_dir):
     """Creates output_dir, or fails with one clear line if it cannot be written."""
     try:
         tf.io.gfile.makedirs(output_dir)
-        probe = os.path.join(output_dir, ".write_test")
+        # A name of this process's own: workers of one multi-worker run share output_dir.
+        probe = os.path.join(output_dir, f".write_test-{os.getpid()}")
         with tf.io.gfile.GFile(probe, "w") as f:
             f.write("")
         tf.io.gfile.remove(probe)
