@@ -5,6 +5,7 @@ A user's mistake (a bad flag, a missing file, bad data) ends a script with one l
 Imports nothing of the project and not TensorFlow, so light scripts stay light.
 """
 
+import glob
 import re
 import sys
 import time
@@ -61,6 +62,30 @@ def describe_error(error):
         return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
     message = str(error).strip()
     return message.splitlines()[0] if message else type(error).__name__
+
+
+def expand_input_files(input_file, flag_name="--input_file"):
+    """Comma list of globs -> files, in the given order (sorted within one glob).
+
+    A glob matching nothing, or an empty list, is an error naming the flag. Remote
+    patterns (gs://...) go through tf.io.gfile, imported only for them.
+    """
+    files = []
+    for pattern in input_file.split(","):
+        pattern = pattern.strip()
+        if not pattern:
+            continue
+        if "://" in pattern:
+            import tensorflow as tf
+            matches = sorted(tf.io.gfile.glob(pattern))
+        else:
+            matches = sorted(glob.glob(pattern))
+        if not matches:
+            raise ValueError(f"{flag_name}: no file matches {pattern}")
+        files.extend(matches)
+    if not files:
+        raise ValueError(f"{flag_name} is empty")
+    return files
 
 
 def describe_op_error(error):

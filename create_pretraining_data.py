@@ -15,7 +15,6 @@ not grow with `dupe_factor`), and `--num_workers` spreads the work over processe
 import array
 import collections
 import gc
-import glob
 import multiprocessing
 import os
 import random
@@ -92,27 +91,6 @@ class PretrainingVocab:
 
 
 # --- Reading documents ----------------------------------------------------------------
-
-def expand_input_files(input_file):
-    """Comma list of globs -> files, in the given order (sorted within one glob)."""
-    files = []
-    for pattern in input_file.split(","):
-        pattern = pattern.strip()
-        if not pattern:
-            continue
-        matches = _glob(pattern)
-        if not matches:
-            raise ValueError(f"--input_file: no file matches {pattern}")
-        files.extend(matches)
-    return files
-
-
-def _glob(pattern):
-    if "://" in pattern:
-        import tensorflow as tf
-        return sorted(tf.io.gfile.glob(pattern))
-    return sorted(glob.glob(pattern))
-
 
 def _read_bytes(path):
     try:
@@ -750,7 +728,7 @@ def _create_with_workers(documents, vocab, encoder, random_seed, dupe_factor, ma
 
 def main(_):
     logging.set_verbosity(logging.INFO)
-    input_files = expand_input_files(FLAGS.input_file)
+    input_files = cli.expand_input_files(FLAGS.input_file)
     output_files = [path.strip() for path in FLAGS.output_file.split(",") if path.strip()]
     logging.info("*** Reading from input files ***")
     for input_file in input_files:

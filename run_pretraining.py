@@ -117,7 +117,7 @@ def main(_):
     engine = training.EngineConfig.from_flags(FLAGS)
     bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
     modeling.check_max_seq_length(bert_config, FLAGS.max_seq_length)
-    input_files = training.expand_files(FLAGS.input_file)
+    input_files = cli.expand_input_files(FLAGS.input_file)
     logging.info("*** Input Files ***")
     for input_file in input_files:
         logging.info("  %s", input_file)

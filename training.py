@@ -153,21 +153,6 @@ def is_chief(strategy):
 
 # --- Input pipelines ----------------------------------------------------------------------
 
-def expand_files(input_file):
-    """Comma list of globs -> sorted-per-glob file list; a glob matching nothing is an error."""
-    files = []
-    for pattern in input_file.split(","):
-        pattern = pattern.strip()
-        if pattern:
-            matches = sorted(tf.io.gfile.glob(pattern))
-            if not matches:
-                raise ValueError(f"--input_file: no file matches {pattern}")
-            files.extend(matches)
-    if not files:
-        raise ValueError("--input_file is empty")
-    return files
-
-
 def check_tfrecords(input_files, name_to_features, flag_name="--input_file"):
     """Parses the first record of every file with the spec: a bad file fails here, by name.
 
