@@ -201,14 +201,15 @@ _DROPOUT_SEEDS = threading.local()
 
 @contextlib.contextmanager
 def dropout_seed(seed):
-    """Makes the dropout of the model calls inside this block stateless, keyed on `seed`.
+    """Makes the dropout of the model calls inside this block a pure function of `seed`.
 
-    Each dropout op traced in the block draws from `tf.random` stateless ops with the seed
-    (`seed`, its position in the trace), so the masks are a pure function of `seed`. The
-    training engine passes a seed made of the run's seed and the global step: a run that
-    resumes from a checkpoint then draws exactly the masks the uninterrupted run would have.
-    Outside such a block dropout uses TensorFlow's stateful random ops. The state is per
-    thread, as tf.distribute runs each replica's function in a thread of its own.
+    Each dropout op traced in the block draws its mask from a stateless generator keyed
+    on (`seed`, its position in the trace). The training engine passes a seed made of the
+    run's seed and the global step: a run that resumes from a checkpoint then draws
+    exactly the masks the uninterrupted run would have. Outside such a block each dropout
+    op draws a fresh seed from TensorFlow's stateful generator (repeatable under
+    `tf.random.set_seed`). The state is per thread, as tf.distribute runs each replica's
+    function in a thread of its own.
 
     Args:
         seed: int64 tensor [2].
@@ -221,16 +222,228 @@ def dropout_seed(seed):
         _DROPOUT_SEEDS.state = previous
 
 
+def _next_dropout_seed():
+    state = getattr(_DROPOUT_SEEDS, "state", None)
+    if state is None:
+        return tf.random.uniform([2], maxval=tf.int64.max, dtype=tf.int64)
+    state[1] += 1
+    return state[0] + tf.constant([0, 1_000_003 * state[1]], tf.int64)
+
+
+class _DropoutMask:
+    """A dropout mask as 16-bit random numbers: element i is kept when bits[i] >= threshold.
+
+    Each Philox uint32 gives two 16-bit draws, half the generator work of one float per
+    element (random numbers were the largest non-matmul cost of a training step). The
+    drop probability is `rate` rounded to a multiple of 2^-16 (0.1 -> 0.100006) and kept
+    elements are scaled by 1 / keep probability, so the expected output equals the input.
+    """
+
+    def __init__(self, shape, rate):
+        self.threshold = min(int(round(rate * 65536)), 65535)
+        self.scale = 65536.0 / (65536 - self.threshold)
+        size = 1
+        for dim in shape:
+            size *= dim
+        words = tf.random.stateless_uniform([(size + 1) // 2], seed=_next_dropout_seed(),
+                                            minval=None, maxval=None, dtype=tf.uint32)
+        bits = tf.reshape(tf.bitcast(words, tf.uint16), [-1])
+        if not isinstance(size, int) or size % 2:
+            bits = bits[:size]
+        self.bits = tf.reshape(bits, shape)
+
+    def apply(self, x):
+        """Zeroes the dropped elements of `x` and scales the kept ones (plain ops)."""
+        return _apply_dropout_bits(x, self.bits, self.threshold, self.scale)
+
+
+def _apply_dropout_bits(x, bits, threshold, scale):
+    return tf.where(bits >= threshold, x * tf.cast(scale, x.dtype), tf.zeros_like(x))
+
+
 def dropout(x, rate, training):
     """Drops with probability `rate` (not a keep probability) only when training."""
     if not training or not rate:
         return x
-    state = getattr(_DROPOUT_SEEDS, "state", None)
-    if state is None:
-        return tf.nn.dropout(x, rate=rate)
-    state[1] += 1
-    seed = state[0] + tf.constant([0, 1_000_003 * state[1]], tf.int64)
-    return tf.nn.experimental.stateless_dropout(x, rate=rate, seed=seed)
+    mask = _DropoutMask(_shape_list(x), rate)
+    if not _FUSION["enabled"]:
+        return mask.apply(x)
+    return _fused_dropout(x, mask)
+
+
+# ----------------------------------------------------------------------------------------
+# Fused training kernels.
+#
+# Around its matmuls a training step runs element-wise chains (bias + GELU, dropout +
+# residual + LayerNorm, mask + softmax + dropout, log-softmax + label pick) that autodiff
+# turns into dozens of TensorFlow kernels, each a full pass over memory: a third of a
+# BERT-Mini step on CPU. When training, each chain runs instead as a custom-gradient pair
+# of small XLA functions, one fused loop forward and one backward, while the matmuls stay
+# on TensorFlow's own (oneDNN) kernels: XLA fuses element-wise work well, but its CPU
+# GEMMs are slower. Statistics are computed in float32 whatever the compute dtype.
+# Inference keeps the plain ops: Grappler fuses bias, GELU and residual adds into the
+# matmuls there, and a SavedModel of plain ops serves anywhere. `fused_kernels(False)`
+# switches to the plain ops (the same math) for debugging and for the tests comparing them.
+
+_FUSION = {"enabled": True}
+
+
+@contextlib.contextmanager
+def fused_kernels(enabled):
+    """Turns the fused training kernels on or off for models traced inside the block."""
+    previous = _FUSION["enabled"]
+    _FUSION["enabled"] = bool(enabled)
+    try:
+        yield
+    finally:
+        _FUSION["enabled"] = previous
+
+
+def _xla(function):
+    return tf.function(function, jit_compile=True, autograph=False)
+
+
+@_xla
+def _dropout_kernel(x, bits, threshold, scale):
+    return _apply_dropout_bits(x, bits, threshold, scale)
+
+
+def _fused_dropout(x, mask):
+    @tf.custom_gradient
+    def forward(x):
+        def backward(dy):
+            return _dropout_kernel(dy, mask.bits, mask.threshold, mask.scale)
+        return _dropout_kernel(x, mask.bits, mask.threshold, mask.scale), backward
+    return forward(x)
+
+
+_GELU_SCALE = math.sqrt(2.0 / math.pi)
+_GELU_CUBIC = 0.044715
+
+
+@_xla
+def _gelu_kernel(x):
+    x32 = tf.cast(x, tf.float32)
+    t = tf.tanh(_GELU_SCALE * (x32 + _GELU_CUBIC * x32 * x32 * x32))
+    return tf.cast(0.5 * x32 * (1.0 + t), x.dtype)
+
+
+@_xla
+def _gelu_grad_kernel(x, dy):
+    x32 = tf.cast(x, tf.float32)
+    x2 = x32 * x32
+    t = tf.tanh(_GELU_SCALE * (x32 + _GELU_CUBIC * x2 * x32))
+    slope = 0.5 * (1.0 + t) + 0.5 * x32 * (1.0 - t * t) * _GELU_SCALE * (
+        1.0 + 3.0 * _GELU_CUBIC * x2)
+    return tf.cast(tf.cast(dy, tf.float32) * slope, dy.dtype)
+
+
+@tf.custom_gradient
+def _fused_gelu(x):
+    """`gelu` (tanh form) with its derivative written out: one loop each way."""
+    return _gelu_kernel(x), lambda dy: _gelu_grad_kernel(x, dy)
+
+
+@_xla
+def _layer_norm_kernel(x, residual, bits, threshold, scale, gamma, beta):
+    z = tf.cast(x, tf.float32)
+    if bits is not None:
+        z = _apply_dropout_bits(z, bits, threshold, scale)
+    z += tf.cast(residual, tf.float32)
+    mean = tf.reduce_mean(z, -1, keepdims=True)
+    centered = z - mean
+    rstd = tf.math.rsqrt(tf.reduce_mean(tf.square(centered), -1, keepdims=True) +
+                         LAYER_NORM_EPSILON)
+    y = centered * rstd * gamma + beta
+    return tf.cast(y, x.dtype), z, mean, rstd
+
+
+@_xla
+def _layer_norm_grad_kernel(dy, z, mean, rstd, gamma, bits, threshold, scale):
+    dy = tf.cast(dy, tf.float32)
+    normalized = (z - mean) * rstd
+    dbeta = tf.reduce_sum(dy, 0)
+    dgamma = tf.reduce_sum(dy * normalized, 0)
+    g = dy * gamma
+    dz = rstd * (g - tf.reduce_mean(g, -1, keepdims=True) -
+                 normalized * tf.reduce_mean(g * normalized, -1, keepdims=True))
+    dx = dz if bits is None else _apply_dropout_bits(dz, bits, threshold, scale)
+    return dx, dz, dgamma, dbeta
+
+
+def _fused_layer_norm(x, residual, mask, gamma, beta):
+    """LayerNorm(dropout(x) + residual) over the last axis of 2-D x, one loop each way."""
+    bits, threshold, scale = (mask.bits, mask.threshold, mask.scale) if mask else (None, 0, 1.0)
+
+    @tf.custom_gradient
+    def forward(x, residual, gamma, beta):
+        y, z, mean, rstd = _layer_norm_kernel(x, residual, bits, threshold, scale, gamma, beta)
+
+        def backward(dy):
+            dx, dz, dgamma, dbeta = _layer_norm_grad_kernel(dy, z, mean, rstd, gamma, bits,
+                                                            threshold, scale)
+            return tf.cast(dx, x.dtype), tf.cast(dz, residual.dtype), dgamma, dbeta
+        return y, backward
+
+    return forward(x, residual, gamma, beta)
+
+
+@_xla
+def _attention_probs_kernel(scores, adder, bits, threshold, scale):
+    probs = tf.nn.softmax(tf.cast(scores, tf.float32) + adder)
+    dropped = probs if bits is None else _apply_dropout_bits(probs, bits, threshold, scale)
+    return tf.cast(dropped, scores.dtype), probs
+
+
+@_xla
+def _attention_probs_grad_kernel(dy, probs, bits, threshold, scale):
+    d = tf.cast(dy, tf.float32)
+    if bits is not None:
+        d = _apply_dropout_bits(d, bits, threshold, scale)
+    return tf.cast(probs * (d - tf.reduce_sum(d * probs, -1, keepdims=True)), dy.dtype)
+
+
+def _fused_attention_probs(scores, adder, mask):
+    """dropout(softmax(scores + adder)) in float32, one loop each way; `adder` gets no gradient."""
+    bits, threshold, scale = (mask.bits, mask.threshold, mask.scale) if mask else (None, 0, 1.0)
+
+    @tf.custom_gradient
+    def forward(scores):
+        out, probs = _attention_probs_kernel(scores, adder, bits, threshold, scale)
+        return out, lambda dy: _attention_probs_grad_kernel(dy, probs, bits, threshold, scale)
+    return forward(scores)
+
+
+def _label_hits(logits, labels):
+    """[R, C] bool label indicator and [R] whether the label is within [0, C)."""
+    depth = tf.shape(logits)[-1]
+    hit = tf.range(depth)[tf.newaxis, :] == labels[:, tf.newaxis]
+    return hit, (labels >= 0) & (labels < depth)
+
+
+@_xla
+def _label_log_prob_kernel(logits, labels):
+    log_normalizer = tf.reduce_logsumexp(logits, -1)
+    hit, valid = _label_hits(logits, labels)
+    picked = tf.reduce_sum(tf.where(hit, logits, 0.0), -1) - log_normalizer
+    return tf.where(valid, picked, 0.0), log_normalizer
+
+
+@_xla
+def _label_log_prob_grad_kernel(logits, labels, log_normalizer, dy):
+    hit, valid = _label_hits(logits, labels)
+    dy = tf.where(valid, dy, 0.0)
+    return dy[:, tf.newaxis] * (tf.cast(hit, tf.float32) -
+                                tf.exp(logits - log_normalizer[:, tf.newaxis]))
+
+
+def _fused_label_log_prob(logits, labels):
+    """log_softmax(logits)[label] per row of float32 [R, C], without the [R, C] log-probs."""
+    @tf.custom_gradient
+    def forward(logits):
+        picked, log_normalizer = _label_log_prob_kernel(logits, labels)
+        return picked, lambda dy: _label_log_prob_grad_kernel(logits, labels, log_normalizer, dy)
+    return forward(logits)
 
 
 def _shape_list(x):
@@ -289,13 +502,15 @@ class Dense(keras.layers.Layer):
         self.bias = create_original_variable(self.original_path + "/bias", (self.units,), "zeros",
                                              dtype=self.variable_dtype)
 
-    def call(self, x):
+    def call(self, x, training=False):
         """Maps [..., in] to [..., out]; expects 2-D input on hot paths (one GEMM)."""
         if x.shape.rank == 2:
             y = tf.matmul(x, self.kernel)
         else:
             y = tf.tensordot(x, self.kernel, axes=1)
         y = tf.nn.bias_add(y, self.bias)
+        if self.activation is gelu and training and _FUSION["enabled"]:
+            return _fused_gelu(y)
         return self.activation(y) if self.activation is not None else y
 
 
@@ -305,6 +520,8 @@ class LayerNorm(keras.layers.Layer):
     Statistics, gamma and beta stay float32 under mixed precision; the result is cast
     back to the input's dtype. The ops are those of the original's tf.contrib layer_norm
     (moments, then batch_normalization), so float32 results match bit for bit or nearly.
+    Called with a `residual`, it normalizes `dropout(x) + residual`, the Transformer's
+    sublayer output; when training that runs as one fused kernel each way.
     """
 
     def __init__(self, size, path, **kwargs):
@@ -320,7 +537,12 @@ class LayerNorm(keras.layers.Layer):
         self.gamma = create_original_variable(self.original_path + "/gamma", (self.size,), "ones",
                                               autocast=False)
 
-    def call(self, x):
+    def call(self, x, residual=None, dropout_rate=0.0, training=False):
+        if residual is not None:
+            if training and _FUSION["enabled"]:
+                mask = _DropoutMask(_shape_list(x), dropout_rate) if dropout_rate else None
+                return _fused_layer_norm(x, residual, mask, self.gamma.value, self.beta.value)
+            x = dropout(x, dropout_rate, training) + residual
         dtype = x.dtype
         x = tf.cast(x, tf.float32)
         mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
@@ -441,19 +663,22 @@ class TransformerLayer(keras.layers.Layer):
             scores = scores * scale
         # Mask and softmax in float32: -10000 and exp() are unsafe in float16.
         attention_adder = (1.0 - tf.cast(key_mask, tf.float32)) * ATTENTION_MASK_ADDER
-        scores = tf.cast(scores, tf.float32) + attention_adder
-        probs = tf.nn.softmax(scores)
-        probs = dropout(probs, c.attention_probs_dropout_prob, training)
+        if training and _FUSION["enabled"]:
+            rate = c.attention_probs_dropout_prob
+            mask = _DropoutMask(_shape_list(scores), rate) if rate else None
+            probs = _fused_attention_probs(scores, attention_adder, mask)
+        else:
+            probs = tf.nn.softmax(tf.cast(scores, tf.float32) + attention_adder)
+            probs = dropout(probs, c.attention_probs_dropout_prob, training)
         context = tf.matmul(tf.cast(probs, v.dtype), v)  # [B, N, S, D]
         context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [-1, width])  # [B*S, H]
 
-        attention = self.attention_output(context)
-        attention = dropout(attention, c.hidden_dropout_prob, training)
-        attention = self.attention_layer_norm(attention + x)
-
-        output = self.output_dense(self.intermediate(attention))
-        output = dropout(output, c.hidden_dropout_prob, training)
-        output = self.output_layer_norm(output + attention)
+        rate = c.hidden_dropout_prob
+        attention = self.attention_layer_norm(self.attention_output(context), residual=x,
+                                              dropout_rate=rate, training=training)
+        output = self.output_dense(self.intermediate(attention, training=training))
+        output = self.output_layer_norm(output, residual=attention, dropout_rate=rate,
+                                        training=training)
         return tf.reshape(output, [batch_size, seq_length, width])
 
 
@@ -722,12 +947,23 @@ class SquadHead(_OutputWeightsHead):
 
 
 def _label_log_probs(logits, labels):
-    """log_softmax(logits) in float32 and the log-probability of each label."""
-    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+    """log_softmax(logits) in float32 and the log-probability of each label.
+
+    A label outside [0, C) picks nothing (log-probability 0), as the original's one-hot.
+    The picked values come from a fused kernel that never writes the log-probabilities;
+    those are computed only if the caller uses them (a traced graph drops them otherwise).
+    """
+    logits = tf.cast(logits, tf.float32)
+    log_probs = tf.nn.log_softmax(logits, axis=-1)
     labels = tf.cast(labels, tf.int32)
-    depth = _shape_list(log_probs)[-1]
-    picked = tf.reduce_sum(log_probs * tf.one_hot(labels, depth, dtype=tf.float32), -1)
-    return log_probs, picked
+    if not _FUSION["enabled"]:
+        depth = _shape_list(log_probs)[-1]
+        return log_probs, tf.reduce_sum(log_probs * tf.one_hot(labels, depth, dtype=tf.float32),
+                                        -1)
+    shape = _shape_list(labels)
+    depth = _shape_list(logits)[-1]
+    picked = _fused_label_log_prob(tf.reshape(logits, [-1, depth]), tf.reshape(labels, [-1]))
+    return log_probs, tf.reshape(picked, shape)
 
 
 def masked_lm_loss(logits, label_ids, label_weights):

@@ -258,9 +258,12 @@ def test_config_without_dropout_is_deterministic_in_training():
     config = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     model = modeling.BertModel(config)
     ids = np.arange(1, 13, dtype=np.int32).reshape(2, 6)
-    np.testing.assert_array_equal(
-        model(ids, training=True)["sequence_output"],
-        model(ids, training=False)["sequence_output"])
+    inference = model(ids, training=False)["sequence_output"]
+    with modeling.fused_kernels(False):
+        np.testing.assert_array_equal(model(ids, training=True)["sequence_output"], inference)
+    # The fused training kernels compute the same math in another order.
+    np.testing.assert_allclose(model(ids, training=True)["sequence_output"], inference,
+                               atol=2e-6)
 
 
 def test_classifier_dropout_is_hard_coded_and_training_only():
@@ -669,3 +672,115 @@ def test_every_variable_gets_a_gradient_under_xla_with_dropout():
         if g is None or float(tf.reduce_max(tf.abs(tf.convert_to_tensor(g)))) == 0.0
     ]
     assert missing == []
+
+
+# ---------------------------------------------------------------------------------------
+# Fused training kernels against the plain ops.
+
+
+def _pretraining_loss_and_grads(bert, masked_lm, next_sentence, batch, fused, policy_dtype=None):
+    ids, mask, types = batch
+    variables = list(modeling.original_name_map(bert, masked_lm, next_sentence).values())
+    # Keras traces a layer's first call symbolically, drawing one extra dropout seed: warm up.
+    bert(ids, input_mask=mask, token_type_ids=types)
+    with modeling.fused_kernels(fused), modeling.dropout_seed(tf.constant([3, 4], tf.int64)):
+        with tf.GradientTape() as tape:
+            out = bert(ids, input_mask=mask, token_type_ids=types, training=True)
+            logits = masked_lm(out["sequence_output"], tf.constant([[1, 2, 3], [3, 0, 4]]))
+            loss = modeling.masked_lm_loss(logits, [[5, 6, 98], [7, 0, 1]],
+                                           [[1.0, 1.0, 1.0], [1.0, 0.0, 1.0]])[0]
+            loss += modeling.next_sentence_loss(next_sentence(out["pooled_output"]), [0, 1])[0]
+            # Reach every encoder output, padded positions included.
+            loss += 0.1 * tf.reduce_sum(tf.cast(out["sequence_output"], tf.float32) ** 2)
+    grads = tape.gradient(loss, variables)
+    return loss, out["sequence_output"], {v.path: tf.convert_to_tensor(g)
+                                          for v, g in zip(variables, grads)}
+
+
+@pytest.mark.parametrize("hidden_act", ["gelu", "gelu_exact", "relu"])
+def test_fused_training_kernels_match_the_plain_ops(hidden_act):
+    # The same dropout masks (same seed, same draw order) and the same math: forward and
+    # every gradient agree to float32 rounding.
+    config = tiny_config(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+                         hidden_act=hidden_act)
+    bert = modeling.BertModel(config)
+    heads = (modeling.MaskedLMHead(config, bert.embedding_table),
+             modeling.NextSentenceHead(config))
+    batch = random_batch(np.random.RandomState(7))
+    loss, sequence, grads = _pretraining_loss_and_grads(bert, *heads, batch, fused=True)
+    plain_loss, plain_sequence, plain_grads = _pretraining_loss_and_grads(bert, *heads, batch,
+                                                                          fused=False)
+    np.testing.assert_allclose(loss, plain_loss, rtol=1e-5)
+    np.testing.assert_allclose(sequence, plain_sequence, atol=3e-6)
+    assert sorted(grads) == sorted(plain_grads)
+    for name, grad in grads.items():
+        scale = float(np.max(np.abs(plain_grads[name]))) + 1e-6
+        assert float(np.max(np.abs(grad - plain_grads[name]))) <= 1e-4 * scale, name
+    # Dropout is on: the training output differs from inference.
+    assert max_abs_diff(sequence, bert(batch[0], input_mask=batch[1], token_type_ids=batch[2])[
+        "sequence_output"]) > 1e-2
+
+
+def test_fused_training_kernels_under_mixed_bfloat16():
+    # Under mixed_bfloat16 the fused kernels stay about as close to a float32 run as the
+    # plain bfloat16 ops (both errors are mostly the bfloat16 matmuls').
+    config = tiny_config(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    batch = random_batch(np.random.RandomState(8))
+
+    def build(policy):
+        bert = modeling.BertModel(config, dtype=policy)
+        return bert, (modeling.MaskedLMHead(config, bert.embedding_table, dtype=policy),
+                      modeling.NextSentenceHead(config, dtype=policy))
+
+    bert32, heads32 = build("float32")
+    bert16, heads16 = build("mixed_bfloat16")
+    names16 = modeling.original_name_map(bert16, *heads16)
+    for name, variable in modeling.original_name_map(bert32, *heads32).items():
+        names16[name].assign(variable)
+    loss32, _, grads32 = _pretraining_loss_and_grads(bert32, *heads32, batch, fused=False)
+
+    def error(fused):
+        loss, sequence, grads = _pretraining_loss_and_grads(bert16, *heads16, batch, fused=fused)
+        assert sequence.dtype == tf.bfloat16
+        assert all(g.dtype == tf.float32 for g in grads.values())
+        squared = sum(float(tf.reduce_sum((grads[n] - g) ** 2)) for n, g in grads32.items())
+        return abs(float(loss) - float(loss32)), squared ** 0.5
+
+    fused_loss_error, fused_grad_error = error(True)
+    plain_loss_error, plain_grad_error = error(False)
+    norm32 = sum(float(tf.reduce_sum(g ** 2)) for g in grads32.values()) ** 0.5
+    assert fused_loss_error <= 2e-2 * float(loss32)
+    assert fused_grad_error <= max(1.5 * plain_grad_error, 1e-2 * norm32)
+
+
+def test_dropout_keeps_the_expected_value():
+    # Drop probability 0.1 rounded to 16 bits: 6554 / 65536; kept values scaled to keep E[y] = x.
+    x = tf.ones([1000, 1000])
+    for fused in (True, False):
+        with modeling.fused_kernels(fused), modeling.dropout_seed(tf.constant([1, 2], tf.int64)):
+            y = modeling.dropout(x, 0.1, training=True).numpy()
+        kept = y[y != 0]
+        np.testing.assert_allclose(kept, 65536 / (65536 - 6554), rtol=1e-7)
+        assert abs(kept.size / y.size - (1 - 6554 / 65536)) < 2e-3
+        assert abs(float(y.mean()) - 1.0) < 3e-3
+    # An odd element count and a dynamic shape draw masks too.
+    with modeling.dropout_seed(tf.constant([1, 2], tf.int64)):
+        odd = modeling.dropout(tf.ones([3, 5, 7]), 0.5, training=True).numpy()
+    assert odd.shape == (3, 5, 7) and 0 < np.count_nonzero(odd) < odd.size
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_label_log_probs_of_out_of_range_labels_are_zero(fused):
+    logits = tf.constant([[1.0, 2.0, 3.0], [0.5, 0.5, 0.5], [1.0, -1.0, 0.0]])
+    labels = tf.constant([2, 3, -1])
+    with modeling.fused_kernels(fused):
+        with tf.GradientTape() as tape:
+            tape.watch(logits)
+            log_probs, picked = modeling._label_log_probs(logits, labels)
+        grad = tape.gradient(picked, logits).numpy()
+    expected = np.log(np.exp(3.0) / np.exp([1.0, 2.0, 3.0]).sum())
+    np.testing.assert_allclose(picked, [expected, 0.0, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(log_probs[0, 2], expected, rtol=1e-6)
+    softmax = np.exp([1.0, 2.0, 3.0]) / np.exp([1.0, 2.0, 3.0]).sum()
+    np.testing.assert_allclose(grad[0], np.array([0.0, 0.0, 1.0]) - softmax, atol=1e-6)
+    np.testing.assert_array_equal(grad[1:], 0.0)
