@@ -322,31 +322,40 @@ _GELU_CUBIC = 0.044715
 
 
 @_xla
-def _gelu_kernel(x):
-    x32 = tf.cast(x, tf.float32)
+def _bias_gelu_kernel(x, bias):
+    x32 = tf.cast(x, tf.float32) + tf.cast(bias, tf.float32)
     t = tf.tanh(_GELU_SCALE * (x32 + _GELU_CUBIC * x32 * x32 * x32))
     return tf.cast(0.5 * x32 * (1.0 + t), x.dtype)
 
 
 @_xla
-def _gelu_grad_kernel(x, dy):
-    x32 = tf.cast(x, tf.float32)
+def _bias_gelu_grad_kernel(x, bias, dy):
+    x32 = tf.cast(x, tf.float32) + tf.cast(bias, tf.float32)
     x2 = x32 * x32
     t = tf.tanh(_GELU_SCALE * (x32 + _GELU_CUBIC * x2 * x32))
     slope = 0.5 * (1.0 + t) + 0.5 * x32 * (1.0 - t * t) * _GELU_SCALE * (
         1.0 + 3.0 * _GELU_CUBIC * x2)
-    return tf.cast(tf.cast(dy, tf.float32) * slope, dy.dtype)
+    dx = tf.cast(dy, tf.float32) * slope
+    return tf.cast(dx, dy.dtype), tf.cast(tf.reduce_sum(dx, 0), bias.dtype)
 
 
-@tf.custom_gradient
-def _fused_gelu(x):
-    """`gelu` (tanh form) with its derivative written out: one loop each way."""
-    return _gelu_kernel(x), lambda dy: _gelu_grad_kernel(x, dy)
+def _fused_bias_gelu(x, bias):
+    """`gelu(x + bias)` (tanh form) for 2-D x, derivative written out: one loop each way.
+
+    The backward also sums the bias gradient in its loop (no separate BiasAddGrad pass).
+    """
+    @tf.custom_gradient
+    def forward(x, bias):
+        return _bias_gelu_kernel(x, bias), lambda dy: _bias_gelu_grad_kernel(x, bias, dy)
+    # Tensors, not variables: the gradient then flows through the read to the variable.
+    return forward(x, tf.convert_to_tensor(bias))
 
 
 @_xla
-def _layer_norm_kernel(x, residual, bits, threshold, scale, gamma, beta):
+def _layer_norm_kernel(x, bias, residual, bits, threshold, scale, gamma, beta):
     z = tf.cast(x, tf.float32)
+    if bias is not None:
+        z += tf.cast(bias, tf.float32)
     if bits is not None:
         z = _apply_dropout_bits(z, bits, threshold, scale)
     z += tf.cast(residual, tf.float32)
@@ -359,7 +368,7 @@ def _layer_norm_kernel(x, residual, bits, threshold, scale, gamma, beta):
 
 
 @_xla
-def _layer_norm_grad_kernel(dy, z, mean, rstd, gamma, bits, threshold, scale):
+def _layer_norm_grad_kernel(dy, z, mean, rstd, gamma, bits, threshold, scale, with_bias):
     dy = tf.cast(dy, tf.float32)
     normalized = (z - mean) * rstd
     dbeta = tf.reduce_sum(dy, 0)
@@ -368,24 +377,35 @@ def _layer_norm_grad_kernel(dy, z, mean, rstd, gamma, bits, threshold, scale):
     dz = rstd * (g - tf.reduce_mean(g, -1, keepdims=True) -
                  normalized * tf.reduce_mean(g * normalized, -1, keepdims=True))
     dx = dz if bits is None else _apply_dropout_bits(dz, bits, threshold, scale)
-    return dx, dz, dgamma, dbeta
+    dbias = tf.reduce_sum(dx, 0) if with_bias else tf.zeros([0])
+    return dx, dbias, dz, dgamma, dbeta
 
 
-def _fused_layer_norm(x, residual, mask, gamma, beta):
-    """LayerNorm(dropout(x) + residual) over the last axis of 2-D x, one loop each way."""
+def _fused_layer_norm(x, bias, residual, mask, gamma, beta):
+    """LayerNorm(dropout(x + bias) + residual) over the last axis of 2-D x, one loop each way.
+
+    `bias` may be None; given, its gradient is summed in the backward loop.
+    """
     bits, threshold, scale = (mask.bits, mask.threshold, mask.scale) if mask else (None, 0, 1.0)
+    gamma, beta = tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta)
 
-    @tf.custom_gradient
-    def forward(x, residual, gamma, beta):
-        y, z, mean, rstd = _layer_norm_kernel(x, residual, bits, threshold, scale, gamma, beta)
+    def run(x, bias, residual, gamma, beta):
+        y, z, mean, rstd = _layer_norm_kernel(x, bias, residual, bits, threshold, scale, gamma,
+                                              beta)
 
         def backward(dy):
-            dx, dz, dgamma, dbeta = _layer_norm_grad_kernel(dy, z, mean, rstd, gamma, bits,
-                                                            threshold, scale)
-            return tf.cast(dx, x.dtype), tf.cast(dz, residual.dtype), dgamma, dbeta
+            dx, dbias, dz, dgamma, dbeta = _layer_norm_grad_kernel(
+                dy, z, mean, rstd, gamma, bits, threshold, scale, bias is not None)
+            grads = [tf.cast(dx, x.dtype), tf.cast(dz, residual.dtype), dgamma, dbeta]
+            if bias is not None:
+                grads.insert(1, tf.cast(dbias, bias.dtype))
+            return grads
         return y, backward
 
-    return forward(x, residual, gamma, beta)
+    if bias is None:
+        return tf.custom_gradient(lambda x, r, g, b: run(x, None, r, g, b))(x, residual, gamma,
+                                                                              beta)
+    return tf.custom_gradient(run)(x, tf.convert_to_tensor(bias), residual, gamma, beta)
 
 
 @_xla
@@ -508,9 +528,9 @@ class Dense(keras.layers.Layer):
             y = tf.matmul(x, self.kernel)
         else:
             y = tf.tensordot(x, self.kernel, axes=1)
+        if self.activation is gelu and training and _FUSION["enabled"] and x.shape.rank == 2:
+            return _fused_bias_gelu(y, self.bias)
         y = tf.nn.bias_add(y, self.bias)
-        if self.activation is gelu and training and _FUSION["enabled"]:
-            return _fused_gelu(y)
         return self.activation(y) if self.activation is not None else y
 
 
@@ -520,8 +540,8 @@ class LayerNorm(keras.layers.Layer):
     Statistics, gamma and beta stay float32 under mixed precision; the result is cast
     back to the input's dtype. The ops are those of the original's tf.contrib layer_norm
     (moments, then batch_normalization), so float32 results match bit for bit or nearly.
-    Called with a `residual`, it normalizes `dropout(x) + residual`, the Transformer's
-    sublayer output; when training that runs as one fused kernel each way.
+    Called with a `residual`, it normalizes `dropout(x + bias) + residual`, the
+    Transformer's sublayer output; when training that runs as one fused kernel each way.
     """
 
     def __init__(self, size, path, **kwargs):
@@ -537,11 +557,14 @@ class LayerNorm(keras.layers.Layer):
         self.gamma = create_original_variable(self.original_path + "/gamma", (self.size,), "ones",
                                               autocast=False)
 
-    def call(self, x, residual=None, dropout_rate=0.0, training=False):
+    def call(self, x, residual=None, dropout_rate=0.0, bias=None, training=False):
         if residual is not None:
             if training and _FUSION["enabled"]:
                 mask = _DropoutMask(_shape_list(x), dropout_rate) if dropout_rate else None
-                return _fused_layer_norm(x, residual, mask, self.gamma.value, self.beta.value)
+                return _fused_layer_norm(x, bias, residual, mask, self.gamma.value,
+                                         self.beta.value)
+            if bias is not None:
+                x = tf.nn.bias_add(x, bias)
             x = dropout(x, dropout_rate, training) + residual
         dtype = x.dtype
         x = tf.cast(x, tf.float32)
@@ -674,12 +697,21 @@ class TransformerLayer(keras.layers.Layer):
         context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [-1, width])  # [B*S, H]
 
         rate = c.hidden_dropout_prob
-        attention = self.attention_layer_norm(self.attention_output(context), residual=x,
+        projected, bias = self._project(self.attention_output, context, training)
+        attention = self.attention_layer_norm(projected, residual=x, bias=bias,
                                               dropout_rate=rate, training=training)
-        output = self.output_dense(self.intermediate(attention, training=training))
-        output = self.output_layer_norm(output, residual=attention, dropout_rate=rate,
-                                        training=training)
+        projected, bias = self._project(self.output_dense,
+                                        self.intermediate(attention, training=training), training)
+        output = self.output_layer_norm(projected, residual=attention, bias=bias,
+                                        dropout_rate=rate, training=training)
         return tf.reshape(output, [batch_size, seq_length, width])
+
+    def _project(self, dense, x, training):
+        """(dense(x), None), or with the fused kernels (x @ kernel, bias): the bias add then
+        happens in the LayerNorm kernel, whose backward also sums the bias gradient."""
+        if training and _FUSION["enabled"]:
+            return tf.matmul(x, dense.kernel), dense.bias
+        return dense(x), None
 
 
 class BertModel(keras.layers.Layer):

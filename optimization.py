@@ -318,12 +318,35 @@ class AdamWeightDecay(_AdamMomentsOptimizer):
         )
 
     def update_step(self, gradient, variable, learning_rate):
-        next_m, next_v = self._update_moments(gradient, variable)
-        update = next_m / (tf.sqrt(next_v) + self.epsilon)
-        if self._uses_weight_decay[self._get_variable_index(variable)]:
-            update += self.weight_decay_rate * variable
-        learning_rate = tf.cast(learning_rate, variable.dtype)
-        self.assign_sub(variable, learning_rate * update)
+        index = self._get_variable_index(variable)
+        adam_m, adam_v = self._adam_m[index], self._adam_v[index]
+        # Sparse gradients (embedding lookups) become dense, as in the original: every row's
+        # moments decay at every step.
+        gradient = tf.cast(tf.convert_to_tensor(gradient), variable.dtype)
+        decay = self.weight_decay_rate if self._uses_weight_decay[index] else 0.0
+        new_value, next_m, next_v = _adam_weight_decay_kernel(
+            tf.convert_to_tensor(variable), tf.convert_to_tensor(adam_m),
+            tf.convert_to_tensor(adam_v), gradient, tf.cast(learning_rate, variable.dtype),
+            float(self.beta_1), float(self.beta_2), float(self.epsilon), decay)
+        self.assign(adam_m, next_m)
+        self.assign(adam_v, next_v)
+        self.assign(variable, new_value)
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _adam_weight_decay_kernel(value, m, v, gradient, learning_rate, beta_1, beta_2, epsilon,
+                              decay):
+    """One AdamWeightDecay update as a single fused loop: (new value, new m, new v).
+
+    The class docstring's formula in its order of operations; as TensorFlow ops it would
+    be about ten passes over each variable per step.
+    """
+    next_m = beta_1 * m + (1.0 - beta_1) * gradient
+    next_v = beta_2 * v + (1.0 - beta_2) * tf.square(gradient)
+    update = next_m / (tf.sqrt(next_v) + epsilon)
+    if decay:
+        update += decay * value
+    return value - learning_rate * update, next_m, next_v
 
 
 # The original's class name, for code that imports it.
