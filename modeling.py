@@ -231,41 +231,56 @@ def _next_dropout_seed():
 
 
 class _DropoutMask:
-    """A dropout mask as 16-bit random numbers: element i is kept when bits[i] >= threshold.
+    """A dropout mask as a keyed hash of each element's position: no random tensor at all.
 
-    Each Philox uint32 gives two 16-bit draws, half the generator work of one float per
-    element (random numbers were the largest non-matmul cost of a training step). The
-    drop probability is `rate` rounded to a multiple of 2^-16 (0.1 -> 0.100006) and kept
-    elements are scaled by 1 / keep probability, so the expected output equals the input.
+    Element i of the tensor the mask is applied to is kept when hash(keys, i) >= threshold,
+    the hash being two keyed rounds of a 32-bit integer mixer (Wellons' "lowbias32") over
+    the flat position. Only the two keys come from TensorFlow's stateless Philox generator
+    (seeded as the docstring of `dropout_seed` says); the per-element bits are computed
+    inside the loops that apply the mask, forward and backward, so no random tensor is
+    generated, stored or read (generating one float per element with Philox was the
+    largest non-matmul cost of a training step). The drop probability is `rate` rounded to
+    a multiple of 2^-32 and kept elements are scaled by 1 / keep probability, so the
+    expected output equals the input.
     """
 
-    def __init__(self, shape, rate):
-        self.threshold = min(int(round(rate * 65536)), 65535)
-        self.scale = 65536.0 / (65536 - self.threshold)
-        size = 1
-        for dim in shape:
-            size *= dim
-        words = tf.random.stateless_uniform([(size + 1) // 2], seed=_next_dropout_seed(),
-                                            minval=None, maxval=None, dtype=tf.uint32)
-        bits = tf.reshape(tf.bitcast(words, tf.uint16), [-1])
-        if not isinstance(size, int) or size % 2:
-            bits = bits[:size]
-        self.bits = tf.reshape(bits, shape)
+    def __init__(self, rate):
+        self.threshold = min(int(round(rate * 2.0 ** 32)), 2 ** 32 - 1)
+        self.scale = 2.0 ** 32 / (2 ** 32 - self.threshold)
+        self.keys = tf.random.stateless_uniform([2], seed=_next_dropout_seed(), minval=None,
+                                                maxval=None, dtype=tf.uint32)
 
     def apply(self, x):
         """Zeroes the dropped elements of `x` and scales the kept ones (plain ops)."""
-        return _apply_dropout_bits(x, self.bits, self.threshold, self.scale)
+        return _apply_dropout(x, self.keys, self.threshold, self.scale)
 
 
-def _apply_dropout_bits(x, bits, threshold, scale):
-    return tf.where(bits >= threshold, x * tf.cast(scale, x.dtype), tf.zeros_like(x))
+def _mix32(h):
+    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 16)) * tf.constant(0x7FEB352D,
+                                                                                tf.uint32)
+    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 15)) * tf.constant(0x846CA68B,
+                                                                                tf.uint32)
+    return tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 16))
+
+
+def _dropout_keep(shape, keys, threshold):
+    """bool mask of `shape` (a shape tensor): True where the element is kept."""
+    position = tf.cast(tf.range(tf.reduce_prod(tf.cast(shape, tf.int64))), tf.uint32)
+    h = _mix32(position * tf.constant(0x9E3779B9, tf.uint32) + keys[0])
+    h = _mix32(tf.bitwise.bitwise_xor(h, keys[1]))
+    return tf.reshape(h >= tf.constant(threshold, tf.uint32), shape)
+
+
+def _apply_dropout(x, keys, threshold, scale):
+    keep = _dropout_keep(tf.shape(x), keys, threshold)
+    return tf.where(keep, x * tf.cast(scale, x.dtype), tf.zeros_like(x))
 
 
 def dropout(x, rate, training):
     """Drops with probability `rate` (not a keep probability) only when training."""
     if not training or not rate:
         return x
-    mask = _DropoutMask(_shape_list(x), rate)
+    mask = _DropoutMask(rate)
     if not _FUSION["enabled"]:
         return mask.apply(x)
     return _fused_dropout(x, mask)
@@ -304,16 +319,16 @@ def _xla(function):
 
 
 @_xla
-def _dropout_kernel(x, bits, threshold, scale):
-    return _apply_dropout_bits(x, bits, threshold, scale)
+def _dropout_kernel(x, keys, threshold, scale):
+    return _apply_dropout(x, keys, threshold, scale)
 
 
 def _fused_dropout(x, mask):
     @tf.custom_gradient
     def forward(x):
         def backward(dy):
-            return _dropout_kernel(dy, mask.bits, mask.threshold, mask.scale)
-        return _dropout_kernel(x, mask.bits, mask.threshold, mask.scale), backward
+            return _dropout_kernel(dy, mask.keys, mask.threshold, mask.scale)
+        return _dropout_kernel(x, mask.keys, mask.threshold, mask.scale), backward
     return forward(x)
 
 
@@ -352,12 +367,12 @@ def _fused_bias_gelu(x, bias):
 
 
 @_xla
-def _layer_norm_kernel(x, bias, residual, bits, threshold, scale, gamma, beta):
+def _layer_norm_kernel(x, bias, residual, keys, threshold, scale, gamma, beta):
     z = tf.cast(x, tf.float32)
     if bias is not None:
         z += tf.cast(bias, tf.float32)
-    if bits is not None:
-        z = _apply_dropout_bits(z, bits, threshold, scale)
+    if keys is not None:
+        z = _apply_dropout(z, keys, threshold, scale)
     z += tf.cast(residual, tf.float32)
     mean = tf.reduce_mean(z, -1, keepdims=True)
     centered = z - mean
@@ -368,7 +383,7 @@ def _layer_norm_kernel(x, bias, residual, bits, threshold, scale, gamma, beta):
 
 
 @_xla
-def _layer_norm_grad_kernel(dy, z, mean, rstd, gamma, bits, threshold, scale, with_bias):
+def _layer_norm_grad_kernel(dy, z, mean, rstd, gamma, keys, threshold, scale, with_bias):
     dy = tf.cast(dy, tf.float32)
     normalized = (z - mean) * rstd
     dbeta = tf.reduce_sum(dy, 0)
@@ -376,7 +391,7 @@ def _layer_norm_grad_kernel(dy, z, mean, rstd, gamma, bits, threshold, scale, wi
     g = dy * gamma
     dz = rstd * (g - tf.reduce_mean(g, -1, keepdims=True) -
                  normalized * tf.reduce_mean(g * normalized, -1, keepdims=True))
-    dx = dz if bits is None else _apply_dropout_bits(dz, bits, threshold, scale)
+    dx = dz if keys is None else _apply_dropout(dz, keys, threshold, scale)
     dbias = tf.reduce_sum(dx, 0) if with_bias else tf.zeros([0])
     return dx, dbias, dz, dgamma, dbeta
 
@@ -386,16 +401,16 @@ def _fused_layer_norm(x, bias, residual, mask, gamma, beta):
 
     `bias` may be None; given, its gradient is summed in the backward loop.
     """
-    bits, threshold, scale = (mask.bits, mask.threshold, mask.scale) if mask else (None, 0, 1.0)
+    keys, threshold, scale = (mask.keys, mask.threshold, mask.scale) if mask else (None, 0, 1.0)
     gamma, beta = tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta)
 
     def run(x, bias, residual, gamma, beta):
-        y, z, mean, rstd = _layer_norm_kernel(x, bias, residual, bits, threshold, scale, gamma,
+        y, z, mean, rstd = _layer_norm_kernel(x, bias, residual, keys, threshold, scale, gamma,
                                               beta)
 
         def backward(dy):
             dx, dbias, dz, dgamma, dbeta = _layer_norm_grad_kernel(
-                dy, z, mean, rstd, gamma, bits, threshold, scale, bias is not None)
+                dy, z, mean, rstd, gamma, keys, threshold, scale, bias is not None)
             grads = [tf.cast(dx, x.dtype), tf.cast(dz, residual.dtype), dgamma, dbeta]
             if bias is not None:
                 grads.insert(1, tf.cast(dbias, bias.dtype))
@@ -409,28 +424,28 @@ def _fused_layer_norm(x, bias, residual, mask, gamma, beta):
 
 
 @_xla
-def _attention_probs_kernel(scores, adder, bits, threshold, scale):
+def _attention_probs_kernel(scores, adder, keys, threshold, scale):
     probs = tf.nn.softmax(tf.cast(scores, tf.float32) + adder)
-    dropped = probs if bits is None else _apply_dropout_bits(probs, bits, threshold, scale)
+    dropped = probs if keys is None else _apply_dropout(probs, keys, threshold, scale)
     return tf.cast(dropped, scores.dtype), probs
 
 
 @_xla
-def _attention_probs_grad_kernel(dy, probs, bits, threshold, scale):
+def _attention_probs_grad_kernel(dy, probs, keys, threshold, scale):
     d = tf.cast(dy, tf.float32)
-    if bits is not None:
-        d = _apply_dropout_bits(d, bits, threshold, scale)
+    if keys is not None:
+        d = _apply_dropout(d, keys, threshold, scale)
     return tf.cast(probs * (d - tf.reduce_sum(d * probs, -1, keepdims=True)), dy.dtype)
 
 
 def _fused_attention_probs(scores, adder, mask):
     """dropout(softmax(scores + adder)) in float32, one loop each way; `adder` gets no gradient."""
-    bits, threshold, scale = (mask.bits, mask.threshold, mask.scale) if mask else (None, 0, 1.0)
+    keys, threshold, scale = (mask.keys, mask.threshold, mask.scale) if mask else (None, 0, 1.0)
 
     @tf.custom_gradient
     def forward(scores):
-        out, probs = _attention_probs_kernel(scores, adder, bits, threshold, scale)
-        return out, lambda dy: _attention_probs_grad_kernel(dy, probs, bits, threshold, scale)
+        out, probs = _attention_probs_kernel(scores, adder, keys, threshold, scale)
+        return out, lambda dy: _attention_probs_grad_kernel(dy, probs, keys, threshold, scale)
     return forward(scores)
 
 
@@ -560,7 +575,7 @@ class LayerNorm(keras.layers.Layer):
     def call(self, x, residual=None, dropout_rate=0.0, bias=None, training=False):
         if residual is not None:
             if training and _FUSION["enabled"]:
-                mask = _DropoutMask(_shape_list(x), dropout_rate) if dropout_rate else None
+                mask = _DropoutMask(dropout_rate) if dropout_rate else None
                 return _fused_layer_norm(x, bias, residual, mask, self.gamma.value,
                                          self.beta.value)
             if bias is not None:
@@ -688,7 +703,7 @@ class TransformerLayer(keras.layers.Layer):
         attention_adder = (1.0 - tf.cast(key_mask, tf.float32)) * ATTENTION_MASK_ADDER
         if training and _FUSION["enabled"]:
             rate = c.attention_probs_dropout_prob
-            mask = _DropoutMask(_shape_list(scores), rate) if rate else None
+            mask = _DropoutMask(rate) if rate else None
             probs = _fused_attention_probs(scores, attention_adder, mask)
         else:
             probs = tf.nn.softmax(tf.cast(scores, tf.float32) + attention_adder)

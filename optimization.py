@@ -228,10 +228,14 @@ class _AdamMomentsOptimizer(keras.optimizers.Optimizer):
             list(zip(grads, trainable_variables))
         )
         if self.global_clipnorm:
-            grads, _ = tf.clip_by_global_norm(
-                [grad for grad, _ in grads_and_vars], self.global_clipnorm
-            )
-            grads_and_vars = list(zip(grads, trainable_variables))
+            # tf.clip_by_global_norm's factor, applied inside each variable's update rather
+            # than as one more pass over every gradient; it travels with the learning rate
+            # through the cross-replica merge.
+            norm = tf.linalg.global_norm([grad for grad, _ in grads_and_vars])
+            clip_norm = tf.cast(self.global_clipnorm, norm.dtype)
+            scale = clip_norm * tf.minimum(1.0 / norm, 1.0 / clip_norm)
+            scale += norm - norm  # NaN when the norm is not finite, as tf.clip_by_global_norm
+            learning_rate = (learning_rate, scale)
         tf.__internal__.distribute.interim.maybe_merge_call(
             self._distributed_tf_update_step,
             self._distribution_strategy,
@@ -239,13 +243,17 @@ class _AdamMomentsOptimizer(keras.optimizers.Optimizer):
             learning_rate,
         )
 
+    @staticmethod
+    def _rate_and_clip(learning_rate):
+        """update_step's learning rate and global-norm clip factor (None: no clipping)."""
+        if isinstance(learning_rate, (tuple, list)):
+            return learning_rate[0], learning_rate[1]
+        return learning_rate, None
+
     def _update_moments(self, gradient, variable):
-        """Updates adam_m and adam_v from `gradient` and returns their new values."""
+        """Updates adam_m and adam_v from the dense `gradient`; returns their new values."""
         index = self._get_variable_index(variable)
         adam_m, adam_v = self._adam_m[index], self._adam_v[index]
-        # Sparse gradients (embedding lookups) become dense, as in the original: every row's
-        # moments decay at every step.
-        gradient = tf.cast(tf.convert_to_tensor(gradient), variable.dtype)
         next_m = self.beta_1 * adam_m + (1.0 - self.beta_1) * gradient
         next_v = self.beta_2 * adam_v + (1.0 - self.beta_2) * tf.square(gradient)
         self.assign(adam_m, next_m)
@@ -318,29 +326,37 @@ class AdamWeightDecay(_AdamMomentsOptimizer):
         )
 
     def update_step(self, gradient, variable, learning_rate):
+        learning_rate, clip_scale = self._rate_and_clip(learning_rate)
         index = self._get_variable_index(variable)
         adam_m, adam_v = self._adam_m[index], self._adam_v[index]
-        # Sparse gradients (embedding lookups) become dense, as in the original: every row's
-        # moments decay at every step.
-        gradient = tf.cast(tf.convert_to_tensor(gradient), variable.dtype)
         decay = self.weight_decay_rate if self._uses_weight_decay[index] else 0.0
         new_value, next_m, next_v = _adam_weight_decay_kernel(
             tf.convert_to_tensor(variable), tf.convert_to_tensor(adam_m),
-            tf.convert_to_tensor(adam_v), gradient, tf.cast(learning_rate, variable.dtype),
-            float(self.beta_1), float(self.beta_2), float(self.epsilon), decay)
+            tf.convert_to_tensor(adam_v), _dense_gradient(gradient, variable), clip_scale,
+            tf.cast(learning_rate, variable.dtype), float(self.beta_1), float(self.beta_2),
+            float(self.epsilon), decay)
         self.assign(adam_m, next_m)
         self.assign(adam_v, next_v)
         self.assign(variable, new_value)
 
 
+def _dense_gradient(gradient, variable):
+    # Sparse gradients (embedding lookups) become dense, as in the original: every row's
+    # moments decay at every step.
+    return tf.cast(tf.convert_to_tensor(gradient), variable.dtype)
+
+
 @tf.function(jit_compile=True, autograph=False)
-def _adam_weight_decay_kernel(value, m, v, gradient, learning_rate, beta_1, beta_2, epsilon,
-                              decay):
+def _adam_weight_decay_kernel(value, m, v, gradient, clip_scale, learning_rate, beta_1, beta_2,
+                              epsilon, decay):
     """One AdamWeightDecay update as a single fused loop: (new value, new m, new v).
 
-    The class docstring's formula in its order of operations; as TensorFlow ops it would
-    be about ten passes over each variable per step.
+    The class docstring's formula in its order of operations, the gradient first multiplied
+    by `clip_scale` (the global-norm clip factor, None without clipping); as TensorFlow ops
+    it would be about ten passes over each variable per step.
     """
+    if clip_scale is not None:
+        gradient = gradient * tf.cast(clip_scale, gradient.dtype)
     next_m = beta_1 * m + (1.0 - beta_1) * gradient
     next_v = beta_2 * v + (1.0 - beta_2) * tf.square(gradient)
     update = next_m / (tf.sqrt(next_v) + epsilon)
@@ -416,6 +432,10 @@ class Lamb(_AdamMomentsOptimizer):
         ]
 
     def update_step(self, gradient, variable, learning_rate):
+        learning_rate, clip_scale = self._rate_and_clip(learning_rate)
+        gradient = _dense_gradient(gradient, variable)
+        if clip_scale is not None:
+            gradient = gradient * tf.cast(clip_scale, gradient.dtype)
         next_m, next_v = self._update_moments(gradient, variable)
         index = self._get_variable_index(variable)
         step = tf.cast(self.iterations + 1, variable.dtype)

@@ -754,19 +754,48 @@ def test_fused_training_kernels_under_mixed_bfloat16():
 
 
 def test_dropout_keeps_the_expected_value():
-    # Drop probability 0.1 rounded to 16 bits: 6554 / 65536; kept values scaled to keep E[y] = x.
+    # Kept values are scaled by 1 / keep probability, so E[y] = x; the fused kernel and the
+    # plain ops draw the same mask from the same seed.
     x = tf.ones([1000, 1000])
+    outputs = []
     for fused in (True, False):
         with modeling.fused_kernels(fused), modeling.dropout_seed(tf.constant([1, 2], tf.int64)):
             y = modeling.dropout(x, 0.1, training=True).numpy()
         kept = y[y != 0]
-        np.testing.assert_allclose(kept, 65536 / (65536 - 6554), rtol=1e-7)
-        assert abs(kept.size / y.size - (1 - 6554 / 65536)) < 2e-3
-        assert abs(float(y.mean()) - 1.0) < 3e-3
+        np.testing.assert_allclose(kept, 1 / 0.9, rtol=1e-7)
+        assert abs(kept.size / y.size - 0.9) < 1.5e-3  # 5 standard deviations
+        assert abs(float(y.mean()) - 1.0) < 2e-3
+        outputs.append(y)
+    np.testing.assert_array_equal(outputs[0], outputs[1])
     # An odd element count and a dynamic shape draw masks too.
     with modeling.dropout_seed(tf.constant([1, 2], tf.int64)):
-        odd = modeling.dropout(tf.ones([3, 5, 7]), 0.5, training=True).numpy()
+        odd = tf.function(lambda t: modeling.dropout(t, 0.5, training=True))(
+            tf.ones([3, 5, 7])).numpy()
     assert odd.shape == (3, 5, 7) and 0 < np.count_nonzero(odd) < odd.size
+
+
+def test_dropout_masks_look_independent():
+    # The per-element hash: neighbours, rows and dropout sites are uncorrelated, and each
+    # step's seed gives a new mask.
+    def mask(seed, rate=0.5, shape=(512, 512)):
+        with modeling.dropout_seed(tf.constant(seed, tf.int64)):
+            first = modeling.dropout(tf.ones(shape), rate, training=True).numpy() != 0
+            second = modeling.dropout(tf.ones(shape), rate, training=True).numpy() != 0
+        return first.astype(np.float64), second.astype(np.float64)
+
+    def correlation(a, b):
+        a, b = a - a.mean(), b - b.mean()
+        return float((a * b).mean() / np.sqrt((a * a).mean() * (b * b).mean()))
+
+    first, second = mask([7, 0])
+    bound = 5 / 512  # 5 standard deviations of a correlation over 512 * 511 pairs
+    assert abs(correlation(first[:, 1:], first[:, :-1])) < bound
+    assert abs(correlation(first[1:], first[:-1])) < bound
+    assert abs(correlation(first, second)) < bound
+    assert abs(correlation(first, mask([7, 1])[0])) < bound
+    # Each of 16 bit positions of the keep decision is fair at rate 0.5 on every row.
+    assert abs(first.mean() - 0.5) < 5 * 0.5 / 512
+    assert np.abs(first.mean(axis=1) - 0.5).max() < 5 * 0.5 / np.sqrt(512) + 0.02
 
 
 @pytest.mark.parametrize("fused", [True, False])
