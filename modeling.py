@@ -131,6 +131,12 @@ def validate_config(config):
     if config.hidden_size % config.num_attention_heads:
         raise ValueError("BERT config: hidden_size %d is not a multiple of num_attention_heads %d" %
                          (config.hidden_size, config.num_attention_heads))
+    for field in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        value = getattr(config, field, None)
+        if (not isinstance(value, (int, float, np.integer, np.floating)) or
+                isinstance(value, bool) or not 0 <= value < 1):
+            raise ValueError("BERT config field %s must be a number in [0, 1), got %r" %
+                             (field, value))
     get_activation(config.hidden_act)
 
 
@@ -245,6 +251,8 @@ class _DropoutMask:
     """
 
     def __init__(self, rate):
+        if not 0 <= rate < 1:
+            raise ValueError("dropout rate must be in [0, 1), got %r" % (rate,))
         self.threshold = min(int(round(rate * 2.0 ** 32)), 2 ** 32 - 1)
         self.scale = 2.0 ** 32 / (2 ** 32 - self.threshold)
         self.keys = tf.random.stateless_uniform([2], seed=_next_dropout_seed(), minval=None,
@@ -294,8 +302,8 @@ def dropout(x, rate, training):
 # turns into dozens of TensorFlow kernels, each a full pass over memory: a third of a
 # BERT-Mini step on CPU. When training, each chain runs instead as a custom-gradient pair
 # of small XLA functions, one fused loop forward and one backward, while the matmuls stay
-# on TensorFlow's own (oneDNN) kernels: XLA fuses element-wise work well, but its CPU
-# GEMMs are slower. Statistics are computed in float32 whatever the compute dtype.
+# on TensorFlow's own (oneDNN) kernels (compiling the whole step with XLA instead is no
+# faster on CPU). Statistics are computed in float32 whatever the compute dtype.
 # Inference keeps the plain ops: Grappler fuses bias, GELU and residual adds into the
 # matmuls there, and a SavedModel of plain ops serves anywhere. `fused_kernels(False)`
 # switches to the plain ops (the same math) for debugging and for the tests comparing them.

@@ -332,6 +332,13 @@ def test_invalid_configs_raise_one_clear_line():
         modeling.BertModel(modeling.BertConfig(vocab_size=None))
     with pytest.raises(ValueError, match="Unsupported activation"):
         modeling.BertModel(tiny_config(hidden_act="swishy"))
+    with pytest.raises(ValueError, match=r"hidden_dropout_prob must be a number in \[0, 1\), "
+                                         "got 1.0"):
+        modeling.BertModel(tiny_config(hidden_dropout_prob=1.0))
+    with pytest.raises(ValueError, match="attention_probs_dropout_prob .* got -0.1"):
+        modeling.BertModel(tiny_config(attention_probs_dropout_prob=-0.1))
+    with pytest.raises(ValueError, match=r"dropout rate must be in \[0, 1\), got 1.5"):
+        modeling.dropout(tf.ones([2]), 1.5, training=True)
 
 
 # ---------------------------------------------------------------------------------------
