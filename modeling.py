@@ -467,9 +467,10 @@ def _label_hits(logits, labels):
 @_xla
 def _label_log_prob_kernel(logits, labels):
     log_normalizer = tf.reduce_logsumexp(logits, -1)
-    hit, valid = _label_hits(logits, labels)
-    picked = tf.reduce_sum(tf.where(hit, logits, 0.0), -1) - log_normalizer
-    return tf.where(valid, picked, 0.0), log_normalizer
+    depth = tf.shape(logits)[-1]
+    valid = (labels >= 0) & (labels < depth)
+    picked = tf.gather(logits, tf.clip_by_value(labels, 0, depth - 1), batch_dims=1)
+    return tf.where(valid, picked - log_normalizer, 0.0), log_normalizer
 
 
 @_xla
