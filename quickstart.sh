@@ -40,7 +40,7 @@ echo "== 4/5 fine-tune a classifier: is sentence B the one that follows A? (MRPC
 "$PYTHON" sample_tasks.py --task=pairs --output_dir="$OUT/pairs" | sed 's/^/   /'
 "$PYTHON" run_classifier.py --task_name=MRPC --do_train=true --do_eval=true --do_predict=true \
   --data_dir="$OUT/pairs" --vocab_file="$OUT/vocab.txt" --bert_config_file=sample_bert_config.json \
-  --init_checkpoint="$PRETRAINED" --max_seq_length=64 --train_batch_size=16 --learning_rate=1e-4 \
+  --init_checkpoint="$PRETRAINED" --max_seq_length=64 --train_batch_size=16 --learning_rate=3e-5 \
   --num_train_epochs=6 --output_dir="$OUT/classifier_output" --export_dir="$OUT/classifier_export" \
   --seed=12345 --log_steps=50 2>"$OUT/run_classifier.log"
 echo "   $OUT/classifier_output/eval_results.txt:"
