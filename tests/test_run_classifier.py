@@ -71,6 +71,10 @@ def test_train_export_and_serve_raw_strings(tmp_path):
                                     num_train_epochs=1, export_dir=export, seed=3, log_steps=1))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "*INIT_FROM_CKPT*" in result.stderr
+    # Plain TensorFlow ops only: no XLA-compiled function (the fused training kernels) that a
+    # serving runtime would need XLA for.
+    with open(os.path.join(export, "saved_model.pb"), "rb") as f:
+        assert b"_XlaMustCompile" not in f.read()
     predicted = read_tsv_floats(os.path.join(out, "test_results.tsv"))
     rows = [line.split("\t") for line in open(os.path.join(MRPC_DIR, "test.tsv")).read().splitlines()[1:]]
     script = (
