@@ -326,6 +326,11 @@ def _xla(function):
     return tf.function(function, jit_compile=True, autograph=False)
 
 
+def _mask_arguments(mask):
+    """A kernel's (keys, threshold, scale) for `mask`; None (no dropout) gives (None, 0, 1.0)."""
+    return (mask.keys, mask.threshold, mask.scale) if mask else (None, 0, 1.0)
+
+
 @_xla
 def _dropout_kernel(x, keys, threshold, scale):
     return _apply_dropout(x, keys, threshold, scale)
@@ -335,8 +340,8 @@ def _fused_dropout(x, mask):
     @tf.custom_gradient
     def forward(x):
         def backward(dy):
-            return _dropout_kernel(dy, mask.keys, mask.threshold, mask.scale)
-        return _dropout_kernel(x, mask.keys, mask.threshold, mask.scale), backward
+            return _dropout_kernel(dy, *_mask_arguments(mask))
+        return _dropout_kernel(x, *_mask_arguments(mask)), backward
     return forward(x)
 
 
@@ -409,7 +414,7 @@ def _fused_layer_norm(x, bias, residual, mask, gamma, beta):
 
     `bias` may be None; given, its gradient is summed in the backward loop.
     """
-    keys, threshold, scale = (mask.keys, mask.threshold, mask.scale) if mask else (None, 0, 1.0)
+    keys, threshold, scale = _mask_arguments(mask)
     gamma, beta = tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta)
 
     def run(x, bias, residual, gamma, beta):
@@ -448,7 +453,7 @@ def _attention_probs_grad_kernel(dy, probs, keys, threshold, scale):
 
 def _fused_attention_probs(scores, adder, mask):
     """dropout(softmax(scores + adder)) in float32, one loop each way; `adder` gets no gradient."""
-    keys, threshold, scale = (mask.keys, mask.threshold, mask.scale) if mask else (None, 0, 1.0)
+    keys, threshold, scale = _mask_arguments(mask)
 
     @tf.custom_gradient
     def forward(scores):
@@ -467,8 +472,8 @@ def _label_hits(logits, labels):
 @_xla
 def _label_log_prob_kernel(logits, labels):
     log_normalizer = tf.reduce_logsumexp(logits, -1)
+    _, valid = _label_hits(logits, labels)  # XLA drops the unused [R, C] indicator
     depth = tf.shape(logits)[-1]
-    valid = (labels >= 0) & (labels < depth)
     picked = tf.gather(logits, tf.clip_by_value(labels, 0, depth - 1), batch_dims=1)
     return tf.where(valid, picked - log_normalizer, 0.0), log_normalizer
 

@@ -220,10 +220,7 @@ class _AdamMomentsOptimizer(keras.optimizers.Optimizer):
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         # Mirrors Keras' TensorFlow optimizer, with the global-norm clip placed after the
         # all-reduce: replicas then all apply the clipped sum, as the original's one device.
-        trainable_variables = [
-            variable.value if isinstance(variable, keras.Variable) else variable
-            for variable in trainable_variables
-        ]
+        trainable_variables = [_backend_variable(variable) for variable in trainable_variables]
         grads_and_vars = self._all_reduce_sum_gradients(
             list(zip(grads, trainable_variables))
         )
@@ -371,6 +368,13 @@ def _dense_gradient(gradient, variable):
     return tf.cast(tf.convert_to_tensor(gradient), variable.dtype)
 
 
+def _clipped(gradient, clip_scale):
+    """`gradient` times the global-norm clip factor (None: no clipping)."""
+    if clip_scale is None:
+        return gradient
+    return gradient * tf.cast(clip_scale, gradient.dtype)
+
+
 def _adam_weight_decay_math(value, m, v, gradient, clip_scale, learning_rate, beta_1, beta_2,
                             epsilon, decay):
     """One AdamWeightDecay update as a single fused loop: (new value, new m, new v).
@@ -379,8 +383,7 @@ def _adam_weight_decay_math(value, m, v, gradient, clip_scale, learning_rate, be
     by `clip_scale` (the global-norm clip factor, None without clipping); as TensorFlow ops
     it would be about ten passes over each variable per step.
     """
-    if clip_scale is not None:
-        gradient = gradient * tf.cast(clip_scale, gradient.dtype)
+    gradient = _clipped(gradient, clip_scale)
     next_m = beta_1 * m + (1.0 - beta_1) * gradient
     next_v = beta_2 * v + (1.0 - beta_2) * tf.square(gradient)
     update = next_m / (tf.sqrt(next_v) + epsilon)
@@ -472,9 +475,7 @@ class Lamb(_AdamMomentsOptimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         learning_rate, clip_scale = self._rate_and_clip(learning_rate)
-        gradient = _dense_gradient(gradient, variable)
-        if clip_scale is not None:
-            gradient = gradient * tf.cast(clip_scale, gradient.dtype)
+        gradient = _clipped(_dense_gradient(gradient, variable), clip_scale)
         next_m, next_v = self._update_moments(gradient, variable)
         index = self._get_variable_index(variable)
         step = tf.cast(self.iterations + 1, variable.dtype)
