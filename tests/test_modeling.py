@@ -710,6 +710,7 @@ def test_fused_training_kernels_match_the_plain_ops(hidden_act):
     # every gradient agree to float32 rounding.
     config = tiny_config(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
                          hidden_act=hidden_act)
+    keras.utils.set_random_seed(3)
     bert = modeling.BertModel(config)
     heads = (modeling.MaskedLMHead(config, bert.embedding_table),
              modeling.NextSentenceHead(config))
@@ -721,8 +722,11 @@ def test_fused_training_kernels_match_the_plain_ops(hidden_act):
     np.testing.assert_allclose(sequence, plain_sequence, atol=3e-6)
     assert sorted(grads) == sorted(plain_grads)
     for name, grad in grads.items():
-        scale = float(np.max(np.abs(plain_grads[name]))) + 1e-6
-        assert float(np.max(np.abs(grad - plain_grads[name]))) <= 1e-4 * scale, name
+        # Relative to the gradient's size, with an absolute floor for gradients that are
+        # small because O(1) terms cancel (the NSP bias: mean of softmax - one_hot), where
+        # float32 rounding of the terms (~6e-8) is all that can differ.
+        scale = float(np.max(np.abs(plain_grads[name])))
+        assert float(np.max(np.abs(grad - plain_grads[name]))) <= 1e-4 * scale + 1e-6, name
     # Dropout is on: the training output differs from inference.
     assert max_abs_diff(sequence, bert(batch[0], input_mask=batch[1], token_type_ids=batch[2])[
         "sequence_output"]) > 1e-2
