@@ -26,7 +26,6 @@ The original is google-research/bert as released on PyPI, never committed here:
 """
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -78,8 +77,7 @@ def config_names():
 
 def matmul_flops(config, batch, predictions=None):
     """FLOPs (2 per multiply-add) of one forward's matmuls: encoder, pooler, MLM head."""
-    h, i, n, t = config["hidden_size"], config["intermediate_size"], \
-        config["num_attention_heads"], batch * SEQ
+    h, i, t = config["hidden_size"], config["intermediate_size"], batch * SEQ
     per_layer = 2 * t * (3 * h * h + h * h + 2 * h * i) + 2 * 2 * batch * SEQ * SEQ * h
     flops = config["num_hidden_layers"] * per_layer + 2 * batch * h * h
     if predictions:
