@@ -14,12 +14,16 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
+# Another seed (BERT_TEST_SEED=n) finds tests that pass only by the luck of one draw.
+SEED = int(os.environ.get("BERT_TEST_SEED", "1234"))
+
+
 @pytest.fixture(autouse=True)
 def _fixed_random_state():
     """Seeds Python, NumPy and (when a test module imported it) TensorFlow/Keras."""
     if "keras" in sys.modules:
-        sys.modules["keras"].utils.set_random_seed(1234)
+        sys.modules["keras"].utils.set_random_seed(SEED)
     else:
-        random.seed(1234)
-        np.random.seed(1234)
+        random.seed(SEED)
+        np.random.seed(SEED)
     yield
