@@ -322,6 +322,16 @@ def fused_kernels(enabled):
         _FUSION["enabled"] = previous
 
 
+def _fused(training):
+    """Whether a layer call runs the fused training kernels (training, and not switched off)."""
+    return training and _FUSION["enabled"]
+
+
+def _dropout_mask(rate):
+    """The `_DropoutMask` a fused kernel applies for `rate`; None when there is no dropout."""
+    return _DropoutMask(rate) if rate else None
+
+
 def _xla(function):
     return tf.function(function, jit_compile=True, autograph=False)
 
@@ -581,7 +591,7 @@ class Dense(keras.layers.Layer):
 
     def call(self, x, training=False):
         """Maps [..., in] to [..., out]; expects 2-D input on hot paths (one GEMM)."""
-        if training and _FUSION["enabled"] and x.shape.rank == 2:
+        if _fused(training) and x.shape.rank == 2:
             if self.activation is gelu:
                 return _fused_bias_gelu(_fused_matmul(x, self.kernel), self.bias)
             y = _fused_matmul(x, self.kernel, self.bias)
@@ -617,10 +627,9 @@ class LayerNorm(keras.layers.Layer):
 
     def call(self, x, residual=None, dropout_rate=0.0, bias=None, training=False):
         if residual is not None:
-            if training and _FUSION["enabled"]:
-                mask = _DropoutMask(dropout_rate) if dropout_rate else None
-                return _fused_layer_norm(x, bias, residual, mask, self.gamma.value,
-                                         self.beta.value)
+            if _fused(training):
+                return _fused_layer_norm(x, bias, residual, _dropout_mask(dropout_rate),
+                                         self.gamma.value, self.beta.value)
             if bias is not None:
                 x = tf.nn.bias_add(x, bias)
             x = dropout(x, dropout_rate, training) + residual
@@ -735,7 +744,7 @@ class TransformerLayer(keras.layers.Layer):
             query_bias = query_bias * tf.cast(scale, query_bias.dtype)
         qkv_kernel = tf.concat([query_kernel, self.key.kernel, self.value.kernel], 1)
         qkv_bias = tf.concat([query_bias, self.key.bias, self.value.bias], 0)
-        if training and _FUSION["enabled"]:
+        if _fused(training):
             qkv = _fused_matmul(x, qkv_kernel, qkv_bias)  # [B*S, 3H]
         else:
             qkv = tf.nn.bias_add(tf.matmul(x, qkv_kernel), qkv_bias)
@@ -747,10 +756,9 @@ class TransformerLayer(keras.layers.Layer):
             scores = scores * scale
         # Mask and softmax in float32: -10000 and exp() are unsafe in float16.
         attention_adder = (1.0 - tf.cast(key_mask, tf.float32)) * ATTENTION_MASK_ADDER
-        if training and _FUSION["enabled"]:
-            rate = c.attention_probs_dropout_prob
-            mask = _DropoutMask(rate) if rate else None
-            probs = _fused_attention_probs(scores, attention_adder, mask)
+        if _fused(training):
+            probs = _fused_attention_probs(scores, attention_adder,
+                                           _dropout_mask(c.attention_probs_dropout_prob))
         else:
             probs = tf.nn.softmax(tf.cast(scores, tf.float32) + attention_adder)
             probs = dropout(probs, c.attention_probs_dropout_prob, training)
@@ -770,7 +778,7 @@ class TransformerLayer(keras.layers.Layer):
     def _project(self, dense, x, training):
         """(dense(x), None), or with the fused kernels (x @ kernel, bias): the bias add then
         happens in the LayerNorm kernel, whose backward also sums the bias gradient."""
-        if training and _FUSION["enabled"]:
+        if _fused(training):
             return _fused_matmul(x, dense.kernel), dense.bias
         return dense(x), None
 

@@ -803,7 +803,7 @@ def test_dropout_masks_look_independent():
     assert abs(correlation(first[1:], first[:-1])) < bound
     assert abs(correlation(first, second)) < bound
     assert abs(correlation(first, mask([7, 1])[0])) < bound
-    # Each of 16 bit positions of the keep decision is fair at rate 0.5 on every row.
+    # The keep rate is 0.5 overall and on every row.
     assert abs(first.mean() - 0.5) < 5 * 0.5 / 512
     assert np.abs(first.mean(axis=1) - 0.5).max() < 5 * 0.5 / np.sqrt(512) + 0.02
 
