@@ -681,8 +681,14 @@ class BertEmbeddings(keras.layers.Layer):
             output = tf.einsum("bsv,vh->bsh", one_hot, self.word_embeddings)
         else:
             output = tf.gather(self.word_embeddings, input_ids)
-        # A gather gives exactly what the original's one-hot matmul gives (x*1 + 0s).
-        output += tf.gather(self.token_type_embeddings, token_type_ids)
+        # Token types by one-hot matmul, as the original: the same values as a gather
+        # (x*1 + 0s), and a dense gradient where a gather's would be one slice per token.
+        # tf.clip_by_global_norm measures slices unsummed, so the kind of gradient decides
+        # the clip factor: the original's word table has slices (unless one-hot), its
+        # token-type table a dense gradient, and so do these.
+        token_types = tf.one_hot(token_type_ids, depth=self.config.type_vocab_size, dtype=self.compute_dtype)
+        output += tf.einsum("bst,th->bsh", token_types,
+                            tf.cast(self.token_type_embeddings, self.compute_dtype))
         output += self.position_embeddings[:seq_length][tf.newaxis]  # [1, S, H]
         output = self.layer_norm(output)
         return dropout(output, self.config.hidden_dropout_prob, training)
@@ -1013,15 +1019,15 @@ class NextSentenceHead(_OutputWeightsHead):
 class ClassifierHead(_OutputWeightsHead):
     """run_classifier's head: root-scope `output_weights` [num_labels, H] and `output_bias`.
 
-    Dropout 0.1 on the pooled output when training and initializer stddev 0.02 are
-    hard-coded as in the original (not taken from the config).
+    Initializer stddev 0.02 as in the original. Dropout on the pooled output when training:
+    `dropout_rate`, 0.1 by default (the original's fixed value; run_classifier.py passes the
+    config's hidden_dropout_prob, which is 0.1 in every released config).
     """
 
-    dropout_rate = 0.1
-
-    def __init__(self, num_labels, hidden_size, **kwargs):
+    def __init__(self, num_labels, hidden_size, dropout_rate=0.1, **kwargs):
         super().__init__("", num_labels, hidden_size, 0.02, name=kwargs.pop("name", "classifier"),
                          **kwargs)
+        self.dropout_rate = dropout_rate
 
     def call(self, pooled_output, training=False):
         """Maps float [B, H] pooled output to float32 logits [B, num_labels]."""

@@ -449,10 +449,11 @@ def classifier_features(max_seq_length, is_regression=False):
 class ClassifierModel(keras.layers.Layer):
     """BERT with the classifier head (root-scope `output_weights` / `output_bias`)."""
 
-    def __init__(self, config, num_labels, **kwargs):
+    def __init__(self, config, num_labels, use_one_hot_embeddings=False, **kwargs):
         super().__init__(name="classifier_model", **kwargs)
-        self.bert = modeling.BertModel(config)
-        self.head = modeling.ClassifierHead(num_labels, config.hidden_size)
+        self.bert = modeling.BertModel(config, use_one_hot_embeddings=use_one_hot_embeddings)
+        self.head = modeling.ClassifierHead(num_labels, config.hidden_size,
+                                            dropout_rate=config.hidden_dropout_prob)
 
     def call(self, input_ids, input_mask, segment_ids, training=False):
         """float32 logits [B, num_labels]."""
@@ -654,7 +655,7 @@ def main(_):
     training.configure_precision(engine.precision)
     strategy = training.make_strategy(engine)
     with strategy.scope():
-        model = ClassifierModel(bert_config, num_labels)
+        model = ClassifierModel(bert_config, num_labels, use_one_hot_embeddings=FLAGS.use_tpu)
     name_to_features = classifier_features(FLAGS.max_seq_length, is_regression)
     convert = lambda examples, path: file_based_convert_examples_to_features(  # noqa: E731
         examples, label_list, FLAGS.max_seq_length, tokenizer, path, is_regression)

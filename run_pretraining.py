@@ -61,9 +61,9 @@ def pretraining_features(max_seq_length, max_predictions_per_seq):
 class PretrainingModel(keras.layers.Layer):
     """BERT with the masked-LM (`cls/predictions`) and next-sentence (`cls/seq_relationship`) heads."""
 
-    def __init__(self, config, **kwargs):
+    def __init__(self, config, use_one_hot_embeddings=False, **kwargs):
         super().__init__(name="pretraining", **kwargs)
-        self.bert = modeling.BertModel(config)
+        self.bert = modeling.BertModel(config, use_one_hot_embeddings=use_one_hot_embeddings)
         self.masked_lm = modeling.MaskedLMHead(config, self.bert.embedding_table)
         self.next_sentence = modeling.NextSentenceHead(config)
 
@@ -130,7 +130,7 @@ def main(_):
     training.check_tfrecords(input_files, name_to_features)
     training.ensure_output_dir(FLAGS.output_dir)
     with strategy.scope():
-        model = PretrainingModel(bert_config)
+        model = PretrainingModel(bert_config, use_one_hot_embeddings=FLAGS.use_tpu)
     data_seed = engine.seed if engine.seed is not None else 12345
 
     if FLAGS.do_train:
