@@ -462,13 +462,12 @@ def _make_train_loop(strategy, model, loss_fn, optimizer, accumulation, use_xla,
     def replica_step(micro_batches):
         loss, grads = compiled_gradients(micro_batches[0], tf.constant(0, tf.int64))
         if len(micro_batches) > 1:
-            grads = [tf.convert_to_tensor(g) for g in grads]  # IndexedSlices cannot be summed
             for micro_step, features in enumerate(micro_batches[1:], 1):
                 micro_loss, micro_grads = compiled_gradients(features, tf.constant(micro_step, tf.int64))
                 loss += micro_loss
-                grads = [g + tf.convert_to_tensor(m) for g, m in zip(grads, micro_grads)]
+                grads = [_add_gradients(g, m) for g, m in zip(grads, micro_grads)]
             loss /= len(micro_batches)
-            grads = [g / len(micro_batches) for g in grads]
+            grads = [_scale_gradient(g, 1.0 / len(micro_batches)) for g in grads]
         optimizer.apply_gradients(zip(grads, variables))
         return loss
 
@@ -482,6 +481,29 @@ def _make_train_loop(strategy, model, loss_fn, optimizer, accumulation, use_xla,
         return total / tf.cast(steps, tf.float32)
 
     return train_loop
+
+
+def _add_gradients(a, b):
+    """a + b; two IndexedSlices stay slices (concatenated), as one larger batch's would be.
+
+    The global-norm clip measures slices unsummed, as tf.clip_by_global_norm did for the
+    original's embedding lookups, so accumulated micro-batches must hand the optimizer the
+    slices one batch of their combined size would have, not their dense sum.
+    """
+    if a is None or b is None:  # a variable the loss does not reach (SQuAD's pooler)
+        return a if b is None else b
+    if isinstance(a, tf.IndexedSlices) and isinstance(b, tf.IndexedSlices):
+        return tf.IndexedSlices(tf.concat([a.values, b.values], 0),
+                                tf.concat([a.indices, tf.cast(b.indices, a.indices.dtype)], 0), a.dense_shape)
+    return tf.convert_to_tensor(a) + tf.convert_to_tensor(b)
+
+
+def _scale_gradient(gradient, factor):
+    if gradient is None:
+        return None
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.IndexedSlices(gradient.values * factor, gradient.indices, gradient.dense_shape)
+    return gradient * factor
 
 
 # Traced eval/predict steps per model, so that evaluating every N training steps traces once.

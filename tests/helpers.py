@@ -68,6 +68,18 @@ def random_unicode_lines(rng, count, max_chars=60):
     return lines
 
 
+def free_ports(count):
+    """`count` TCP ports on 127.0.0.1 that were free a moment ago (for TF_CONFIG clusters)."""
+    import socket
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
 def python():
     """The interpreter running the tests, for running scripts as subprocesses."""
     return sys.executable

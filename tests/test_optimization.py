@@ -86,11 +86,18 @@ def numpy_clip_by_global_norm(grads, clip_norm):
 def numpy_reference(params, grads_per_step, names, rule, init_lr, num_train_steps,
                     num_warmup_steps, weight_decay_rate=0.01, clip_norm=1.0,
                     beta_1=0.9, beta_2=0.999, epsilon=1e-6, exclude=EXCLUDE):
-    """Runs `rule` ("adamw" or "lamb") in numpy; returns params, slots, clipped-step flags."""
+    """Runs `rule` ("adamw" or "lamb") in numpy; returns params, slots, clipped-step flags.
+
+    `grads_per_step`: a list of per-step gradient lists, or a function (params) -> gradients
+    at those params (a model's), called for each of the `num_train_steps` steps.
+    """
     params = [p.copy() for p in params]
     adam_m = [np.zeros_like(p) for p in params]
     adam_v = [np.zeros_like(p) for p in params]
     clipped = []
+    if callable(grads_per_step):
+        gradient_fn = grads_per_step
+        grads_per_step = (gradient_fn(params) for _ in range(num_train_steps))
     for step, grads in enumerate(grads_per_step):
         lr = numpy_schedule(step, init_lr, num_train_steps, num_warmup_steps)
         if clip_norm:

@@ -158,21 +158,10 @@ def test_user_errors_are_one_line(tmp_path, config_file, args, message):
     assert not os.path.exists(str(tmp_path / "out")) or not os.listdir(str(tmp_path / "out"))
 
 
-def _free_ports(count):
-    import socket
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_two_workers_on_localhost_follow_the_one_device_loss_curve(tmp_path, no_dropout_config_file):
     one = run_script(base_args(no_dropout_config_file, str(tmp_path / "one")))
     assert one.returncode == 0, one.stderr[-3000:]
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in helpers.free_ports(2)]}
     out = str(tmp_path / "multi")
     workers = []
     for index in range(2):
