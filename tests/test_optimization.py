@@ -507,10 +507,12 @@ def test_loss_scale_optimizer_wrapping_applies_the_unscaled_step():
     assert_matches_reference(inner, variables, (ref_params, ref_m, ref_v, None))
     assert all(s.dtype == "float32" for s in inner.slot_variables().values())
 
-    # A non-finite gradient skips the update and leaves the step count alone.
+    # A non-finite gradient skips the update, leaves the step count alone, halves the scale.
     before = [v.numpy() for v in variables]
+    scale = float(optimizer.dynamic_scale.numpy())
     optimizer.apply([tf.fill(v.shape, np.inf) for v in variables], variables)
     assert int(inner.iterations.numpy()) == 1
+    assert float(optimizer.dynamic_scale.numpy()) == scale / 2
     for variable, value in zip(variables, before):
         np.testing.assert_array_equal(variable.numpy(), value)
 
