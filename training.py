@@ -151,6 +151,22 @@ def is_chief(strategy):
                                             "chief" not in resolver.cluster_spec().as_dict())
 
 
+def input_pipeline(strategy):
+    """(number of input pipelines, this process's pipeline index): one per worker process.
+
+    Workers are numbered as tf.distribute numbers them, the chief (if any) first.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return 1, 0
+    spec = resolver.cluster_spec().as_dict()
+    chiefs = len(spec.get("chief", []))
+    count = chiefs + len(spec.get("worker", []))
+    if count <= 1:
+        return 1, 0
+    return count, (resolver.task_id if resolver.task_type == "chief" else chiefs + resolver.task_id)
+
+
 # --- Input pipelines ----------------------------------------------------------------------
 
 def check_tfrecords(input_files, name_to_features, flag_name="--input_file"):
@@ -179,31 +195,51 @@ def training_dataset(input_files, name_to_features, batch_size, seed, skip_examp
                      cycle_length=4):
     """The training pipeline: shuffled files, interleaved reads, shuffled records, batches.
 
-    Deterministic for a given seed, so a resumed run can skip exactly what it consumed, and
-    independent of how the work is spread: every input pipeline reads the same record stream
-    and keeps its own slice of each global batch, so N workers train on exactly the examples
-    one device would (at the cost of each worker reading every record).
+    Deterministic for a given seed and number of input pipelines. With several pipelines
+    (one per worker), each reads only its share:
+    - whole files, when there are at least as many files as pipelines: each pipeline reads
+      its files in its own shuffled order, and each record is used once per epoch;
+    - otherwise records: every pipeline reads the one seeded stream and keeps every Nth
+      record, so the cluster's global batches hold exactly the records one device's would
+      (each pipeline still reads every byte: write at least as many files as workers).
 
     Args:
         input_files: list of TFRecord files.
         name_to_features: the tf.io.FixedLenFeature spec.
         batch_size: examples per batch of one replica.
         seed: shuffling seed.
-        skip_examples: records of the global stream already trained on.
-        input_context: tf.distribute.InputContext (None: one pipeline, one replica).
+        skip_examples: records already trained on, for a resume that has no saved input
+            position: skipped in the one-stream layout (exact, but read again); with
+            per-pipeline files the stream starts afresh, reshuffled with this number.
+        input_context: tf.distribute.InputContext (None: one pipeline).
     """
+    pipelines = input_context.num_input_pipelines if input_context else 1
+    index = input_context.input_pipeline_id if input_context else 0
     files = tf.data.Dataset.from_tensor_slices(input_files)
-    files = files.repeat().shuffle(len(input_files), seed=seed)
-    records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(input_files)),
+    by_file = pipelines > 1 and len(input_files) >= pipelines
+    if by_file:
+        files = files.shard(pipelines, index)
+        file_count = len(input_files[index::pipelines])
+        if skip_examples:
+            # Positions in per-pipeline streams depend on the pipeline count, so a lost
+            # position is not found by skipping: a fresh, reshuffled pass instead.
+            seed = (int(seed or 0) * 1_000_003 + skip_examples) % 2**31
+            skip_examples = 0
+    else:
+        file_count = len(input_files)
+        if pipelines > 1:
+            logging.warning("%d input file(s) for %d workers: every worker reads every record and keeps its "
+                            "share; write at least %d files (create_pretraining_data.py takes several "
+                            "--output_file) so that each worker reads only its own", len(input_files), pipelines,
+                            pipelines)
+    files = files.repeat().shuffle(file_count, seed=seed)
+    records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(cycle_length, file_count),
                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     records = records.shuffle(100, seed=seed)
     if skip_examples:
         records = records.skip(skip_examples)
-    if input_context and input_context.num_input_pipelines > 1:
-        pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
-        per_pipeline = batch_size * input_context.num_replicas_in_sync // pipelines
-        records = records.batch(per_pipeline * pipelines, drop_remainder=True)
-        records = records.map(lambda batch: batch[index * per_pipeline:(index + 1) * per_pipeline]).unbatch()
+    if pipelines > 1 and not by_file:
+        records = records.shard(pipelines, index)
     batches = records.batch(batch_size, drop_remainder=True)
     batches = batches.map(lambda s: _parse_batch(s, name_to_features), num_parallel_calls=tf.data.AUTOTUNE)
     return batches.prefetch(tf.data.AUTOTUNE)
@@ -272,7 +308,9 @@ def save_training_checkpoint(output_dir, model, optimizer, keep_checkpoint_max):
     stale, kept = prefixes[:-keep_checkpoint_max], prefixes[-keep_checkpoint_max:]
     write_checkpoint_state(output_dir, kept)
     for old in stale:
-        for path in tf.io.gfile.glob(old + ".*"):
+        old_step = int(old.rsplit("-", 1)[1])
+        for path in (tf.io.gfile.glob(old + ".*") +
+                     tf.io.gfile.glob(input_position_prefix(output_dir, old_step, "*", "*") + ".*")):
             tf.io.gfile.remove(path)
     logging.info("Saved checkpoint %s", prefix)
     return prefix
@@ -309,6 +347,93 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint):
             raise ValueError(f"--init_checkpoint={init_checkpoint}: none of the model's variables is in it "
                              f"(is it a BERT checkpoint in the original names?)")
     return 0
+
+
+# --- Training input and its saved position ----------------------------------------------
+
+INPUT_POSITION_DIR = "input_position"
+
+
+def input_position_prefix(output_dir, step, index, pipelines):
+    """Where pipeline `index` of `pipelines` saves its input position at checkpoint `step`."""
+    return os.path.join(output_dir, INPUT_POSITION_DIR,
+                        f"{CHECKPOINT_BASENAME}-{step}.input-{index}-of-{pipelines}")
+
+
+class TrainingInput:
+    """This worker's training batches, with their position saved beside each checkpoint.
+
+    Each worker runs one input pipeline (`dataset_fn` with its InputContext) through a plain
+    tf.data iterator. Its state (file offsets, shuffle buffer, prefetched batches) goes to
+    `output_dir/input_position/` with every checkpoint and is read back on resume, so a resume
+    at step 1,000,000 costs what one at step 10 does, and ends bit-identical to an
+    uninterrupted run. tf.distribute's own distributed iterators cannot be checkpointed, so
+    batches reach the replicas through `experimental_distribute_values_from_function`.
+    TPUStrategy keeps tf.distribute's input (its hosts feed the cores) and resumes by skipping.
+    """
+
+    def __init__(self, strategy, dataset_fn, micro_batch, train_batch_size, output_dir, step):
+        self.strategy = strategy
+        self.output_dir = output_dir
+        self.pipelines, self.index = input_pipeline(strategy)
+        self.local_replicas = strategy.num_replicas_in_sync // self.pipelines
+        self.saves_position = not isinstance(strategy, tf.distribute.TPUStrategy)
+        consumed = step * train_batch_size
+        if not self.saves_position:
+            self.iterator = iter(strategy.distribute_datasets_from_function(
+                lambda context: dataset_fn(context, context.get_per_replica_batch_size(micro_batch), consumed)))
+            return
+        context = tf.distribute.InputContext(self.pipelines, self.index, strategy.num_replicas_in_sync)
+        per_replica = context.get_per_replica_batch_size(micro_batch)
+        self.iterator = self._resume(lambda skip: dataset_fn(context, per_replica, skip), step, consumed)
+        if self.pipelines > 1:
+            self._barrier = tf.function(lambda: strategy.reduce(
+                tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None))
+
+    def _resume(self, make_dataset, step, consumed):
+        """An iterator at the position saved with checkpoint `step`, or as near as can be had."""
+        if step == 0:
+            return iter(make_dataset(0))
+        prefix = input_position_prefix(self.output_dir, step, self.index, self.pipelines)
+        if tf.io.gfile.exists(prefix + ".index"):
+            iterator = iter(make_dataset(0))
+            try:
+                tf.train.Checkpoint(input=iterator).read(prefix).assert_consumed()
+                logging.info("Input position restored from %s", prefix)
+                return iterator
+            except (tf.errors.OpError, AssertionError, ValueError) as e:
+                logging.warning("Input position %s does not fit this input pipeline (%s); continuing from the "
+                                "records consumed", prefix, cli.describe_error(e))
+        else:
+            saved = tf.io.gfile.glob(input_position_prefix(self.output_dir, step, "*", "*") + ".index")
+            counts = sorted({int(re.search(r"-of-(\d+)\.index$", path).group(1)) for path in saved})
+            if counts:
+                logging.warning("Step %d was saved by %s input pipeline(s) and this run has %d: continuing with a "
+                                "re-sharded input stream", step, "/".join(map(str, counts)), self.pipelines)
+            else:
+                logging.warning("No input position saved with step %d (a checkpoint from elsewhere): continuing "
+                                "from the records consumed", step)
+        return iter(make_dataset(consumed))
+
+    def next_batch(self):
+        """The next global batch, per replica (called inside the training tf.function)."""
+        if not self.saves_position:
+            return next(self.iterator)
+        local = [next(self.iterator) for _ in range(self.local_replicas)]
+        if self.strategy.num_replicas_in_sync == 1:
+            return local[0]
+        return self.strategy.experimental_distribute_values_from_function(
+            lambda context: local[context.replica_id_in_sync_group % self.local_replicas])
+
+    def save_position(self, step):
+        """Writes this pipeline's position for checkpoint `step`; waits for every worker's."""
+        if not self.saves_position:
+            return
+        prefix = input_position_prefix(self.output_dir, step, self.index, self.pipelines)
+        tf.io.gfile.makedirs(os.path.dirname(prefix))
+        tf.train.Checkpoint(input=self.iterator).write(prefix)
+        if self.pipelines > 1:
+            self._barrier()
 
 
 # --- Loops --------------------------------------------------------------------------------
@@ -364,7 +489,8 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
         loss_fn: (model, features, training) -> scalar float32 loss of a per-replica batch.
         dataset_fn: (input_context, batch_size, skip_examples) -> tf.data.Dataset of feature
             dicts for one input pipeline, batch_size (one replica's micro-batch) examples per
-            element, after skipping skip_examples records of the global stream.
+            element; skip_examples, the records already trained on, is non-zero only when a
+            resume found no saved input position (see training_dataset).
         output_dir: where checkpoints and summaries go.
         num_train_steps, num_warmup_steps, learning_rate: the schedule.
         train_batch_size: global examples per optimizer step.
@@ -392,15 +518,9 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
         logging.info("Training already done: global_step %d >= num_train_steps %d", step, num_train_steps)
         return None
 
-    def input_fn(input_context):
-        per_replica = input_context.get_per_replica_batch_size(micro_batch)
-        # Resume where the interrupted run stopped: skip what the global stream already fed.
-        return dataset_fn(input_context, per_replica, step * train_batch_size)
-
-    dataset = strategy.distribute_datasets_from_function(input_fn)
-    iterator = iter(dataset)
+    batches = TrainingInput(strategy, dataset_fn, micro_batch, train_batch_size, output_dir, step)
     train_loop = _make_train_loop(strategy, model, loss_fn, optimizer, accumulation, config.use_xla,
-                                  config.seed if config.seed is not None else 0)
+                                  config.seed if config.seed is not None else 0, batches.next_batch)
 
     logging.info("***** Running training *****")
     logging.info("  Batch size = %d (%d replica(s), %d accumulation step(s))", train_batch_size,
@@ -417,15 +537,19 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
             boundary = min(boundary, _next_multiple(step, callback_every_steps))
         steps = boundary - step
         started = time.monotonic()
-        loss = float(train_loop(iterator, tf.constant(steps, tf.int32)))
+        loss = float(train_loop(tf.constant(steps, tf.int32)))
         if not np.isfinite(loss):
             raise ValueError(f"training diverged: loss is {loss} at step {boundary} (lower --learning_rate, or use "
                              f"more --num_warmup_steps)")
         step = int(inner.iterations.numpy())
         if step % config.log_steps == 0 or step == num_train_steps:
             progress.log(step, loss, float(inner.learning_rate), steps, time.monotonic() - started)
-        if chief and (step % config.save_checkpoints_steps == 0 or step == num_train_steps):
-            save_training_checkpoint(output_dir, model, optimizer, config.keep_checkpoint_max)
+        if step % config.save_checkpoints_steps == 0 or step == num_train_steps:
+            # Every worker saves its input position; the chief then names the step in
+            # `checkpoint` only once all of them have (the barrier).
+            batches.save_position(step)
+            if chief:
+                save_training_checkpoint(output_dir, model, optimizer, config.keep_checkpoint_max)
         if step_callback is not None and callback_every_steps and (
                 step % callback_every_steps == 0 or step == num_train_steps):
             step_callback(step)
@@ -436,8 +560,11 @@ def _next_multiple(step, every):
     return (step // every + 1) * every
 
 
-def _make_train_loop(strategy, model, loss_fn, optimizer, accumulation, use_xla, seed):
-    """A tf.function running `steps` optimizer updates; returns their mean loss."""
+def _make_train_loop(strategy, model, loss_fn, optimizer, accumulation, use_xla, seed, next_batch):
+    """A tf.function running `steps` optimizer updates; returns their mean loss.
+
+    `next_batch()` gives the next global (micro-)batch, per replica under a strategy.
+    """
     variables = model.trainable_variables
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     replicas = strategy.num_replicas_in_sync
@@ -472,10 +599,10 @@ def _make_train_loop(strategy, model, loss_fn, optimizer, accumulation, use_xla,
         return loss
 
     @tf.function
-    def train_loop(iterator, steps):
+    def train_loop(steps):
         total = tf.constant(0.0)
         for _ in tf.range(steps):
-            micro_batches = [next(iterator) for _ in range(accumulation)]
+            micro_batches = [next_batch() for _ in range(accumulation)]
             per_replica = strategy.run(replica_step, args=(micro_batches,))
             total += strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
         return total / tf.cast(steps, tf.float32)
