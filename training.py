@@ -9,6 +9,7 @@ interruption (weights, Adam slots, step and input position), and reports progres
 
 import os
 import re
+import socket
 import time
 import weakref
 
@@ -127,11 +128,7 @@ def make_strategy(config):
                 raise ValueError(f"--num_logical_cpus={config.num_logical_cpus}: TensorFlow has already started "
                                  f"with other devices in this process; build the strategy first") from None
     if kind == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
-            tpu=config.tpu_name or config.master or "", zone=config.tpu_zone, project=config.gcp_project)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
+        return _tpu_strategy(config)
     if kind == "multi_worker_mirrored":
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
@@ -139,6 +136,29 @@ def make_strategy(config):
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+
+
+def _tpu_strategy(config, connect_timeout=30):
+    """TPUStrategy for --tpu_name / --master, or one line saying that no TPU answers there."""
+    target = config.tpu_name or config.master or ""
+    hint = ("on a TPU VM pass --tpu_name=local; for a TPU node its name (with --tpu_zone and "
+            "--gcp_project outside Google Cloud) or grpc://IP:8470")
+    if target.startswith("grpc://"):
+        # TensorFlow waits for ever on an address where nothing answers; ask first.
+        host, _, port = target[len("grpc://"):].rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=connect_timeout).close()
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--use_tpu: no TPU answers at {target} ({e}); {hint}") from None
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+            tpu=target, zone=config.tpu_zone, project=config.gcp_project)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+        where = f"at {target}" if target else "on this machine"
+        raise ValueError(f"--use_tpu: no TPU found {where} ({cli.describe_error(e)}); {hint}") from None
+    return tf.distribute.TPUStrategy(resolver)
 
 
 def is_chief(strategy):

@@ -143,6 +143,9 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, no_dropout_config_
 
 @pytest.mark.parametrize("args, message", [
     (["--do_train=false"], "At least one of `do_train` or `do_eval` must be True"),
+    (["--use_tpu"], "--use_tpu: no TPU found on this machine"),
+    # Nothing listens on the discard port here: refused at once, where TensorFlow would wait.
+    (["--use_tpu", "--tpu_name=grpc://127.0.0.1:9"], "--use_tpu: no TPU answers at grpc://127.0.0.1:9"),
     (["--input_file=/nonexistent/*.tfrecord"], "no file matches /nonexistent/*.tfrecord"),
     (["--max_seq_length=512"], "max_position_embeddings"),
     (["--bert_config_file=/nonexistent.json"], "/nonexistent.json"),
