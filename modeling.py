@@ -1218,6 +1218,10 @@ def resolve_checkpoint(path):
     if not path:
         raise ValueError("no checkpoint path given")
     path = str(path)
+    if tf.io.gfile.exists(path + ".index"):
+        # Before isdir: on object stores and ram:// a prefix of other names can count as a
+        # directory (ram://out/model.ckpt-2 "holds" model.ckpt-2.index).
+        return path
     if tf.io.gfile.isdir(path):
         latest = tf.train.latest_checkpoint(path)
         if latest is None:
@@ -1228,9 +1232,7 @@ def resolve_checkpoint(path):
     for suffix in (".index", ".data-00000-of-00001", ".meta"):
         if path.endswith(suffix) and tf.io.gfile.exists(path[:-len(suffix)] + ".index"):
             return path[:-len(suffix)]
-    if not tf.io.gfile.exists(path + ".index"):
-        raise ValueError("checkpoint not found: %s (expected the file %s.index)" % (path, path))
-    return path
+    raise ValueError("checkpoint not found: %s (expected the file %s.index)" % (path, path))
 
 
 CheckpointLoadResult = collections.namedtuple(
