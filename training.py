@@ -557,7 +557,7 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
             boundary = min(boundary, _next_multiple(step, callback_every_steps))
         steps = boundary - step
         started = time.monotonic()
-        loss = float(train_loop(tf.constant(steps, tf.int32)))
+        loss = _run_steps(train_loop, steps, batches.pipelines)
         if not np.isfinite(loss):
             raise ValueError(f"training diverged: loss is {loss} at step {boundary} (lower --learning_rate, or use "
                              f"more --num_warmup_steps)")
@@ -574,6 +574,18 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
                 step % callback_every_steps == 0 or step == num_train_steps):
             step_callback(step)
     return loss
+
+
+def _run_steps(train_loop, steps, workers):
+    """Runs `steps` updates; when another worker of the cluster stopped, says so in one line."""
+    try:
+        return float(train_loop(tf.constant(steps, tf.int32)))
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
+            tf.errors.InternalError) as e:
+        if workers == 1:
+            raise
+        raise ValueError(f"a worker of the cluster stopped ({cli.describe_op_error(e)}); run every worker "
+                         f"again to resume from the latest checkpoint") from None
 
 
 def _next_multiple(step, every):
