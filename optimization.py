@@ -113,17 +113,19 @@ class _AdamMomentsOptimizer(keras.optimizers.Optimizer):
         **kwargs,
     ):
         # Keras' own decay and per-variable clipping would act on top of ours (and clip
-        # before the cross-replica sum), so only their "unset" values are accepted; they
-        # still arrive here from get_config/from_config round trips.
+        # before the cross-replica sum), and its gradient accumulation would sum embedding
+        # slices densely (training.py accumulates as one larger batch would), so only their
+        # "unset" values are accepted; they still arrive from get_config/from_config.
         for keras_argument, replacement in (
-            ("weight_decay", "weight_decay_rate"),
-            ("clipnorm", "global_clipnorm"),
-            ("clipvalue", "global_clipnorm"),
+            ("weight_decay", "`weight_decay_rate`"),
+            ("clipnorm", "`global_clipnorm`"),
+            ("clipvalue", "`global_clipnorm`"),
+            ("gradient_accumulation_steps", "the training engine's --gradient_accumulation_steps"),
         ):
             if kwargs.pop(keras_argument, None) is not None:
                 raise ValueError(
                     f"{type(self).__name__} does not take `{keras_argument}`; "
-                    f"use `{replacement}`."
+                    f"use {replacement}."
                 )
         if isinstance(learning_rate, int):
             learning_rate = float(learning_rate)
@@ -205,13 +207,6 @@ class _AdamMomentsOptimizer(keras.optimizers.Optimizer):
         raise ValueError(
             "Pass exclude_from_weight_decay=[patterns] to the optimizer's constructor."
         )
-
-    def _get_current_learning_rate(self):
-        # Keras evaluates a schedule on micro-batches when accumulating gradients; BERT's
-        # num_train_steps and warmup count updates, like the original's global_step.
-        if isinstance(self._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
-            return self._learning_rate(self.iterations)
-        return super()._get_current_learning_rate()
 
     def _clip_gradients(self, grads):
         # Deferred to _backend_update_step, after the cross-replica sum.
@@ -513,7 +508,6 @@ def create_optimizer(
     epsilon=1e-6,
     exclude_from_weight_decay=DEFAULT_EXCLUDE_FROM_WEIGHT_DECAY,
     clip_norm=1.0,
-    gradient_accumulation_steps=None,
 ):
     """Builds the optimizer every BERT runner trains with, configured as the original.
 
@@ -528,9 +522,6 @@ def create_optimizer(
         any of them gets no weight decay (and, for LAMB, no layer adaptation).
       clip_norm: global-norm clip applied by the optimizer itself to all gradients
         together (after the cross-replica sum); callers must not clip again. None disables.
-      gradient_accumulation_steps: None, or N >= 2 to average N micro-batches' gradients
-        into one update (Keras' mechanism); the schedule, LAMB's bias correction and
-        `iterations` then count updates, and the clip applies to the averaged gradient.
 
     Returns:
       An `AdamWeightDecay` or `Lamb` driven by `LinearDecayWithWarmup`.
@@ -549,5 +540,4 @@ def create_optimizer(
         epsilon=epsilon,
         exclude_from_weight_decay=list(exclude_from_weight_decay or []),
         global_clipnorm=clip_norm,
-        gradient_accumulation_steps=gradient_accumulation_steps,
     )
