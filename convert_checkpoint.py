@@ -10,14 +10,21 @@ a `BertConfig`, the vocab) and writes them out again:
   keras_hub     a KerasHub BertBackbone preset: config.json,    the same, loadable with
                 model.weights.h5, tokenizer.json, assets/       keras_hub.models.BertBackbone.from_preset
                 tokenizer/vocabulary.txt
+  model_garden  a Model Garden TF2 checkpoint (BertEncoder or   -
+                BertEncoderV2, object-based), with bert_config.json
+                and vocab.txt when present
+  tf_hub        a TF Hub BERT encoder SavedModel: variables/    - (export_encoder.py writes one)
+                variables.*, assets/vocab.txt
 
 The encoder and the pooler always; the pre-training, classifier and SQuAD heads where the
 format has them (the original and Hugging Face layouts).
 """
 
 import collections
+import glob
 import json
 import os
+import re
 import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -39,7 +46,9 @@ ORIGINAL_CONFIG, ORIGINAL_CHECKPOINT, VOCAB = "bert_config.json", "bert_model.ck
 KERAS_HUB_CONFIG, KERAS_HUB_WEIGHTS, KERAS_HUB_TOKENIZER, KERAS_HUB_METADATA = (
     "config.json", "model.weights.h5", "tokenizer.json", "metadata.json")
 KERAS_HUB_VOCAB = os.path.join("assets", "tokenizer", "vocabulary.txt")
-INPUT_FORMATS = ("original", "huggingface", "keras_hub")
+INPUT_FORMATS = ("original", "huggingface", "keras_hub", "model_garden", "tf_hub")
+TF_HUB_VARIABLES = os.path.join("variables", "variables")
+OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
 OUTPUT_FORMATS = ("original", "huggingface", "keras_hub")
 
 # Hugging Face `hidden_act` -> ours. HF "gelu" is the exact erf form (the original's 2018
@@ -60,13 +69,17 @@ def define_flags():
                         "format is detected from its files.")
     flags.DEFINE_string("output_dir", None, "Where to write the model in --output_format.")
     flags.DEFINE_enum("output_format", None, list(OUTPUT_FORMATS),
-                      "The format to write. Default: original for a Hugging Face or KerasHub input, "
-                      "huggingface for an original one (as before this flag existed).")
+                      "The format to write. Default: huggingface for an original input (as before this "
+                      "flag existed), original for any other.")
     flags.DEFINE_string("init_checkpoint", None,
-                        "An original-layout input: the checkpoint to convert when it is not "
+                        "An original or Model Garden input: the checkpoint to convert when it is not "
                         "input_dir/bert_model.ckpt (e.g. a fine-tuned output_dir/model.ckpt-1000).")
-    flags.DEFINE_string("bert_config_file", None, "An original-layout input without --input_dir: bert_config.json.")
-    flags.DEFINE_string("vocab_file", None, "An original-layout input without --input_dir: vocab.txt.")
+    flags.DEFINE_string("bert_config_file", None,
+                        "An original input without --input_dir, or a Model Garden / TF Hub one whose config "
+                        "should not be read off its shapes: bert_config.json.")
+    flags.DEFINE_string("vocab_file", None,
+                        "An original input without --input_dir, or a Model Garden / TF Hub one without "
+                        "vocab.txt: the vocab.")
     flags.DEFINE_bool("do_lower_case", True,
                       "An original-layout input: the casing written to the output's tokenizer settings "
                       "(True for uncased models). Hugging Face and KerasHub inputs carry their own.")
@@ -669,6 +682,158 @@ def keras_version():
     import keras  # a runtime dependency, already loaded by modeling
     return keras.__version__
 
+# ------------------------------------------------------------------------------------------
+# Model Garden and TF Hub: object-based checkpoints.
+#
+# Model Garden's TF2 checkpoints and the variables of TF Hub's BERT SavedModels are
+# object-based: their keys follow the Python objects (encoder/layer_with_weights-4/...,
+# encoder/_transformer_layers/0/..., variables/17/...), which differ between encoder
+# classes and exporters. The object graph stored with them also records each variable's
+# own name (transformer/layer_0/self_attention/query/kernel, ...), the same for all of
+# them, and that is what is mapped here; no Model Garden code is needed. The attention
+# kernels are the original's reshaped to [H, N, D] and [N, D, H].
+
+OBJECT_BASED_NAMES = [(re.compile(r"(?:^|/)" + pattern + "$"), original) for pattern, original in (
+    (r"word_embeddings/embeddings", "bert/embeddings/word_embeddings"),
+    (r"position_embedding/embeddings", "bert/embeddings/position_embeddings"),
+    (r"type_embeddings/embeddings", "bert/embeddings/token_type_embeddings"),
+    (r"embeddings/layer_norm/(gamma|beta)", r"bert/embeddings/LayerNorm/\1"),
+    (r"transformer/layer_(\d+)/self_attention/(query|key|value)/(kernel|bias)",
+     r"bert/encoder/layer_\1/attention/self/\2/\3"),
+    (r"transformer/layer_(\d+)/self_attention/attention_output/(kernel|bias)",
+     r"bert/encoder/layer_\1/attention/output/dense/\2"),
+    (r"transformer/layer_(\d+)/self_attention_layer_norm/(gamma|beta)",
+     r"bert/encoder/layer_\1/attention/output/LayerNorm/\2"),
+    (r"transformer/layer_(\d+)/intermediate/(kernel|bias)", r"bert/encoder/layer_\1/intermediate/dense/\2"),
+    (r"transformer/layer_(\d+)/output/(kernel|bias)", r"bert/encoder/layer_\1/output/dense/\2"),
+    (r"transformer/layer_(\d+)/output_layer_norm/(gamma|beta)", r"bert/encoder/layer_\1/output/LayerNorm/\2"),
+    (r"pooler_transform/(kernel|bias)", r"bert/pooler/dense/\1"),
+)]
+# Variables of encoders that are not the original BERT (ALBERT-style factorised embeddings).
+OBJECT_BASED_NOT_BERT = re.compile(r"(?:^|/)embedding_projection/")
+
+
+def object_based_variables(prefix):
+    """{variable name (without ":0"): checkpoint key} of an object-based checkpoint."""
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, ValueError) as e:
+        raise ValueError(f"cannot read checkpoint {prefix}: {str(e).splitlines()[0]}") from None
+    if not reader.has_tensor(OBJECT_GRAPH):
+        raise ValueError(f"checkpoint {prefix} is not object-based (no {OBJECT_GRAPH}): not a Model Garden or "
+                         f"TF Hub checkpoint")
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor(OBJECT_GRAPH))
+    names = {}
+    for node in graph.nodes:
+        for attribute in node.attributes:
+            if attribute.name == "VARIABLE_VALUE" and attribute.full_name:
+                names.setdefault(re.sub(r":\d+$", "", attribute.full_name), attribute.checkpoint_key)
+    return reader, names
+
+
+def bert_config_from_shapes(shapes, source):
+    """The `BertConfig` that original variables of these shapes belong to (gelu in the tanh
+    form, Model Garden's and TF Hub's BERT activation; dropouts 0.1)."""
+    layers = sorted({int(m.group(1)) for m in (re.match(r"bert/encoder/layer_(\d+)/", name) for name in shapes)
+                     if m})
+    if not layers or "bert/embeddings/word_embeddings" not in shapes:
+        raise ValueError(f"{source} holds no BERT encoder (no word_embeddings and transformer/layer_N variables)")
+    query = shapes.get("bert/encoder/layer_0/attention/self/query/kernel")
+    intermediate = shapes.get("bert/encoder/layer_0/intermediate/dense/kernel")
+    if query is None or len(query) != 3 or intermediate is None:
+        raise ValueError(f"{source}: cannot read the number of heads off the attention kernels; give "
+                         f"--bert_config_file")
+    vocab_size, hidden = shapes["bert/embeddings/word_embeddings"]
+    return modeling.BertConfig(
+        vocab_size=int(vocab_size), hidden_size=int(hidden), num_hidden_layers=len(layers),
+        num_attention_heads=int(query[1]), intermediate_size=int(intermediate[1]), hidden_act="gelu",
+        max_position_embeddings=int(shapes.get("bert/embeddings/position_embeddings", (512,))[0]),
+        type_vocab_size=int(shapes.get("bert/embeddings/token_type_embeddings", (2,))[0]))
+
+
+def read_object_based(prefix, bert_config_file=None, vocab_file=None, do_lower_case=None):
+    """`BertWeights` of a Model Garden checkpoint or TF Hub SavedModel variables (encoder and
+    pooler). The config is `bert_config_file` when given, else read off the shapes."""
+    reader, names = object_based_variables(prefix)
+    shapes, keys = {}, {}
+    unmapped = []
+    for name, key in sorted(names.items()):
+        if OBJECT_BASED_NOT_BERT.search(name):
+            raise ValueError(f"checkpoint {prefix} has {name}: factorised embeddings are not the original BERT")
+        for pattern, original in OBJECT_BASED_NAMES:
+            match = pattern.search(name)
+            if match:
+                original = match.expand(original)
+                if original in keys and keys[original] != key:
+                    raise ValueError(f"checkpoint {prefix} holds two encoders ({name} and another); convert a "
+                                     f"checkpoint of one")
+                shapes[original], keys[original] = tuple(reader.get_variable_to_shape_map()[key]), key
+                break
+        else:
+            unmapped.append(name)
+    config = (modeling.BertConfig.from_json_file(bert_config_file) if bert_config_file
+              else bert_config_from_shapes(shapes, f"checkpoint {prefix}"))
+    modeling.validate_config(config)
+    tensors = collections.OrderedDict()
+    for original, shape in modeling.original_variable_shapes(config).items():
+        if original not in keys:
+            raise ValueError(f"checkpoint {prefix} lacks the variable for {original}: not a complete BERT encoder"
+                             f"{' of ' + bert_config_file if bert_config_file else ''}")
+        value = reader.get_tensor(keys[original])
+        if value.shape not in (tuple(shape), object_based_shape(original, config)):
+            raise ValueError(f"checkpoint {prefix}: the variable for {original} has shape {list(value.shape)}, but "
+                             f"{bert_config_file or 'the config'} needs {list(object_based_shape(original, config))}")
+        tensors[original] = value.astype(np.float32).reshape(shape)
+    extra = [name for name in unmapped if name != "save_counter" and not name.startswith("Variable")]
+    if extra:
+        logging.warning("%d variables of %s are not the BERT encoder and were left out: %s%s", len(extra), prefix,
+                        ", ".join(extra[:8]), ", ..." if len(extra) > 8 else "")
+    if reader.has_tensor("do_lower_case/.ATTRIBUTES/VARIABLE_VALUE"):  # TF Hub's encoders keep the casing
+        do_lower_case = bool(reader.get_tensor("do_lower_case/.ATTRIBUTES/VARIABLE_VALUE"))
+    if not vocab_file or not os.path.exists(vocab_file):
+        raise ValueError(f"no vocab for {prefix}: {vocab_file or 'vocab.txt'} does not exist; give --vocab_file")
+    _check_vocab_fits(vocab_file, config, bert_config_file or prefix)
+    return BertWeights(config, tensors, vocab_file, do_lower_case, prefix)
+
+
+def object_based_shape(original, config):
+    """The shape of an original variable in Model Garden: attention kernels per head."""
+    shape = modeling.original_variable_shapes(config)[original]
+    heads = config.num_attention_heads
+    if re.search(r"attention/self/\w+/kernel$", original):
+        return (shape[0], heads, shape[1] // heads)
+    if re.search(r"attention/self/\w+/bias$", original):
+        return (heads, shape[0] // heads)
+    if original.endswith("attention/output/dense/kernel"):
+        return (heads, shape[0] // heads, shape[1])
+    return tuple(shape)
+
+
+def find_checkpoint(directory, init_checkpoint=None):
+    """The checkpoint prefix of a model directory: init_checkpoint, bert_model.ckpt, the
+    latest one, or the only one; None if there is none."""
+    if init_checkpoint:
+        return modeling.resolve_checkpoint(init_checkpoint)
+    if tf.io.gfile.exists(os.path.join(directory, ORIGINAL_CHECKPOINT + ".index")):
+        return os.path.join(directory, ORIGINAL_CHECKPOINT)
+    latest = tf.train.latest_checkpoint(directory)
+    if latest:
+        return latest
+    indexes = glob.glob(os.path.join(directory, "*.index"))
+    return indexes[0][:-len(".index")] if len(indexes) == 1 else None
+
+
+def is_object_based(prefix):
+    """True for a Model Garden / TF2 object-based checkpoint, False for the original names."""
+    try:
+        names = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError) as e:
+        raise ValueError(f"cannot read checkpoint {prefix}: {str(e).splitlines()[0]}") from None
+    return OBJECT_GRAPH in names and "bert/embeddings/word_embeddings" not in names
+
 
 # ------------------------------------------------------------------------------------------
 # Files.
@@ -723,7 +888,7 @@ def _copy_atomically(source, destination):
 # One command for every direction.
 
 
-def detect_format(directory):
+def detect_format(directory, init_checkpoint=None):
     """The format of a model directory, one of INPUT_FORMATS, from its files; ValueError if none."""
     if not os.path.isdir(directory):
         raise ValueError(f"--input_dir={directory} is not a directory")
@@ -733,10 +898,16 @@ def detect_format(directory):
         if "class_name" in config or str(config.get("registered_name", "")).startswith(("keras_hub>", "keras_nlp>")):
             return "keras_hub"
         return "huggingface"
+    if tf.io.gfile.exists(os.path.join(directory, TF_HUB_VARIABLES + ".index")):
+        return "tf_hub"
+    checkpoint = find_checkpoint(directory, init_checkpoint)
+    if checkpoint and is_object_based(checkpoint):
+        return "model_garden"
     if os.path.exists(os.path.join(directory, ORIGINAL_CONFIG)):
         return "original"
-    raise ValueError(f"--input_dir={directory} holds none of {HF_CONFIG} (Hugging Face, or a KerasHub preset) "
-                     f"and {ORIGINAL_CONFIG} (original BERT): it is no BERT model directory this converter knows")
+    raise ValueError(f"--input_dir={directory} holds none of {HF_CONFIG} (Hugging Face, or a KerasHub preset), "
+                     f"{ORIGINAL_CONFIG} (original BERT), {TF_HUB_VARIABLES}.index (a TF Hub SavedModel) and an "
+                     f"object-based checkpoint (Model Garden): it is no BERT model directory this converter knows")
 
 
 def read_model(input_format, input_dir, init_checkpoint=None, bert_config_file=None, vocab_file=None,
@@ -746,6 +917,17 @@ def read_model(input_format, input_dir, init_checkpoint=None, bert_config_file=N
         return read_huggingface(input_dir)
     if input_format == "keras_hub":
         return read_keras_hub(input_dir)
+    if input_format in ("model_garden", "tf_hub"):
+        if input_format == "tf_hub":
+            prefix = os.path.join(input_dir, TF_HUB_VARIABLES)
+            vocab_candidates = [os.path.join(input_dir, "assets", VOCAB)]
+        else:
+            prefix = find_checkpoint(input_dir, init_checkpoint)
+            vocab_candidates = [os.path.join(input_dir, VOCAB)]
+        config_file = bert_config_file or (os.path.join(input_dir, ORIGINAL_CONFIG)
+                                           if os.path.exists(os.path.join(input_dir, ORIGINAL_CONFIG)) else None)
+        vocab = vocab_file or next((path for path in vocab_candidates if os.path.exists(path)), vocab_candidates[0])
+        return read_object_based(prefix, config_file, vocab, None)
     return read_original(init_checkpoint or os.path.join(input_dir, ORIGINAL_CHECKPOINT),
                          bert_config_file or os.path.join(input_dir, ORIGINAL_CONFIG),
                          vocab_file or os.path.join(input_dir, VOCAB), do_lower_case)
@@ -757,7 +939,7 @@ WRITERS = {"original": write_original, "huggingface": write_huggingface, "keras_
 def main(_):
     logging.set_verbosity(logging.INFO)
     if FLAGS.input_dir:
-        input_format = detect_format(FLAGS.input_dir)
+        input_format = detect_format(FLAGS.input_dir, FLAGS.init_checkpoint)
         if os.path.abspath(FLAGS.input_dir) == os.path.abspath(FLAGS.output_dir):
             raise ValueError(f"--output_dir={FLAGS.output_dir} is --input_dir: write the conversion elsewhere")
     elif FLAGS.init_checkpoint and FLAGS.bert_config_file and FLAGS.vocab_file:
@@ -767,6 +949,8 @@ def main(_):
     output_format = FLAGS.output_format or ("huggingface" if input_format == "original" else "original")
     weights = read_model(input_format, FLAGS.input_dir, FLAGS.init_checkpoint, FLAGS.bert_config_file,
                          FLAGS.vocab_file, FLAGS.do_lower_case)
+    if weights.do_lower_case is None and output_format != "original":
+        weights = weights._replace(do_lower_case=FLAGS.do_lower_case)  # the input does not say: the flag does
     logging.info("Read %s (%s format); writing %s format", weights.source, input_format, output_format)
     WRITERS[output_format](weights, FLAGS.output_dir)
 
