@@ -694,6 +694,7 @@ def keras_version():
 # kernels are the original's reshaped to [H, N, D] and [N, D, H].
 
 OBJECT_BASED_NAMES = [(re.compile(r"(?:^|/)" + pattern + "$"), original) for pattern, original in (
+    (r"bert/(?:embeddings|encoder|pooler)/.*", None),  # already an original name
     (r"word_embeddings/embeddings", "bert/embeddings/word_embeddings"),
     (r"position_embedding/embeddings", "bert/embeddings/position_embeddings"),
     (r"type_embeddings/embeddings", "bert/embeddings/token_type_embeddings"),
@@ -729,8 +730,18 @@ def object_based_variables(prefix):
     names = {}
     for node in graph.nodes:
         for attribute in node.attributes:
-            if attribute.name == "VARIABLE_VALUE" and attribute.full_name:
-                names.setdefault(re.sub(r":\d+$", "", attribute.full_name), attribute.checkpoint_key)
+            if attribute.name != "VARIABLE_VALUE":
+                continue
+            # export_encoder.py's SavedModels track every variable under its original name as
+            # well ("bert/..." escaped into the key, "/" as ".S"); Keras 3 names are not paths.
+            ours = re.match(r"original_variables/(.+)/\.ATTRIBUTES/VARIABLE_VALUE$", attribute.checkpoint_key)
+            if ours:
+                name = re.sub(r"\.(S|\.)", lambda m: "/" if m.group(1) == "S" else ".", ours.group(1))
+            elif attribute.full_name:
+                name = re.sub(r":\d+$", "", attribute.full_name)
+            else:
+                continue
+            names.setdefault(name, attribute.checkpoint_key)
     return reader, names
 
 
@@ -766,7 +777,7 @@ def read_object_based(prefix, bert_config_file=None, vocab_file=None, do_lower_c
         for pattern, original in OBJECT_BASED_NAMES:
             match = pattern.search(name)
             if match:
-                original = match.expand(original)
+                original = name if name.startswith("bert/") else match.expand(original)
                 if original in keys and keys[original] != key:
                     raise ValueError(f"checkpoint {prefix} holds two encoders ({name} and another); convert a "
                                      f"checkpoint of one")
@@ -787,7 +798,9 @@ def read_object_based(prefix, bert_config_file=None, vocab_file=None, do_lower_c
             raise ValueError(f"checkpoint {prefix}: the variable for {original} has shape {list(value.shape)}, but "
                              f"{bert_config_file or 'the config'} needs {list(object_based_shape(original, config))}")
         tensors[original] = value.astype(np.float32).reshape(shape)
-    extra = [name for name in unmapped if name != "save_counter" and not name.startswith("Variable")]
+    # save_counter: Model Garden's; do_lower_case ("Variable" in TF Hub's): read below.
+    extra = [name for name in unmapped if name not in ("save_counter", "do_lower_case")
+             and not name.startswith("Variable")]
     if extra:
         logging.warning("%d variables of %s are not the BERT encoder and were left out: %s%s", len(extra), prefix,
                         ", ".join(extra[:8]), ", ..." if len(extra) > 8 else "")
@@ -918,16 +931,13 @@ def read_model(input_format, input_dir, init_checkpoint=None, bert_config_file=N
     if input_format == "keras_hub":
         return read_keras_hub(input_dir)
     if input_format in ("model_garden", "tf_hub"):
-        if input_format == "tf_hub":
-            prefix = os.path.join(input_dir, TF_HUB_VARIABLES)
-            vocab_candidates = [os.path.join(input_dir, "assets", VOCAB)]
-        else:
-            prefix = find_checkpoint(input_dir, init_checkpoint)
-            vocab_candidates = [os.path.join(input_dir, VOCAB)]
-        config_file = bert_config_file or (os.path.join(input_dir, ORIGINAL_CONFIG)
-                                           if os.path.exists(os.path.join(input_dir, ORIGINAL_CONFIG)) else None)
-        vocab = vocab_file or next((path for path in vocab_candidates if os.path.exists(path)), vocab_candidates[0])
-        return read_object_based(prefix, config_file, vocab, None)
+        # A TF Hub SavedModel keeps its files in assets/ (export_encoder.py's its bert_config.json too).
+        files = os.path.join(input_dir, "assets") if input_format == "tf_hub" else input_dir
+        prefix = (os.path.join(input_dir, TF_HUB_VARIABLES) if input_format == "tf_hub"
+                  else find_checkpoint(input_dir, init_checkpoint))
+        config_file = bert_config_file or (os.path.join(files, ORIGINAL_CONFIG)
+                                           if os.path.exists(os.path.join(files, ORIGINAL_CONFIG)) else None)
+        return read_object_based(prefix, config_file, vocab_file or os.path.join(files, VOCAB), None)
     return read_original(init_checkpoint or os.path.join(input_dir, ORIGINAL_CHECKPOINT),
                          bert_config_file or os.path.join(input_dir, ORIGINAL_CONFIG),
                          vocab_file or os.path.join(input_dir, VOCAB), do_lower_case)

@@ -11,6 +11,8 @@ models runs on any checkpoint of this project, and TF Serving needs no Python.
 """
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -44,12 +46,16 @@ class EncoderExport(tf.Module):
     """What export_dir/encoder holds: the TF Hub BERT encoder interface over `modeling.BertModel`.
 
     Also `vocab_file` (an asset) and `do_lower_case` (a variable), where TF Hub's BERT
-    encoders keep them.
+    encoders keep them, and the model's bert_config.json (an asset).
     """
 
-    def __init__(self, model, vocab_file, do_lower_case):
+    def __init__(self, model, vocab_file, do_lower_case, bert_config_file):
         super().__init__(name="bert_encoder")
         self.model = model
+        self.bert_config_file = tf.saved_model.Asset(bert_config_file)
+        # The same variables under their original names, so the SavedModel's variables/
+        # say which is which (convert_checkpoint.py reads them back into a checkpoint).
+        self.original_variables = dict(modeling.original_name_map(model))
         self.vocab_file = tf.saved_model.Asset(vocab_file)
         self.do_lower_case = tf.Variable(bool(do_lower_case), trainable=False, name="do_lower_case")
 
@@ -178,14 +184,26 @@ def _save(module, export_dir):
 
 
 def export_encoder(export_dir, model, vocab_file, do_lower_case, seq_length):
-    """Writes export_dir/encoder and export_dir/preprocess for a restored `modeling.BertModel`."""
-    preprocess = PreprocessExport(vocab_file, do_lower_case, seq_length)  # checks the vocab first
-    if preprocess.tokenizer.vocab_size > model.config.vocab_size:
-        raise ValueError(f"--vocab_file={vocab_file} has {preprocess.tokenizer.vocab_size} tokens but the BERT config "
-                         f"only vocab_size {model.config.vocab_size}: use the vocab of the checkpoint")
-    tf.io.gfile.makedirs(export_dir)
-    _save(EncoderExport(model, vocab_file, do_lower_case), os.path.join(export_dir, ENCODER_DIR))
-    _save(preprocess, os.path.join(export_dir, PREPROCESS_DIR))
+    """Writes export_dir/encoder and export_dir/preprocess for a restored `modeling.BertModel`.
+
+    Their assets are named as in TF Hub's models whatever the files were called here:
+    assets/vocab.txt, and the encoder's assets/bert_config.json.
+    """
+    with tempfile.TemporaryDirectory() as temp:
+        vocab_asset, config_asset = os.path.join(temp, "vocab.txt"), os.path.join(temp, "bert_config.json")
+        try:
+            shutil.copyfile(vocab_file, vocab_asset)
+        except OSError as e:
+            raise ValueError(f"cannot read --vocab_file={vocab_file}: {e.strerror or e}") from None
+        with open(config_asset, "w") as f:
+            f.write(model.config.to_json_string())
+        preprocess = PreprocessExport(vocab_asset, do_lower_case, seq_length)  # checks the vocab first
+        if preprocess.tokenizer.vocab_size > model.config.vocab_size:
+            raise ValueError(f"--vocab_file={vocab_file} has {preprocess.tokenizer.vocab_size} tokens but the BERT "
+                             f"config only vocab_size {model.config.vocab_size}: use the vocab of the checkpoint")
+        tf.io.gfile.makedirs(export_dir)
+        _save(EncoderExport(model, vocab_asset, do_lower_case, config_asset), os.path.join(export_dir, ENCODER_DIR))
+        _save(preprocess, os.path.join(export_dir, PREPROCESS_DIR))
     logging.info("Exported %s and %s. Use: preprocess = tf.saved_model.load(%r); encoder = "
                  "tf.saved_model.load(%r); encoder(preprocess(strings))['pooled_output']",
                  os.path.join(export_dir, ENCODER_DIR), os.path.join(export_dir, PREPROCESS_DIR),

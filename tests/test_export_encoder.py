@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import convert_checkpoint
 import export_encoder
 import extract_features
 import modeling
@@ -143,6 +144,21 @@ def test_preprocessing_packs_the_ids_of_run_classifier_features(loaded):
         np.testing.assert_array_equal(loaded[f"{i}/input_word_ids"], feature.input_ids, err_msg=str(i))
         np.testing.assert_array_equal(loaded[f"{i}/input_mask"], feature.input_mask, err_msg=str(i))
         np.testing.assert_array_equal(loaded[f"{i}/input_type_ids"], feature.segment_ids, err_msg=str(i))
+
+
+def test_exported_encoder_converts_back_to_the_same_checkpoint(exported, tmp_path):
+    result = subprocess.run([helpers.python(), os.path.join(ROOT, "convert_checkpoint.py"),
+                             f"--input_dir={os.path.join(exported, 'encoder')}", f"--output_dir={tmp_path / 'back'}"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "tf_hub format" in result.stderr and "left out" not in result.stderr
+    back = convert_checkpoint.read_model("original", str(tmp_path / "back"))
+    original = convert_checkpoint.read_original(CHECKPOINT, CONFIG, VOCAB)
+    assert back.config.to_dict() == original.config.to_dict()
+    assert list(back.tensors) == list(original.tensors)
+    for name, value in original.tensors.items():
+        np.testing.assert_array_equal(back.tensors[name], value, err_msg=name)
+    assert open(back.vocab_file).read() == open(VOCAB).read()
 
 
 @pytest.mark.parametrize("do_lower_case", [True, False])
