@@ -46,9 +46,9 @@ ORIGINAL_CONFIG, ORIGINAL_CHECKPOINT, VOCAB = "bert_config.json", "bert_model.ck
 KERAS_HUB_CONFIG, KERAS_HUB_WEIGHTS, KERAS_HUB_TOKENIZER, KERAS_HUB_METADATA = (
     "config.json", "model.weights.h5", "tokenizer.json", "metadata.json")
 KERAS_HUB_VOCAB = os.path.join("assets", "tokenizer", "vocabulary.txt")
-INPUT_FORMATS = ("original", "huggingface", "keras_hub", "model_garden", "tf_hub")
 TF_HUB_VARIABLES = os.path.join("variables", "variables")
 OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
+INPUT_FORMATS = ("original", "huggingface", "keras_hub", "model_garden", "tf_hub")
 OUTPUT_FORMATS = ("original", "huggingface", "keras_hub")
 
 # Hugging Face `hidden_act` -> ours. HF "gelu" is the exact erf form (the original's 2018
@@ -693,8 +693,8 @@ def keras_version():
 # them, and that is what is mapped here; no Model Garden code is needed. The attention
 # kernels are the original's reshaped to [H, N, D] and [N, D, H].
 
-OBJECT_BASED_NAMES = [(re.compile(r"(?:^|/)" + pattern + "$"), original) for pattern, original in (
-    (r"bert/(?:embeddings|encoder|pooler)/.*", None),  # already an original name
+OBJECT_BASED_NAMES = [(re.compile(r"^bert/(?:embeddings|encoder|pooler)/.*$"), r"\g<0>")] + [  # original names
+    (re.compile(r"(?:^|/)" + pattern + "$"), original) for pattern, original in (
     (r"word_embeddings/embeddings", "bert/embeddings/word_embeddings"),
     (r"position_embedding/embeddings", "bert/embeddings/position_embeddings"),
     (r"type_embeddings/embeddings", "bert/embeddings/token_type_embeddings"),
@@ -777,7 +777,7 @@ def read_object_based(prefix, bert_config_file=None, vocab_file=None, do_lower_c
         for pattern, original in OBJECT_BASED_NAMES:
             match = pattern.search(name)
             if match:
-                original = name if name.startswith("bert/") else match.expand(original)
+                original = match.expand(original)
                 if original in keys and keys[original] != key:
                     raise ValueError(f"checkpoint {prefix} holds two encoders ({name} and another); convert a "
                                      f"checkpoint of one")
