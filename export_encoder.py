@@ -42,22 +42,28 @@ def define_flags():
                          "takes any seq_length it was exported with).")
 
 
-class EncoderExport(tf.Module):
+class EncoderExport(tf.train.Checkpoint):
     """What export_dir/encoder holds: the TF Hub BERT encoder interface over `modeling.BertModel`.
 
+    A Reusable SavedModel, as TF Hub's: `variables`, `trainable_variables` and
+    `regularization_losses` (none) beside `__call__`, so hub.KerasLayer can fine-tune it.
     Also `vocab_file` (an asset) and `do_lower_case` (a variable), where TF Hub's BERT
-    encoders keep them, and the model's bert_config.json (an asset).
+    encoders keep them, and the model's bert_config.json (an asset). A tf.train.Checkpoint,
+    not a tf.Module, because tf.Module reserves `variables` and `trainable_variables`.
     """
 
     def __init__(self, model, vocab_file, do_lower_case, bert_config_file):
-        super().__init__(name="bert_encoder")
+        super().__init__()
+        # First, so that the saved variables are keyed by their original names (escaped):
+        # convert_checkpoint.py reads them back into a checkpoint by these keys.
+        self.original_variables = dict(modeling.original_name_map(model))
         self.model = model
         self.bert_config_file = tf.saved_model.Asset(bert_config_file)
-        # The same variables under their original names, so the SavedModel's variables/
-        # say which is which (convert_checkpoint.py reads them back into a checkpoint).
-        self.original_variables = dict(modeling.original_name_map(model))
         self.vocab_file = tf.saved_model.Asset(vocab_file)
         self.do_lower_case = tf.Variable(bool(do_lower_case), trainable=False, name="do_lower_case")
+        self.variables = list(self.original_variables.values())
+        self.trainable_variables = list(self.original_variables.values())
+        self.regularization_losses = []
 
     @tf.function
     def __call__(self, inputs, training=False):

@@ -53,6 +53,9 @@ LOADER = textwrap.dedent("""
             results[f"{i}/layer_{layer}"] = value.numpy()[0]
     default = preprocess(tf.constant([pairs[0][0]]))
     results["default/input_word_ids"] = default["input_word_ids"].numpy()[0]
+    results["trainable_variables"] = np.array([len(encoder.trainable_variables), len(encoder.variables),
+                                               len(encoder.regularization_losses)])
+    results["training/pooled_output"] = encoder(inputs, training=True)["pooled_output"].numpy()[0]
     served = encoder.signatures["serving_default"](**inputs)
     results["served/pooled_output"] = served["pooled_output"].numpy()[0]
     np.savez(output, **results)
@@ -133,6 +136,10 @@ def test_fresh_process_reproduces_extract_features_vectors(loaded, tmp_path):
     last = len(lines) + len(CLASSIFIER_PAIRS) - 1
     np.testing.assert_array_equal(loaded["served/pooled_output"], loaded[f"{last}/pooled_output"])
     np.testing.assert_array_equal(loaded["default/input_word_ids"], loaded["0/input_word_ids"])
+    # training=True runs dropout (hidden_dropout_prob 0.1), as a fine-tuning hub.KerasLayer would.
+    assert np.abs(loaded["training/pooled_output"] - loaded[f"{last}/pooled_output"]).max() > 1e-3
+    # The Reusable SavedModel attributes hub.KerasLayer fine-tunes through: every weight, no losses.
+    assert loaded["trainable_variables"].tolist() == [len(model.weights), len(model.weights), 0]
 
 
 def test_preprocessing_packs_the_ids_of_run_classifier_features(loaded):
