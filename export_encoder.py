@@ -176,11 +176,13 @@ def truncated_pair_lengths(length_a, length_b, seq_length):
     return tf.where(length_b > 0, tf.where(fits, length_a, keep_a), single_a), tf.where(fits, length_b, keep_b)
 
 
-def _save(module, export_dir):
-    """Saves `module` to export_dir through a temporary directory (nothing half-written there)."""
+def _save_together(modules, export_dir):
+    """Saves {subdirectory: module} under export_dir, all written in a temporary directory
+    next to it and then moved into place: an error leaves no half export behind."""
     temp = export_dir.rstrip("/") + f".tmp-{os.getpid()}"
     try:
-        tf.saved_model.save(module, temp, signatures=module.signatures())
+        for name, module in modules.items():
+            tf.saved_model.save(module, os.path.join(temp, name), signatures=module.signatures())
         if tf.io.gfile.exists(export_dir):
             tf.io.gfile.rmtree(export_dir)
         tf.io.gfile.rename(temp, export_dir)
@@ -203,13 +205,18 @@ def export_encoder(export_dir, model, vocab_file, do_lower_case, seq_length):
             raise ValueError(f"cannot read --vocab_file={vocab_file}: {e.strerror or e}") from None
         with open(config_asset, "w") as f:
             f.write(model.config.to_json_string())
-        preprocess = PreprocessExport(vocab_asset, do_lower_case, seq_length)  # checks the vocab first
+        try:
+            preprocess = PreprocessExport(vocab_asset, do_lower_case, seq_length)  # checks the vocab first
+        except ValueError as e:
+            raise ValueError(str(e).replace(vocab_asset, vocab_file)) from None  # the user's file, not the copy
         if preprocess.tokenizer.vocab_size > model.config.vocab_size:
             raise ValueError(f"--vocab_file={vocab_file} has {preprocess.tokenizer.vocab_size} tokens but the BERT "
                              f"config only vocab_size {model.config.vocab_size}: use the vocab of the checkpoint")
-        tf.io.gfile.makedirs(export_dir)
-        _save(EncoderExport(model, vocab_asset, do_lower_case, config_asset), os.path.join(export_dir, ENCODER_DIR))
-        _save(preprocess, os.path.join(export_dir, PREPROCESS_DIR))
+        parent = os.path.dirname(export_dir.rstrip("/"))
+        if parent:
+            tf.io.gfile.makedirs(parent)
+        _save_together({ENCODER_DIR: EncoderExport(model, vocab_asset, do_lower_case, config_asset),
+                        PREPROCESS_DIR: preprocess}, export_dir)
     logging.info("Exported %s and %s. Use: preprocess = tf.saved_model.load(%r); encoder = "
                  "tf.saved_model.load(%r); encoder(preprocess(strings))['pooled_output']",
                  os.path.join(export_dir, ENCODER_DIR), os.path.join(export_dir, PREPROCESS_DIR),

@@ -202,6 +202,8 @@ def test_wrong_vocab_and_too_long_max_seq_length_are_one_line(tmp_path):
                                       [f"w{i}" for i in range(100)])
     for args, message in (([f"--vocab_file={small_vocab}", "--max_seq_length=16"],
                            "has 105 tokens but the BERT config only vocab_size 60"),
+                          ([f"--vocab_file={helpers.write_vocab(tmp_path / 'plain.txt', ['[PAD]', 'the'])}",
+                            "--max_seq_length=16"], f"vocab file {tmp_path / 'plain.txt'} lacks [UNK], [CLS], [SEP]"),
                           ([f"--vocab_file={VOCAB}", "--max_seq_length=33"],
                            "max_seq_length 33 is above max_position_embeddings 32")):
         result = subprocess.run(
