@@ -4,6 +4,7 @@ model gives the sequence and pooled outputs that Model Garden computed (fixtures
 tests/golden/make_model_garden_golden.py with tf-models-official 2.20.0)."""
 
 import os
+import re
 import subprocess
 
 import numpy as np
@@ -18,12 +19,12 @@ from tests import helpers
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = os.path.join(GOLDEN, "model_garden_tiny", "vocab.txt")
-# (fixture directory, its outputs in model_garden_golden.npz, extra flags): the BertEncoder one
+# (fixture directory, its outputs in model_garden_golden.npz, --vocab_file): the BertEncoder one
 # has bert_config.json and vocab.txt, the BertEncoderV2 one neither (config read off the shapes),
 # the TF Hub one its vocab in assets/ and its casing in a variable.
-FIXTURES = [("model_garden_tiny", "model_garden", []),
-            ("model_garden_v2_tiny", "model_garden_v2", [f"--vocab_file={VOCAB}"]),
-            ("tf_hub_tiny", "tf_hub", [])]
+FIXTURES = [("model_garden_tiny", "model_garden", None),
+            ("model_garden_v2_tiny", "model_garden_v2", VOCAB),
+            ("tf_hub_tiny", "tf_hub", None)]
 
 
 def run_script(*args):
@@ -36,18 +37,26 @@ def checkpoint_tensors(prefix):
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
 
 
-@pytest.mark.parametrize("directory, key, flags", FIXTURES)
-def test_converted_model_gives_model_garden_outputs(directory, key, flags, tmp_path):
+def convert(input_dir, output_dir, vocab_file=None):
+    """What `convert_checkpoint.py --input_dir --output_dir [--vocab_file]` does, in-process
+    (the script itself runs in the tests of its one-line errors and of one command to HF)."""
+    input_format = convert_checkpoint.detect_format(input_dir)
+    weights = convert_checkpoint.read_model(input_format, input_dir, vocab_file=vocab_file)
+    convert_checkpoint.write_original(weights, output_dir)
+    return input_format, weights
+
+
+@pytest.mark.parametrize("directory, key, vocab_file", FIXTURES)
+def test_converted_model_gives_model_garden_outputs(directory, key, vocab_file, tmp_path):
     output_dir = str(tmp_path / "original")
-    result = run_script(f"--input_dir={os.path.join(GOLDEN, directory)}", f"--output_dir={output_dir}", *flags)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert ("tf_hub format" if key == "tf_hub" else "model_garden format") in result.stderr
+    input_format, weights = convert(os.path.join(GOLDEN, directory), output_dir, vocab_file)
+    assert input_format == ("tf_hub" if key == "tf_hub" else "model_garden")
     config = modeling.BertConfig.from_json_file(os.path.join(output_dir, "bert_config.json"))
     assert (config.vocab_size, config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
             config.intermediate_size, config.max_position_embeddings, config.type_vocab_size,
             config.hidden_act) == (50, 32, 2, 4, 37, 24, 2, "gelu")
-    if key == "tf_hub":
-        assert "--do_lower_case=True" in result.stderr  # TF Hub's do_lower_case variable
+    # TF Hub's encoders keep the casing in a do_lower_case variable; Model Garden's checkpoints do not.
+    assert weights.do_lower_case is (True if key == "tf_hub" else None)
 
     golden = np.load(os.path.join(GOLDEN, "model_garden_golden.npz"))
     model = modeling.BertModel(config)
@@ -95,8 +104,7 @@ def test_any_object_layout_is_read_by_variable_names(tmp_path):
     directory = tmp_path / "other"
     directory.mkdir()
     write_object_based(str(directory / "model.ckpt"), model_garden_variables())
-    result = run_script(f"--input_dir={directory}", f"--output_dir={tmp_path / 'out'}", f"--vocab_file={VOCAB}")
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert convert(str(directory), str(tmp_path / "out"), VOCAB)[0] == "model_garden"
     ours = checkpoint_tensors(str(tmp_path / "out" / "bert_model.ckpt"))
     expected = convert_checkpoint.read_model("model_garden", os.path.join(GOLDEN, "model_garden_tiny")).tensors
     assert sorted(ours) == sorted(expected)
@@ -120,14 +128,15 @@ def test_incomplete_or_foreign_encoders_are_one_line(edit, message, tmp_path):
     write_object_based(str(directory / "bert_model.ckpt"), variables)
     (directory / "bert_config.json").write_bytes(open(os.path.join(GOLDEN, "model_garden_tiny",
                                                                     "bert_config.json"), "rb").read())
-    result = run_script(f"--input_dir={directory}", f"--output_dir={tmp_path / 'out'}", f"--vocab_file={VOCAB}")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("convert_checkpoint.py: error:")]
-    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    with pytest.raises(ValueError, match=re.escape(message)):
+        convert(str(directory), str(tmp_path / "out"), VOCAB)
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_vocab_says_give_vocab_file(tmp_path):
+def test_missing_vocab_is_one_line_saying_give_vocab_file(tmp_path):
     result = run_script(f"--input_dir={os.path.join(GOLDEN, 'model_garden_v2_tiny')}",
                         f"--output_dir={tmp_path / 'out'}")
-    assert result.returncode == 1 and "give --vocab_file" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("convert_checkpoint.py: error:")]
+    assert len(errors) == 1 and "give --vocab_file" in errors[0], result.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
