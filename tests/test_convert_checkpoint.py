@@ -126,6 +126,26 @@ def test_every_head_survives_both_directions(tmp_path):
         np.testing.assert_array_equal(second[name], original[name], err_msg=name)
 
 
+def test_fine_tuned_checkpoint_by_flags_keeps_heads_and_drops_adam_slots(tmp_path):
+    """--init_checkpoint with --bert_config_file and --vocab_file, no --input_dir, to each output."""
+    prefix = os.path.join(GOLDEN, "modeling_tiny.ckpt")
+    vocab = helpers.write_vocab(tmp_path / "vocab.txt", ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] +
+                                [f"w{i}" for i in range(94)])
+    flags = [f"--init_checkpoint={prefix}", f"--bert_config_file={os.path.join(GOLDEN, 'modeling_tiny_config.json')}",
+             f"--vocab_file={vocab}"]
+    original = checkpoint_tensors(prefix)
+    result = run_script(*flags, f"--output_dir={tmp_path / 'clean'}", "--output_format=original")
+    assert result.returncode == 0, result.stderr[-2000:]
+    clean = checkpoint_tensors(str(tmp_path / "clean" / "bert_model.ckpt"))
+    assert sorted(clean) == sorted(name for name in original if "adam" not in name and name != "global_step")
+    assert "cls/squad/output_weights" in clean and "output_weights" in clean
+    for name in clean:
+        np.testing.assert_array_equal(clean[name], original[name], err_msg=name)
+    result = run_script(*flags, f"--output_dir={tmp_path / 'hf'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "classifier.weight" in load_file(str(tmp_path / "hf" / "model.safetensors"))
+
+
 @pytest.fixture()
 def tiny_hf_dir(tmp_path):
     """A small Hugging Face directory made from the extract_features golden checkpoint."""
