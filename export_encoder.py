@@ -6,7 +6,7 @@
 `export_dir/preprocess`: raw strings in; `tokenize` (WordPiece ids per word), `bert_pack_inputs`
 (one or two segments to the encoder's inputs, truncated as run_classifier.py truncates) and a
 default signature that packs one segment to `--max_seq_length`. Tokenization runs in the graph
-(tokenization.InGraphTokenizer) with the ids of FullTokenizer, so code written for the TF Hub
+(tokenization_ingraph.InGraphTokenizer) with the ids of FullTokenizer, so code written for the TF Hub
 models runs on any checkpoint of this project, and TF Serving needs no Python.
 """
 
@@ -23,6 +23,7 @@ import tensorflow as tf  # noqa: E402
 import cli  # noqa: E402
 import modeling  # noqa: E402
 import tokenization  # noqa: E402
+import tokenization_ingraph  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -101,7 +102,7 @@ class PreprocessExport(tf.Module):
         super().__init__(name="bert_preprocess")
         if seq_length < 3:
             raise ValueError(f"--max_seq_length={seq_length} leaves no room for [CLS], [SEP] and text")
-        self.tokenizer = tokenization.InGraphTokenizer(vocab_file, do_lower_case=do_lower_case)
+        self.tokenizer = tokenization_ingraph.InGraphTokenizer(vocab_file, do_lower_case=do_lower_case)
         self.seq_length = seq_length
         self.vocab_file = tf.saved_model.Asset(vocab_file)
         self.do_lower_case = tf.Variable(bool(do_lower_case), trainable=False, name="do_lower_case")

@@ -24,6 +24,7 @@ import tensorflow as tf  # noqa: E402
 import cli  # noqa: E402
 import modeling  # noqa: E402
 import tokenization  # noqa: E402
+import tokenization_ingraph  # noqa: E402
 import training  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -565,14 +566,14 @@ def run_predictions(strategy, model, dataset, is_regression):
 class ClassifierExport(tf.Module):
     """What --export_dir saves: raw strings in, probabilities (or scores) out.
 
-    Tokenization runs inside the graph (tokenization.InGraphTokenizer), with the same ids
+    Tokenization runs inside the graph (tokenization_ingraph.InGraphTokenizer), with the same ids
     as the Python tokenizer.
     """
 
     def __init__(self, model, vocab_file, do_lower_case, max_seq_length, labels, is_regression, pair):
         super().__init__(name="bert_classifier")
         self.model = model
-        self.tokenizer = tokenization.InGraphTokenizer(vocab_file, do_lower_case=do_lower_case)
+        self.tokenizer = tokenization_ingraph.InGraphTokenizer(vocab_file, do_lower_case=do_lower_case)
         self.max_seq_length = max_seq_length
         self.is_regression = is_regression
         self.labels = tf.constant(list(labels))

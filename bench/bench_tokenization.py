@@ -132,20 +132,17 @@ def main():
             lambda: tokenization.FullTokenizer(vocab_file, lower), lambda t, line: t.tokenize_to_ids(line)),
     }
     notes = []
-    if hasattr(tokenization, "InGraphTokenizer"):
-        import tensorflow as tf
-        if args.tf_threads:
-            tf.config.threading.set_intra_op_parallelism_threads(args.tf_threads)
-            tf.config.threading.set_inter_op_parallelism_threads(args.tf_threads)
-        start = time.perf_counter()
-        in_graph = tokenization.InGraphTokenizer(vocab_file, do_lower_case=lower)
-        in_graph.tokenize(tf.constant(lines[:args.batch_size]))  # trace before the timing
-        notes.append(f"InGraphTokenizer: built and traced in {time.perf_counter() - start:.1f} s (not timed); "
-                     f"{args.batch_size} lines per call, TF threads: {args.tf_threads or 'default'}.")
-        passes[f"our InGraphTokenizer (batch {args.batch_size})"] = in_graph_tokenizer_pass(
-            in_graph, args.batch_size)
-    else:
-        notes.append("InGraphTokenizer: not in tokenization.py yet, skipped.")
+    import tensorflow as tf
+    import tokenization_ingraph
+    if args.tf_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.tf_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.tf_threads)
+    start = time.perf_counter()
+    in_graph = tokenization_ingraph.InGraphTokenizer(vocab_file, do_lower_case=lower)
+    in_graph.tokenize(tf.constant(lines[:args.batch_size]))  # trace before the timing
+    notes.append(f"InGraphTokenizer: built and traced in {time.perf_counter() - start:.1f} s (not timed); "
+                 f"{args.batch_size} lines per call, TF threads: {args.tf_threads or 'default'}.")
+    passes[f"our InGraphTokenizer (batch {args.batch_size})"] = in_graph_tokenizer_pass(in_graph, args.batch_size)
 
     print(corpus.format_stats(args.corpus, stats))
     walls = {name: [] for name in passes}

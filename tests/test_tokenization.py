@@ -326,7 +326,7 @@ def test_validate_case_matches_checkpoint(do_lower_case, checkpoint, ok):
 
 
 def test_character_tables_follow_the_per_character_rules():
-    tables = tokenization._char_tables()
+    tables = tokenization.char_tables()
     for cp in range(sys.maxunicode + 1):
         char = chr(cp)
         expected = None if (cp in (0, 0xFFFD) or tokenization._is_control(char)) else (

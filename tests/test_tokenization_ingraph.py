@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 import tokenization
+import tokenization_ingraph
 from tests import helpers
 
 SMALL_VOCAB = [
@@ -40,7 +41,7 @@ def real_tokenizers(do_lower_case):
     """(FullTokenizer, InGraphTokenizer) over the real 30k vocab, built once per casing."""
     vocab_file = helpers.real_vocab_file()
     return (tokenization.FullTokenizer(vocab_file, do_lower_case=do_lower_case),
-            tokenization.InGraphTokenizer(vocab_file, do_lower_case=do_lower_case))
+            tokenization_ingraph.InGraphTokenizer(vocab_file, do_lower_case=do_lower_case))
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["uncased", "cased"])
@@ -209,8 +210,8 @@ def test_import_tokenization_leaves_tensorflow_unloaded():
 
 
 def test_word_pieces_of_small_vocab(small_vocab_file):
-    uncased = tokenization.InGraphTokenizer(small_vocab_file, do_lower_case=True)
-    cased = tokenization.InGraphTokenizer(small_vocab_file, do_lower_case=False)
+    uncased = tokenization_ingraph.InGraphTokenizer(small_vocab_file, do_lower_case=True)
+    cased = tokenization_ingraph.InGraphTokenizer(small_vocab_file, do_lower_case=False)
     texts = ["UNwant\u00e9d,running", "unwantedX", "", "hello!?", "\u535a\u535a", "lowest low  a"]
     assert uncased.tokenize(tf.constant(texts)).to_list() == [
         [9, 6, 7, 12, 10, 11], [1], [], [17, 18, 19], [20, 20], [14, 13, 15]]
@@ -270,25 +271,25 @@ def test_empty_batches_and_lines():
 def test_words_longer_than_max_input_chars_per_word_become_unk(tmp_path):
     vocab_file = helpers.write_vocab(tmp_path / "vocab.txt", SMALL_VOCAB + ["\U0001f600", "##\U0001f600"])
     emoji, emoji_suffix = len(SMALL_VOCAB), len(SMALL_VOCAB) + 1
-    in_graph = tokenization.InGraphTokenizer(vocab_file)
+    in_graph = tokenization_ingraph.InGraphTokenizer(vocab_file)
     # 200 four-byte code points: 800 bytes, past tensorflow-text's default byte limit.
     texts = ["a" * 200, "a" * 201, "\U0001f600" * 200, "\U0001f600" * 201 + " a"]
     assert in_graph.tokenize(tf.constant(texts)).to_list() == [
         [15] + [16] * 199, [1], [emoji] + [emoji_suffix] * 199, [1, 15]]
-    short = tokenization.InGraphTokenizer(vocab_file, max_input_chars_per_word=5)
+    short = tokenization_ingraph.InGraphTokenizer(vocab_file, max_input_chars_per_word=5)
     assert short.tokenize(tf.constant(["aaaaa", "aaaaaa"])).to_list() == [[15, 16, 16, 16, 16], [1]]
 
 
 def test_bad_arguments_raise_value_error(tmp_path, small_vocab_file):
     with pytest.raises(ValueError, match="cannot read vocab file"):
-        tokenization.InGraphTokenizer(str(tmp_path / "missing.txt"))
+        tokenization_ingraph.InGraphTokenizer(str(tmp_path / "missing.txt"))
     no_cls = helpers.write_vocab(tmp_path / "no_cls.txt", [t for t in SMALL_VOCAB if t != "[CLS]"])
     with pytest.raises(ValueError, match=r"lacks \[CLS\]"):
-        tokenization.InGraphTokenizer(no_cls)
+        tokenization_ingraph.InGraphTokenizer(no_cls)
     with pytest.raises(ValueError, match="max_input_chars_per_word"):
-        tokenization.InGraphTokenizer(small_vocab_file, max_input_chars_per_word=0)
+        tokenization_ingraph.InGraphTokenizer(small_vocab_file, max_input_chars_per_word=0)
     with pytest.raises(ValueError, match="max_seq_length must be at least 3"):
-        tokenization.InGraphTokenizer(small_vocab_file).pack_inputs(tf.constant(["a"]), max_seq_length=2)
+        tokenization_ingraph.InGraphTokenizer(small_vocab_file).pack_inputs(tf.constant(["a"]), max_seq_length=2)
 
 
 # --- in graphs, datasets and SavedModels --------------------------------------------
@@ -344,7 +345,7 @@ def test_saved_model_round_trip(tmp_path):
 
 def test_saved_model_runs_without_this_repository(tmp_path, small_vocab_file):
     """The export holds everything: a process with TensorFlow and tensorflow-text only."""
-    in_graph = tokenization.InGraphTokenizer(small_vocab_file)
+    in_graph = tokenization_ingraph.InGraphTokenizer(small_vocab_file)
     tf.saved_model.save(in_graph, str(tmp_path / "tokenizer"))
     code = ("import sys, tensorflow as tf, tensorflow_text\n"
             f"ids = tf.saved_model.load({str(tmp_path / 'tokenizer')!r}).tokenize(tf.constant(['UNwant\\u00e9d,running']))\n"
@@ -375,7 +376,7 @@ def reference_features(tokens_a, tokens_b, max_seq_length, cls_id=2, sep_id=3):
 
 
 def test_pack_inputs_pair(small_vocab_file):
-    in_graph = tokenization.InGraphTokenizer(small_vocab_file)
+    in_graph = tokenization_ingraph.InGraphTokenizer(small_vocab_file)
     features = in_graph.pack_inputs(tf.constant(["UNwant\u00e9d,running"]), tf.constant(["hello!"]), 12)
     assert features["input_ids"].dtype == tf.int32
     assert features["input_ids"].numpy().tolist() == [[2, 9, 6, 7, 12, 10, 11, 3, 17, 18, 3, 0]]
@@ -385,7 +386,7 @@ def test_pack_inputs_pair(small_vocab_file):
 
 @pytest.mark.parametrize("max_seq_length", [3, 4, 5, 6, 9, 12])
 def test_pack_inputs_truncates_as_the_classifier(small_vocab_file, max_seq_length):
-    in_graph = tokenization.InGraphTokenizer(small_vocab_file)
+    in_graph = tokenization_ingraph.InGraphTokenizer(small_vocab_file)
     # "a" is one token; "\u200d" (dropped) and "" give no tokens, so B falls back to single.
     texts_a, texts_b = [], []
     for length_a in range(0, 9):
@@ -407,7 +408,7 @@ def test_pack_inputs_truncates_as_the_classifier(small_vocab_file, max_seq_lengt
 
 def test_classic_wordpiece_op_gives_the_same_ids():
     full, _ = real_tokenizers(True)
-    classic = tokenization.InGraphTokenizer(helpers.real_vocab_file(), fast_wordpiece=False)
+    classic = tokenization_ingraph.InGraphTokenizer(helpers.real_vocab_file(), fast_wordpiece=False)
     lines = random_corpus(12345, 100_000, tuple(full.vocab))[:8192]
     expected = [full.convert_tokens_to_ids(full.tokenize(line)) for line in lines]
     assert in_graph_ids(classic, lines) == expected
