@@ -149,9 +149,8 @@ VARIANTS = {
 }
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_pretraining_steps_equal_the_original(tmp_path, variant):
-    expected = golden("pretraining")
+def train_pretraining_from_golden(tmp_path, expected, **flags):
+    """run_pretraining.py from the golden start checkpoint on copies of the golden batch."""
     batch = int(expected["batch"])
     records = write_pretraining_records(tmp_path / "records.tfrecord", expected, copies=3 * batch)
     output_dir = str(tmp_path / "out")
@@ -161,7 +160,14 @@ def test_pretraining_steps_equal_the_original(tmp_path, variant):
         train_batch_size=batch, max_seq_length=expected["features/input_ids"].shape[1],
         max_predictions_per_seq=expected["features/masked_lm_positions"].shape[1],
         num_train_steps=int(expected["steps"]), num_warmup_steps=int(expected["warmup_steps"]),
-        learning_rate=float(expected["learning_rate"]), **VARIANTS[variant]))
+        learning_rate=float(expected["learning_rate"]), **flags))
+    return output_dir
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_pretraining_steps_equal_the_original(tmp_path, variant):
+    expected = golden("pretraining")
+    output_dir = train_pretraining_from_golden(tmp_path, expected, **VARIANTS[variant])
     assert_matches_the_original(output_dir, expected)
 
 
@@ -208,16 +214,7 @@ def test_mixed_precision_updates_stay_close_to_the_original(tmp_path, precision)
     # so the check is on the update as a whole: ||ours - original|| / ||original|| over
     # every weight's change from the start checkpoint.
     expected = golden("pretraining")
-    batch = int(expected["batch"])
-    records = write_pretraining_records(tmp_path / "records.tfrecord", expected, copies=3 * batch)
-    output_dir = str(tmp_path / "out")
-    run_script("run_pretraining.py", dict(
-        input_file=records, bert_config_file=write_config(tmp_path, expected), output_dir=output_dir,
-        init_checkpoint=os.path.join(GOLDEN, "training_pretraining_start.ckpt"), do_train="true",
-        train_batch_size=batch, max_seq_length=expected["features/input_ids"].shape[1],
-        max_predictions_per_seq=expected["features/masked_lm_positions"].shape[1],
-        num_train_steps=int(expected["steps"]), num_warmup_steps=int(expected["warmup_steps"]),
-        learning_rate=float(expected["learning_rate"]), precision=precision))
+    output_dir = train_pretraining_from_golden(tmp_path, expected, precision=precision)
     start = tf.train.load_checkpoint(os.path.join(GOLDEN, "training_pretraining_start.ckpt"))
     final = tf.train.load_checkpoint(os.path.join(output_dir, f"model.ckpt-{int(expected['steps'])}"))
     names = [name[len("final/"):] for name in expected if name.startswith("final/") and "/adam_" not in name]
@@ -238,7 +235,7 @@ def test_lamb_steps_equal_a_numpy_reference_of_the_published_rule(tmp_path):
     from tests.test_optimization import numpy_reference
 
     expected = golden("pretraining")
-    batch, steps = int(expected["batch"]), int(expected["steps"])
+    steps = int(expected["steps"])
     config = modeling.BertConfig.from_dict(json.loads(str(expected["config"])))
     model = run_pretraining.PretrainingModel(config)
     variables = modeling.original_name_map(model)
@@ -263,18 +260,9 @@ def test_lamb_steps_equal_a_numpy_reference_of_the_published_rule(tmp_path):
         [variables[name].numpy() for name in names], gradients_at, names, "lamb",
         init_lr=float(expected["learning_rate"]), num_train_steps=steps,
         num_warmup_steps=int(expected["warmup_steps"]))
-    reference = {"features/" + k: v for k, v in expected.items() if k.startswith("features/")}
-    reference.update(steps=steps, rates=expected["rates"])
+    reference = {"steps": steps, "rates": expected["rates"]}
     for name, value, m, v in zip(names, params, adam_m, adam_v):
         reference.update({"final/" + name: value, f"final/{name}/adam_m": m, f"final/{name}/adam_v": v})
 
-    records = write_pretraining_records(tmp_path / "records.tfrecord", expected, copies=3 * batch)
-    output_dir = str(tmp_path / "out")
-    run_script("run_pretraining.py", dict(
-        input_file=records, bert_config_file=write_config(tmp_path, expected), output_dir=output_dir,
-        init_checkpoint=start, do_train="true", train_batch_size=batch,
-        max_seq_length=expected["features/input_ids"].shape[1],
-        max_predictions_per_seq=expected["features/masked_lm_positions"].shape[1], num_train_steps=steps,
-        num_warmup_steps=int(expected["warmup_steps"]), learning_rate=float(expected["learning_rate"]),
-        optimizer="lamb"))
+    output_dir = train_pretraining_from_golden(tmp_path, expected, optimizer="lamb")
     assert_matches_the_original(output_dir, reference, noise_step=LAMB_NOISE_STEP)
