@@ -7,6 +7,7 @@ tf.distribute, checkpoints in the original's name-based format, resumes after an
 interruption (weights, Adam slots, step and input position), and reports progress.
 """
 
+import contextlib
 import os
 import re
 import socket
@@ -557,7 +558,8 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
             boundary = min(boundary, _next_multiple(step, callback_every_steps))
         steps = boundary - step
         started = time.monotonic()
-        loss = _run_steps(train_loop, steps, batches.pipelines)
+        with _cluster_failures(batches.pipelines):
+            loss = float(train_loop(tf.constant(steps, tf.int32)))
         if not np.isfinite(loss):
             raise ValueError(f"training diverged: loss is {loss} at step {boundary} (lower --learning_rate, or use "
                              f"more --num_warmup_steps)")
@@ -567,7 +569,8 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
         if step % config.save_checkpoints_steps == 0 or step == num_train_steps:
             # Every worker saves its input position; the chief then names the step in
             # `checkpoint` only once all of them have (the barrier).
-            batches.save_position(step)
+            with _cluster_failures(batches.pipelines):
+                batches.save_position(step)
             if chief:
                 save_training_checkpoint(output_dir, model, optimizer, config.keep_checkpoint_max)
         if step_callback is not None and callback_every_steps and (
@@ -576,12 +579,16 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
     return loss
 
 
-def _run_steps(train_loop, steps, workers):
-    """Runs `steps` updates; when another worker of the cluster stopped, says so in one line."""
+@contextlib.contextmanager
+def _cluster_failures(workers):
+    """Turns the error a collective raises when another worker died into one line saying so.
+
+    Any step, the input-position barrier included, can be the one that finds the peer gone.
+    """
     try:
-        return float(train_loop(tf.constant(steps, tf.int32)))
+        yield
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
-            tf.errors.InternalError) as e:
+            tf.errors.InternalError, tf.errors.UnknownError) as e:
         if workers == 1:
             raise
         raise ValueError(f"a worker of the cluster stopped ({cli.describe_op_error(e)}); run every worker "
