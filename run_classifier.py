@@ -579,6 +579,8 @@ class ClassifierExport(tf.Module):
 
     def _classify(self, text_a, text_b):
         inputs = self.tokenizer.pack_inputs(text_a, text_b, self.max_seq_length)
+        # A request runs at its longest text, not at max_seq_length: the same probabilities.
+        inputs = training.RealLength(self.max_seq_length)(inputs)
         logits = self.model(inputs["input_ids"], inputs["input_mask"], inputs["segment_ids"], training=False)
         if self.is_regression:
             return {"scores": tf.reshape(tf.cast(logits, tf.float32), [-1])}
@@ -656,6 +658,10 @@ def main(_):
     with strategy.scope():
         model = ClassifierModel(bert_config, num_labels)
     name_to_features = classifier_features(FLAGS.max_seq_length, is_regression)
+    # The model reads only [CLS]: every batch runs at its real length with the same numbers.
+    length = training.real_length(engine, FLAGS.max_seq_length)
+    if length is not None:
+        logging.info("Sequence length: %s", length.describe())
     convert = lambda examples, path: file_based_convert_examples_to_features(  # noqa: E731
         examples, label_list, FLAGS.max_seq_length, tokenizer, path, is_regression)
 
@@ -668,7 +674,8 @@ def main(_):
         logging.info("  Num examples = %d (%d actual, %d padding)", len(examples), len(eval_examples),
                      len(examples) - len(eval_examples))
         logging.info("  Batch size = %d", FLAGS.eval_batch_size)
-        dataset = training.sequential_dataset([eval_file], name_to_features, FLAGS.eval_batch_size)
+        dataset = training.sequential_dataset([eval_file], name_to_features, FLAGS.eval_batch_size, length=length,
+                                              group_window=training.GROUP_WINDOW_BATCHES)
         outputs = run_predictions(strategy, model, dataset, is_regression)
         results = compute_metrics(outputs, outputs["labels"], outputs["is_real"], FLAGS.eval_batch_size,
                                   is_regression, processor.metric)
@@ -698,7 +705,8 @@ def main(_):
 
         def dataset_fn(input_context, batch_size, skip_examples):
             return training.training_dataset([train_file], name_to_features, batch_size, data_seed,
-                                             skip_examples=skip_examples, input_context=input_context)
+                                             skip_examples=skip_examples, input_context=input_context,
+                                             length=length)
         training.train(strategy, engine, model, lambda m, f, t: tf.reduce_mean(
             example_losses(m, f, is_regression, t)[0]), dataset_fn, FLAGS.output_dir, num_train_steps,
             num_warmup_steps, FLAGS.learning_rate, FLAGS.train_batch_size, init_checkpoint=FLAGS.init_checkpoint,
@@ -717,7 +725,8 @@ def main(_):
         logging.info("***** Running prediction*****")
         logging.info("  Num examples = %d (%d actual, %d padding)", len(examples), len(predict_examples),
                      len(examples) - len(predict_examples))
-        dataset = training.sequential_dataset([predict_file], name_to_features, FLAGS.predict_batch_size)
+        dataset = training.sequential_dataset([predict_file], name_to_features, FLAGS.predict_batch_size,
+                                              length=length, group_window=training.GROUP_WINDOW_BATCHES)
         outputs = run_predictions(strategy, model, dataset, is_regression)
         write_test_results(os.path.join(FLAGS.output_dir, "test_results.tsv"),
                            outputs["predictions"][:len(predict_examples)], len(predict_examples))
