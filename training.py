@@ -226,20 +226,26 @@ class RealLength:
             text += f"; XLA compiles the training step at most {len(lengths)} times, once per length"
         return text
 
-    def batch_length(self, features):
-        """The length a batch of features is cut to: int32 scalar tensor."""
+    def row_lengths(self, features):
+        """The length each row needs, rounded up as the batches are: int32 [B]."""
         mask = features["input_mask"]
         positions = tf.range(1, tf.shape(mask)[1] + 1)
-        needed = tf.reduce_max(tf.where(tf.not_equal(mask, 0), positions[tf.newaxis], 0))
+        needed = tf.reduce_max(tf.where(tf.not_equal(mask, 0), positions[tf.newaxis], 0), axis=1)
         for name in self.position_features:
-            needed = tf.maximum(needed, tf.cast(tf.reduce_max(features[name]), tf.int32) + 1)
-        needed = tf.maximum(needed, 1)
+            needed = tf.maximum(needed, tf.cast(tf.reduce_max(features[name], axis=1), tf.int32) + 1)
+        return self.round_up(tf.maximum(needed, 1))
+
+    def round_up(self, needed):
+        """int32 lengths rounded up to a multiple or a bucket (at most max_seq_length)."""
         if self.buckets:
             buckets = tf.constant(self.buckets, tf.int32)
-            return tf.gather(buckets, tf.minimum(tf.reduce_sum(tf.cast(buckets < needed, tf.int32)),
-                                                 len(self.buckets) - 1))
-        rounded = (needed + self.multiple - 1) // self.multiple * self.multiple
-        return tf.minimum(rounded, self.max_seq_length)
+            index = tf.searchsorted(buckets, tf.reshape(needed, [-1]), side="left")
+            return tf.reshape(tf.gather(buckets, tf.minimum(index, len(self.buckets) - 1)), tf.shape(needed))
+        return tf.minimum((needed + self.multiple - 1) // self.multiple * self.multiple, self.max_seq_length)
+
+    def batch_length(self, features):
+        """The length a batch of features is cut to: int32 scalar tensor."""
+        return tf.reduce_max(self.row_lengths(features))
 
     def __call__(self, features):
         """Cuts the sequence features of a batch (a dict of [B, ...] tensors)."""
@@ -334,16 +340,32 @@ def sequential_dataset(input_files, name_to_features, batch_size, repeat=False, 
 
 
 def _length_grouped_batches(records, name_to_features, batch_size, group_window, length):
-    """Windows of group_window * batch_size records, each sorted by length and re-batched."""
+    """Windows of group_window * batch_size records, each sorted by length and re-batched.
+
+    Rows of one rounded length are batched together, as many as fit in the tokens of one
+    batch at max_seq_length (batch_size * max_seq_length / length, at least batch_size):
+    a batch of short rows holds more of them, so fewer model calls, and no batch holds more
+    tokens (nor attention scores) than a padded one. Each row's outputs depend only on
+    that row, so the batching changes no prediction beyond float rounding.
+    """
+    token_budget = batch_size * length.max_seq_length
+
+    def rows_per_batch(row_length):
+        return tf.maximum(tf.cast(batch_size, tf.int64), tf.cast(token_budget // row_length, tf.int64))
+
     def sort_window(positions, serialized):
         features = _parse_batch(serialized, name_to_features)
-        mask = features["input_mask"]
-        real = tf.reduce_max(tf.where(tf.not_equal(mask, 0), tf.range(1, tf.shape(mask)[1] + 1)[tf.newaxis], 0),
-                             axis=1)
-        order = tf.argsort(real, stable=True)
+        row_lengths = length.row_lengths(features)
+        order = tf.argsort(row_lengths, stable=True)
         features = {name: tf.gather(t, order) for name, t in features.items()}
         features[EXAMPLE_POSITION] = tf.gather(positions, order)
-        return tf.data.Dataset.from_tensor_slices(features).batch(batch_size)
+        rows = tf.data.Dataset.from_tensor_slices((tf.gather(row_lengths, order), features))
+        # Sorted rows: each length's rows are consecutive, so its batches come out in order.
+        batches = rows.group_by_window(
+            key_func=lambda row_length, _: tf.cast(row_length, tf.int64),
+            reduce_func=lambda key, group: group.batch(rows_per_batch(key)),
+            window_size_func=rows_per_batch)
+        return batches.map(lambda _, batch: batch)
 
     windows = records.enumerate().batch(batch_size * group_window)
     batches = windows.flat_map(sort_window)

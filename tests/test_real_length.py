@@ -117,7 +117,10 @@ def test_training_at_real_length_follows_the_padded_trajectory(tmp_path):
 
 
 def test_length_grouped_prediction_equals_padded_prediction_in_input_order(tmp_path):
-    lengths = np.random.default_rng(2).integers(3, MAX_SEQ_LENGTH + 1, 53).tolist()
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(3, 17, 53)
+    lengths[::4] = rng.integers(17, MAX_SEQ_LENGTH + 1, 14)  # a quarter longer, up to max_seq_length
+    lengths = lengths.tolist()
     predict_file = write_classifier_records(str(tmp_path / "predict.tf_record"), lengths)
     spec = run_classifier.classifier_features(MAX_SEQ_LENGTH)
     model = classifier_model()
@@ -126,9 +129,14 @@ def test_length_grouped_prediction_equals_padded_prediction_in_input_order(tmp_p
                                             False)
     grouped_dataset = training.sequential_dataset([predict_file], spec, 8, length=training.RealLength(MAX_SEQ_LENGTH),
                                                   group_window=3)
-    # Windows of 24 examples sorted by length: most batches are shorter than max_seq_length.
-    run_lengths = lengths_of(grouped_dataset, 100)
-    assert len(run_lengths) == 7 and sorted(run_lengths[:3]) == run_lengths[:3] and min(run_lengths) <= 32
+    # Windows of 24 examples sorted by length; rows of one length share a batch of at most
+    # 8 * 64 tokens: 32 rows of 16 tokens, 16 of 32, ..., 8 of 64.
+    shapes = [tuple(f["input_ids"].shape) for f in grouped_dataset]
+    assert sum(rows for rows, _ in shapes) == 53
+    assert all(rows <= 8 * MAX_SEQ_LENGTH // length for rows, length in shapes)
+    assert max(rows for rows, _ in shapes) > 8 and min(length for _, length in shapes) <= 32
+    first_window = [f[training.EXAMPLE_POSITION].numpy() for f in grouped_dataset]
+    assert sorted(np.concatenate(first_window)) == list(range(53))
     grouped = run_classifier.run_predictions(strategy, model, grouped_dataset, False)
     assert set(grouped) == set(padded) == {"per_example_loss", "predictions", "labels", "is_real"}
     np.testing.assert_array_equal(grouped["labels"], padded["labels"])
