@@ -268,7 +268,7 @@ def real_length(config, max_seq_length, position_features=()):
 
 
 def training_dataset(input_files, name_to_features, batch_size, seed, skip_examples=0, input_context=None,
-                     cycle_length=4, length=None):
+                     cycle_length=4, length=None, group_by_length=False):
     """The training pipeline: shuffled files, interleaved reads, shuffled records, batches.
 
     Deterministic for a given seed, so a resumed run can skip exactly what it consumed, and
@@ -285,12 +285,22 @@ def training_dataset(input_files, name_to_features, batch_size, seed, skip_examp
         input_context: tf.distribute.InputContext (None: one pipeline, one replica).
         length: a RealLength that cuts each batch to its real length (None: every batch
             at the records' length). The batches hold the same records either way.
+        group_by_length: with `length`, batch records of similar length together instead:
+            windows of GROUP_WINDOW_BATCHES batches are sorted by length, cut into batches
+            and the batches shuffled (seeded). Fewer padded tokens, but other batches than
+            the original's, so another trajectory. One input pipeline only.
     """
     files = tf.data.Dataset.from_tensor_slices(input_files)
     files = files.repeat().shuffle(len(input_files), seed=seed)
     records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(input_files)),
                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     records = records.shuffle(100, seed=seed)
+    if group_by_length:
+        if length is None:
+            raise ValueError("--group_by_length needs batches of varying length (not on TPU)")
+        if input_context and input_context.num_input_pipelines > 1:
+            raise ValueError("--group_by_length works with one input pipeline (not multi-worker)")
+        return _length_grouped_training_batches(records, name_to_features, batch_size, seed, skip_examples, length)
     if skip_examples:
         records = records.skip(skip_examples)
     if input_context and input_context.num_input_pipelines > 1:
@@ -301,6 +311,31 @@ def training_dataset(input_files, name_to_features, batch_size, seed, skip_examp
     batches = records.batch(batch_size, drop_remainder=True)
     batches = batches.map(lambda s: _parsed(s, name_to_features, length), num_parallel_calls=tf.data.AUTOTUNE)
     return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def _length_grouped_training_batches(records, name_to_features, batch_size, seed, skip_examples, length):
+    """Batches of records of similar length, from sorted windows, in shuffled order (seeded).
+
+    The stream of batches depends only on the seed, so a resumed run skips whole batches of
+    it and continues exactly where the interrupted run stopped.
+    """
+    def sorted_batches(window_index, serialized):
+        features = _parse_batch(serialized, name_to_features)
+        order = tf.argsort(length.row_lengths(features), stable=True)
+        # The window's batches in an order drawn from (seed, window): each window its own.
+        shuffled = tf.argsort(tf.random.stateless_uniform([GROUP_WINDOW_BATCHES], seed=tf.stack(
+            [tf.constant(seed or 0, tf.int64), window_index])))
+        order = tf.reshape(tf.gather(tf.reshape(order, [GROUP_WINDOW_BATCHES, batch_size]), shuffled), [-1])
+        batches = {name: tf.reshape(tf.gather(t, order), tf.concat([[GROUP_WINDOW_BATCHES, batch_size],
+                                                                     tf.shape(t)[1:]], 0))
+                   for name, t in features.items()}
+        return tf.data.Dataset.from_tensor_slices(batches)
+
+    windows = records.batch(batch_size * GROUP_WINDOW_BATCHES, drop_remainder=True).enumerate()
+    batches = windows.flat_map(sorted_batches)
+    if skip_examples:
+        batches = batches.skip(skip_examples // batch_size)
+    return batches.map(length, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def _parsed(serialized, name_to_features, length):

@@ -167,3 +167,38 @@ def test_served_classifier_runs_at_the_request_length_with_the_padded_probabilit
     assert int(training.RealLength(MAX_SEQ_LENGTH)(packed)["input_ids"].shape[1]) == 16
     padded = tf.nn.softmax(model(packed["input_ids"], packed["input_mask"], packed["segment_ids"]))
     np.testing.assert_allclose(served, padded, atol=1e-6, rtol=0)
+
+
+def test_group_by_length_batches_similar_lengths_and_resumes_exactly(tmp_path):
+    lengths = np.random.default_rng(3).integers(3, MAX_SEQ_LENGTH + 1, 300).tolist()
+    train_file = write_classifier_records(str(tmp_path / "train.tf_record"), lengths)
+    spec = run_classifier.classifier_features(MAX_SEQ_LENGTH)
+    window = 4 * training.GROUP_WINDOW_BATCHES  # records per sorted window at batch size 4
+
+    def batches(skip=0, group=True):
+        dataset = training.training_dataset([train_file], spec, 4, seed=5, skip_examples=skip,
+                                            length=training.RealLength(MAX_SEQ_LENGTH), group_by_length=group)
+        return [{k: v.numpy() for k, v in b.items()} for b in dataset.take(2 * training.GROUP_WINDOW_BATCHES)]
+
+    def spread(batch):
+        real = batch["input_mask"].sum(1)
+        return real.max() - real.min()
+
+    grouped, plain = batches(), batches(group=False)
+    # The first window holds the same records as the original's first batches, regrouped.
+    first = training.GROUP_WINDOW_BATCHES
+
+    def ids(bs):
+        return sorted(tuple(row[:n]) for b in bs for row, n in zip(b["input_ids"].tolist(), b["input_mask"].sum(1)))
+    assert all(b["input_ids"].shape[0] == 4 for b in grouped)
+    assert len(ids(grouped[:first])) == window and ids(grouped[:first]) == ids(plain[:first])
+    assert ids(grouped[first:]) == ids(plain[first:])
+    # Sorted by length rounded up to 16: rows of a batch mostly share one rounded length.
+    assert np.mean([spread(b) for b in grouped]) < 12 < 25 < np.mean([spread(b) for b in plain])
+    assert np.mean([b["input_ids"].shape[1] for b in grouped]) < np.mean([b["input_ids"].shape[1] for b in plain])
+    # Deterministic, and a resumed run continues with exactly the batches that were next.
+    again = batches(skip=4 * 10)
+    for a, b in zip(grouped[10:], again):
+        np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
+    with pytest.raises(ValueError, match="group_by_length"):
+        training.training_dataset([train_file], spec, 4, seed=5, group_by_length=True)
