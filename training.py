@@ -179,9 +179,9 @@ def _parse_batch(serialized, name_to_features):
 # --- Real length: a batch runs at its longest real sequence, not at max_seq_length --------
 
 SEQUENCE_FEATURES = ("input_ids", "input_mask", "segment_ids")
-# Multiple of 16: on the CPU's oneDNN kernels as fast as 8 (bench/bench_real_length.py) with
-# half the distinct shapes, each of which compiles the fused training kernels once.
-LENGTH_MULTIPLE = 16
+# Multiple of 8: fine-tuning measured faster than at 16 (fewer padded tokens; prediction
+# alike), bench/RESULTS.md. Each distinct length compiles the fused training kernels once.
+LENGTH_MULTIPLE = 8
 XLA_BUCKET_WIDTH = 32
 
 

@@ -67,7 +67,7 @@ def test_xla_and_tpu_lengths_come_from_a_fixed_set():
         mask = tf.constant([[1] * real + [0] * (128 - real)])
         assert int(xla.batch_length({"input_mask": mask})) == expected
     assert training.real_length(training.EngineConfig(use_xla=True), 80).lengths() == [32, 64, 80]
-    assert training.real_length(training.EngineConfig(), 128).lengths() == [16, 32, 48, 64, 80, 96, 112, 128]
+    assert training.real_length(training.EngineConfig(), 128).lengths() == list(range(8, 129, 8))
     assert training.real_length(training.EngineConfig(distribution_strategy="tpu"), 128) is None
 
 
@@ -130,7 +130,7 @@ def test_length_grouped_prediction_equals_padded_prediction_in_input_order(tmp_p
     grouped_dataset = training.sequential_dataset([predict_file], spec, 8, length=training.RealLength(MAX_SEQ_LENGTH),
                                                   group_window=3)
     # Windows of 24 examples sorted by length; rows of one length share a batch of at most
-    # 8 * 64 tokens: 32 rows of 16 tokens, 16 of 32, ..., 8 of 64.
+    # 8 * 64 tokens: 64 rows of 8 tokens, 32 of 16, ..., 8 of 64.
     shapes = [tuple(f["input_ids"].shape) for f in grouped_dataset]
     assert sum(rows for rows, _ in shapes) == 53
     assert all(rows <= 8 * MAX_SEQ_LENGTH // length for rows, length in shapes)
@@ -193,8 +193,8 @@ def test_group_by_length_batches_similar_lengths_and_resumes_exactly(tmp_path):
     assert all(b["input_ids"].shape[0] == 4 for b in grouped)
     assert len(ids(grouped[:first])) == window and ids(grouped[:first]) == ids(plain[:first])
     assert ids(grouped[first:]) == ids(plain[first:])
-    # Sorted by length rounded up to 16: rows of a batch mostly share one rounded length.
-    assert np.mean([spread(b) for b in grouped]) < 12 < 25 < np.mean([spread(b) for b in plain])
+    # Sorted by length rounded up to 8: rows of a batch mostly share one rounded length.
+    assert np.mean([spread(b) for b in grouped]) < 8 < 25 < np.mean([spread(b) for b in plain])
     assert np.mean([b["input_ids"].shape[1] for b in grouped]) < np.mean([b["input_ids"].shape[1] for b in plain])
     # Deterministic, and a resumed run continues with exactly the batches that were next.
     again = batches(skip=4 * 10)
