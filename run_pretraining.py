@@ -134,6 +134,8 @@ def main(_):
     data_seed = engine.seed if engine.seed is not None else 12345
     # The heads read only [CLS] and the masked positions (all inside the real tokens).
     length = training.real_length(engine, FLAGS.max_seq_length, position_features=("masked_lm_positions",))
+    if length is not None:
+        logging.info("Sequence length: %s", length.describe())
 
     if FLAGS.do_train:
         def dataset_fn(input_context, batch_size, skip_examples):

@@ -3,7 +3,8 @@
 Data: sentence pairs of real prose, consecutive lines of the mixed corpus (bench/corpus.py),
 tokenized with the real 30,522-entry uncased vocab and converted by run_classifier at the
 original's max_seq_length 128; the histogram of real lengths is printed with the result.
-Model: BERT-Mini (L=4, H=256, A=4, I=1024), float32, dropout 0.1, two labels.
+Model: BERT-Mini (L=4, H=256, A=4, I=1024) or with --model=base BERT-Base, float32, dropout
+0.1, two labels.
 
   train    fine-tuning steps at train_batch_size 32: the original (its run_classifier
            create_model and optimization.py in a tf.compat.v1 graph, fed the same padded
@@ -58,6 +59,9 @@ MINI = dict(vocab_size=30522, hidden_size=256, num_hidden_layers=4, num_attentio
             intermediate_size=1024, hidden_act="gelu", hidden_dropout_prob=0.1,
             attention_probs_dropout_prob=0.1, max_position_embeddings=512, type_vocab_size=2,
             initializer_range=0.02)
+BASE = dict(MINI, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+MODELS = {"mini": (MINI, "BERT-Mini (L=4, H=256, A=4, I=1024)"), "base": (BASE, "BERT-Base (L=12, H=768, A=12, I=3072)")}
+CONFIG = dict(MINI)  # the model measured (--model)
 MAX_SEQ_LENGTH, TRAIN_BATCH, PREDICT_BATCH = 128, 32, 8
 LEARNING_RATE, NUM_TRAIN_STEPS, NUM_WARMUP_STEPS = 2e-5, 1000, 100
 
@@ -111,7 +115,7 @@ class Original:
         with self.graph.as_default():
             orig_modeling = golden.load_original_modeling(orig_dir, shim)
             create_model = original_create_model(orig_dir, shim, orig_modeling)
-            config = orig_modeling.BertConfig.from_dict(MINI)
+            config = orig_modeling.BertConfig.from_dict(CONFIG)
             batch = TRAIN_BATCH if is_training else PREDICT_BATCH
             self.feeds = {name: v1.placeholder(tf.int32, [batch, MAX_SEQ_LENGTH], name)
                           for name in ("input_ids", "input_mask", "segment_ids")}
@@ -185,9 +189,9 @@ def train_runners(path, orig_dir, steps):
     runners["original"] = run_original
 
     spec = run_classifier.classifier_features(MAX_SEQ_LENGTH)
-    for name, length in (("ours, padded", None), ("ours, real length (x16)", training.RealLength(MAX_SEQ_LENGTH)),
+    for name, length in (("ours, padded", None), ("ours, real length (x16)", training.RealLength(MAX_SEQ_LENGTH, multiple=16)),
                          ("ours, real length (x8)", training.RealLength(MAX_SEQ_LENGTH, multiple=8))):
-        model = run_classifier.ClassifierModel(modeling.BertConfig.from_dict(MINI), 2)
+        model = run_classifier.ClassifierModel(modeling.BertConfig.from_dict(CONFIG), 2)
         optimizer = optimization.create_optimizer(LEARNING_RATE, NUM_TRAIN_STEPS, NUM_WARMUP_STEPS)
         optimizer.build(model.trainable_variables)
         dataset = training.training_dataset([path], spec, TRAIN_BATCH, 7, length=length)
@@ -220,9 +224,9 @@ def predict_runners(path, orig_dir, num_examples):
     spec = run_classifier.classifier_features(MAX_SEQ_LENGTH)
     strategy = tf.distribute.get_strategy()
     for name, length in (("ours, padded", None),
-                         ("ours, length-grouped (x16)", training.RealLength(MAX_SEQ_LENGTH)),
+                         ("ours, length-grouped (x16)", training.RealLength(MAX_SEQ_LENGTH, multiple=16)),
                          ("ours, length-grouped (x8)", training.RealLength(MAX_SEQ_LENGTH, multiple=8))):
-        model = run_classifier.ClassifierModel(modeling.BertConfig.from_dict(MINI), 2)
+        model = run_classifier.ClassifierModel(modeling.BertConfig.from_dict(CONFIG), 2)
         for variable_name, variable in modeling.original_name_map(model).items():
             variable.assign(weights[variable_name])
 
@@ -243,7 +247,12 @@ def main():
     parser.add_argument("--train_steps", type=int, default=10, help="steps per timed train run")
     parser.add_argument("--predict_examples", type=int, default=512)
     parser.add_argument("--no_append", action="store_true", help="print only; do not append to RESULTS.md")
+    parser.add_argument("--model", choices=sorted(MODELS), default="mini")
+    parser.add_argument("--workloads", default="train,predict", help="comma-separated: train, predict")
     args = parser.parse_args()
+    CONFIG.clear()
+    CONFIG.update(MODELS[args.model][0])
+    workloads = args.workloads.split(",")
     if not os.path.exists(os.path.join(args.orig_dir, "modeling.py")):
         raise SystemExit(f"{args.orig_dir}/modeling.py not found: see this script's docstring")
     tf.random.set_seed(0)
@@ -260,8 +269,8 @@ def main():
           f"{np.mean(lengths == MAX_SEQ_LENGTH):.1%} at max_seq_length (truncated)")
     print(histogram(lengths))
 
-    train = train_runners(train_path, args.orig_dir, args.train_steps)
-    predict = predict_runners(predict_path, args.orig_dir, args.predict_examples)
+    train = train_runners(train_path, args.orig_dir, args.train_steps) if "train" in workloads else {}
+    predict = predict_runners(predict_path, args.orig_dir, args.predict_examples) if "predict" in workloads else {}
     first = {}
     for name, run in train.items():  # warm-up: 40 steps meet every length at least once
         start = time.perf_counter()
@@ -287,6 +296,8 @@ def main():
     rows = []
     for workload, per_run in (("train", args.train_steps * TRAIN_BATCH),
                               ("predict", args.predict_examples // PREDICT_BATCH * PREDICT_BATCH)):
+        if workload not in workloads:
+            continue
         reference = statistics.median(seconds[f"{workload}/original"])
         padded = statistics.median(seconds[f"{workload}/ours, padded"])
         for name in (train if workload == "train" else predict):
@@ -307,7 +318,7 @@ def main():
             f"{os.path.basename(corpus.mixed_corpus())}), real 30,522-entry uncased vocab, max_seq_length "
             f"{MAX_SEQ_LENGTH}; real length mean {lengths.mean():.1f}, median {np.median(lengths):.0f}.\n\n"
             f"{histogram(lengths)}\n\n"
-            f"Model BERT-Mini (L=4, H=256, A=4, I=1024), float32, dropout 0.1. train: {args.train_steps} steps of "
+            f"Model {MODELS[args.model][1]}, float32, dropout 0.1. train: {args.train_steps} steps of "
             f"batch {TRAIN_BATCH} per timed run (the same batches for every run); predict: the first "
             f"{args.predict_examples} examples at batch {PREDICT_BATCH}, in file order, window "
             f"{training.GROUP_WINDOW_BATCHES} batches. {args.rounds} interleaved rounds, median shown, ratios "
