@@ -179,8 +179,9 @@ def _parse_batch(serialized, name_to_features):
 # --- Real length: a batch runs at its longest real sequence, not at max_seq_length --------
 
 SEQUENCE_FEATURES = ("input_ids", "input_mask", "segment_ids")
-# Multiple of 8: fine-tuning measured faster than at 16 (fewer padded tokens; prediction
-# alike), bench/RESULTS.md. Each distinct length compiles the fused training kernels once.
+# Multiple of 8: fewer padded tokens than 16, and fine-tuning was faster at 8 in both runs of
+# bench/bench_real_length.py (prediction alike). Each distinct length compiles the fused
+# training kernels once: at most max_seq_length / 8 lengths.
 LENGTH_MULTIPLE = 8
 XLA_BUCKET_WIDTH = 32
 
