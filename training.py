@@ -802,9 +802,10 @@ class _ShapeLog:
         ids = features.get("input_ids") if isinstance(features, dict) else None
         if ids is None:
             return
-        for value in tf.nest.flatten(ids, expand_composites=True):
-            if hasattr(value, "shape") and len(value.shape) == 2:
-                self.lengths[int(value.shape[1])] += 1
+        lengths = [int(value.shape[1]) for value in tf.nest.flatten(ids, expand_composites=True)
+                   if hasattr(value, "shape") and len(value.shape) == 2]  # one per replica
+        if lengths:
+            self.lengths[max(lengths)] += 1
 
     def log(self, step):
         if self.lengths:
