@@ -202,3 +202,28 @@ def test_group_by_length_batches_similar_lengths_and_resumes_exactly(tmp_path):
         np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
     with pytest.raises(ValueError, match="group_by_length"):
         training.training_dataset([train_file], spec, 4, seed=5, group_by_length=True)
+
+
+def test_cut_batches_give_the_originals_outputs():
+    # The original code's outputs (tests/golden/modeling_tiny_golden.npz, max_seq_length 11)
+    # for rows of real length 7 and 4; here the batch runs at 8, its real length rounded up.
+    golden_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
+    data = np.load(os.path.join(golden_dir, "modeling_tiny_golden.npz"))
+    inputs = {k[len("input/"):]: data[k][1:] for k in data.files if k.startswith("input/")}
+    expected = {k[len("output/"):]: data[k] for k in data.files if k.startswith("output/")}
+    config = modeling.BertConfig.from_json_file(os.path.join(golden_dir, "modeling_tiny_config.json"))
+    bert = modeling.BertModel(config)
+    masked_lm = modeling.MaskedLMHead(config, bert.embedding_table)
+    classifier = modeling.ClassifierHead(5, config.hidden_size)
+    modeling.load_checkpoint(os.path.join(golden_dir, "modeling_tiny.ckpt"), bert, masked_lm, classifier)
+    features = {"input_ids": inputs["input_ids"], "input_mask": inputs["input_mask"],
+                "segment_ids": inputs["token_type_ids"], "masked_lm_positions": inputs["masked_lm_positions"]}
+    cut = training.RealLength(11, multiple=8, position_features=["masked_lm_positions"])(features)
+    assert cut["input_ids"].shape == (2, 8)
+    out = bert(cut["input_ids"], input_mask=cut["input_mask"], token_type_ids=cut["segment_ids"])
+    np.testing.assert_allclose(out["sequence_output"][0, :7], expected["sequence_output"][1, :7], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(out["sequence_output"][1, :4], expected["sequence_output"][2, :4], atol=1e-5, rtol=0)
+    _, _, probabilities = modeling.classifier_loss(classifier(out["pooled_output"]), inputs["label_ids"])
+    np.testing.assert_allclose(probabilities, expected["classifier_probabilities"][1:], atol=1e-5, rtol=0)
+    log_probs = tf.reshape(tf.nn.log_softmax(masked_lm(out["sequence_output"], cut["masked_lm_positions"]), -1), [8, -1])
+    np.testing.assert_allclose(log_probs, expected["masked_lm_log_probs"][4:], atol=1e-5, rtol=0)
