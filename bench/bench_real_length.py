@@ -60,7 +60,8 @@ MINI = dict(vocab_size=30522, hidden_size=256, num_hidden_layers=4, num_attentio
             attention_probs_dropout_prob=0.1, max_position_embeddings=512, type_vocab_size=2,
             initializer_range=0.02)
 BASE = dict(MINI, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
-MODELS = {"mini": (MINI, "BERT-Mini (L=4, H=256, A=4, I=1024)"), "base": (BASE, "BERT-Base (L=12, H=768, A=12, I=3072)")}
+MODELS = {"mini": (MINI, "BERT-Mini (L=4, H=256, A=4, I=1024)"),
+          "base": (BASE, "BERT-Base (L=12, H=768, A=12, I=3072)")}
 CONFIG = dict(MINI)  # the model measured (--model)
 MAX_SEQ_LENGTH, TRAIN_BATCH, PREDICT_BATCH = 128, 32, 8
 LEARNING_RATE, NUM_TRAIN_STEPS, NUM_WARMUP_STEPS = 2e-5, 1000, 100
@@ -189,7 +190,8 @@ def train_runners(path, orig_dir, steps):
     runners["original"] = run_original
 
     spec = run_classifier.classifier_features(MAX_SEQ_LENGTH)
-    for name, length in (("ours, padded", None), ("ours, real length (x16)", training.RealLength(MAX_SEQ_LENGTH, multiple=16)),
+    for name, length in (("ours, padded", None),
+                         ("ours, real length (x16)", training.RealLength(MAX_SEQ_LENGTH, multiple=16)),
                          ("ours, real length (x8)", training.RealLength(MAX_SEQ_LENGTH, multiple=8))):
         model = run_classifier.ClassifierModel(modeling.BertConfig.from_dict(CONFIG), 2)
         optimizer = optimization.create_optimizer(LEARNING_RATE, NUM_TRAIN_STEPS, NUM_WARMUP_STEPS)

@@ -57,7 +57,8 @@ def test_length_is_the_longest_real_sequence_rounded_up_and_keeps_masked_positio
                .batch_length(features)) == 48
     # A full-length row keeps the batch at max_seq_length; a mask with holes counts its last 1.
     assert int(training.RealLength(MAX_SEQ_LENGTH).batch_length({"input_mask": tf.ones([1, 64])})) == 64
-    assert int(training.RealLength(MAX_SEQ_LENGTH).batch_length({"input_mask": tf.constant([[1, 0] * 16 + [0] * 32])})) == 32
+    holes = tf.constant([[1, 0] * 16 + [0] * 32])
+    assert int(training.RealLength(MAX_SEQ_LENGTH).batch_length({"input_mask": holes})) == 32
 
 
 def test_xla_and_tpu_lengths_come_from_a_fixed_set():
@@ -225,5 +226,6 @@ def test_cut_batches_give_the_originals_outputs():
     np.testing.assert_allclose(out["sequence_output"][1, :4], expected["sequence_output"][2, :4], atol=1e-5, rtol=0)
     _, _, probabilities = modeling.classifier_loss(classifier(out["pooled_output"]), inputs["label_ids"])
     np.testing.assert_allclose(probabilities, expected["classifier_probabilities"][1:], atol=1e-5, rtol=0)
-    log_probs = tf.reshape(tf.nn.log_softmax(masked_lm(out["sequence_output"], cut["masked_lm_positions"]), -1), [8, -1])
+    logits = masked_lm(out["sequence_output"], cut["masked_lm_positions"])
+    log_probs = tf.reshape(tf.nn.log_softmax(logits, -1), [8, -1])
     np.testing.assert_allclose(log_probs, expected["masked_lm_log_probs"][4:], atol=1e-5, rtol=0)
