@@ -242,6 +242,28 @@ def predict_runners(path, orig_dir, num_examples):
     return runners
 
 
+def peak_rss_of_prediction(path, mode):
+    """Runs one prediction over `path` in this process; returns its peak RSS in MB (ru_maxrss)."""
+    import resource
+    model = run_classifier.ClassifierModel(modeling.BertConfig.from_dict(CONFIG), 2)
+    length = None if mode == "padded" else training.RealLength(MAX_SEQ_LENGTH)
+    dataset = training.sequential_dataset([path], run_classifier.classifier_features(MAX_SEQ_LENGTH), PREDICT_BATCH,
+                                          length=length, group_window=training.GROUP_WINDOW_BATCHES)
+    run_classifier.run_predictions(tf.distribute.get_strategy(), model, dataset, False)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_memory_table(path, args):
+    """Peak RSS of our padded and length-grouped prediction, each in a fresh subprocess."""
+    import subprocess
+    rows = []
+    for mode in ("padded", "grouped"):
+        output = subprocess.run([sys.executable, os.path.abspath(__file__), "--model", args.model,
+                                 "--memory_of", f"{mode}:{path}"], capture_output=True, text=True, check=True).stdout
+        rows.append([f"ours, {mode}", f"{float(output.strip().splitlines()[-1]):,.0f}"])
+    return results.markdown_table(["prediction", "peak RSS MB"], rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orig_dir", default="/tmp/orig/bert")
@@ -251,11 +273,18 @@ def main():
     parser.add_argument("--no_append", action="store_true", help="print only; do not append to RESULTS.md")
     parser.add_argument("--model", choices=sorted(MODELS), default="mini")
     parser.add_argument("--workloads", default="train,predict", help="comma-separated: train, predict")
+    parser.add_argument("--peak_memory", action="store_true",
+                        help="only measure the peak RSS of padded and length-grouped prediction (subprocesses)")
+    parser.add_argument("--memory_of", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     CONFIG.clear()
     CONFIG.update(MODELS[args.model][0])
+    if args.memory_of:  # a child of --peak_memory
+        mode, path = args.memory_of.split(":", 1)
+        print(peak_rss_of_prediction(path, mode))
+        return
     workloads = args.workloads.split(",")
-    if not os.path.exists(os.path.join(args.orig_dir, "modeling.py")):
+    if not (args.peak_memory or args.memory_of) and not os.path.exists(os.path.join(args.orig_dir, "modeling.py")):
         raise SystemExit(f"{args.orig_dir}/modeling.py not found: see this script's docstring")
     tf.random.set_seed(0)
 
@@ -267,6 +296,16 @@ def main():
     predict_path = os.path.join(work, "predict.tf_record")
     write_records(predict_path, pairs[:args.predict_examples], tokenizer)
 
+    if args.peak_memory:
+        table = peak_memory_table(predict_path, args)
+        body = (f"Peak RSS (ru_maxrss) of one prediction over the first {args.predict_examples} pairs at batch "
+                f"{PREDICT_BATCH}, {MODELS[args.model][1]}, each in a fresh process (model built at random "
+                f"weights, no checkpoint read).\n\n{table}\n")
+        print(body)
+        if not args.no_append:
+            results.append_result("Peak memory of prediction at real length (bench_real_length.py)", body,
+                                  sources=["training.py", "run_classifier.py", "bench/bench_real_length.py"])
+        return
     print(f"{len(lengths)} pairs, real length mean {lengths.mean():.1f}, median {np.median(lengths):.0f}, "
           f"{np.mean(lengths == MAX_SEQ_LENGTH):.1%} at max_seq_length (truncated)")
     print(histogram(lengths))
