@@ -132,11 +132,16 @@ def main(_):
     with strategy.scope():
         model = PretrainingModel(bert_config, use_one_hot_embeddings=FLAGS.use_tpu)
     data_seed = engine.seed if engine.seed is not None else 12345
+    # The heads read only [CLS] and the masked positions (all inside the real tokens).
+    length = training.real_length(engine, FLAGS.max_seq_length, position_features=("masked_lm_positions",))
+    if length is not None:
+        logging.info("Sequence length: %s", length.describe())
 
     if FLAGS.do_train:
         def dataset_fn(input_context, batch_size, skip_examples):
             return training.training_dataset(input_files, name_to_features, batch_size, data_seed,
-                                             skip_examples=skip_examples, input_context=input_context)
+                                             skip_examples=skip_examples, input_context=input_context,
+                                             length=length)
         training.train(strategy, engine, model, pretraining_loss, dataset_fn, FLAGS.output_dir,
                        FLAGS.num_train_steps, FLAGS.num_warmup_steps, FLAGS.learning_rate, FLAGS.train_batch_size,
                        init_checkpoint=FLAGS.init_checkpoint)
@@ -151,8 +156,9 @@ def main(_):
                             "--init_checkpoint", FLAGS.output_dir)
         logging.info("***** Running evaluation *****")
         logging.info("  Batch size = %d", FLAGS.eval_batch_size)
+        # The original's batches (its "loss" is a mean of batch means), each cut to its real length.
         dataset = training.sequential_dataset(input_files, name_to_features, FLAGS.eval_batch_size, repeat=True,
-                                              drop_remainder=True)
+                                              drop_remainder=True, length=length)
         results = training.evaluate(strategy, model, pretraining_metrics, dataset, max_steps=FLAGS.max_eval_steps)
         results["global_step"] = global_step
         if training.is_chief(strategy):

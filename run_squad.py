@@ -1324,6 +1324,10 @@ def run_training(strategy, engine, model, counts):
     name_to_features = feature_spec(FLAGS.max_seq_length, is_training=True)
     data_seed = engine.seed if engine.seed is not None else 12345
 
+    # Unlike the classifier, every batch stays at max_seq_length (no training.RealLength):
+    # the original's span loss is a softmax over all positions, padding included, so cutting
+    # the padding would change the loss and the trajectory. Prediction likewise: each window's
+    # n_best_size start/end candidates are ranked over all positions, padding included.
     def dataset_fn(input_context, batch_size, skip_examples):
         return training.training_dataset([counts["path"]], name_to_features, batch_size, data_seed,
                                          skip_examples=skip_examples, input_context=input_context)

@@ -7,6 +7,7 @@ tf.distribute, checkpoints in the original's name-based format, resumes after an
 interruption (weights, Adam slots, step and input position), and reports progress.
 """
 
+import collections
 import contextlib
 import os
 import re
@@ -212,8 +213,100 @@ def _parse_batch(serialized, name_to_features):
     return {name: tf.cast(t, tf.int32) if t.dtype == tf.int64 else t for name, t in example.items()}
 
 
+# --- Real length: a batch runs at its longest real sequence, not at max_seq_length --------
+
+SEQUENCE_FEATURES = ("input_ids", "input_mask", "segment_ids")
+# Multiple of 8: fewer padded tokens than 16, and fine-tuning was faster at 8 in both runs of
+# bench/bench_real_length.py (prediction alike). Each distinct length compiles the fused
+# training kernels once: at most max_seq_length / 8 lengths.
+LENGTH_MULTIPLE = 8
+XLA_BUCKET_WIDTH = 32
+
+
+class RealLength:
+    """How a batch of [B, max_seq_length] features is cut to its real length.
+
+    The batch keeps its rows; every sequence feature is cut to the longest real sequence
+    of the batch (the last 1 of `input_mask`), rounded up to a multiple of `multiple`, or
+    to the smallest of `buckets` that holds it. Padded keys are masked to exactly zero
+    attention, so a model that reads only real positions (the classifier's [CLS], the
+    masked-LM positions) computes the same numbers at either length.
+
+    Args:
+        max_seq_length: the records' sequence length.
+        multiple: round the length up to this (ignored with `buckets`).
+        buckets: sorted lengths, the last being max_seq_length (XLA compiles once per
+            shape: a fixed set of buckets bounds the compiles).
+        position_features: names of int features that index into the sequence (such as
+            `masked_lm_positions`); the cut never drops a position they point at.
+    """
+
+    def __init__(self, max_seq_length, multiple=LENGTH_MULTIPLE, buckets=None, position_features=()):
+        self.max_seq_length = max_seq_length
+        self.multiple = multiple
+        self.buckets = sorted(set(buckets)) if buckets else None
+        if self.buckets and self.buckets[-1] != max_seq_length:
+            raise ValueError(f"the last length bucket must be max_seq_length={max_seq_length}, got {self.buckets}")
+        self.position_features = tuple(position_features)
+
+    def lengths(self):
+        """Every length a batch can be cut to."""
+        if self.buckets:
+            return list(self.buckets)
+        return sorted({min(n, self.max_seq_length) for n in range(self.multiple, self.max_seq_length + self.multiple,
+                                                                   self.multiple)})
+
+    def describe(self):
+        lengths = self.lengths()
+        text = (f"batches run at their real length, rounded up to one of {len(lengths)} lengths "
+                f"({', '.join(map(str, lengths))})")
+        if self.buckets:
+            text += f"; XLA compiles the training step at most {len(lengths)} times, once per length"
+        return text
+
+    def row_lengths(self, features):
+        """The length each row needs, rounded up as the batches are: int32 [B]."""
+        mask = features["input_mask"]
+        positions = tf.range(1, tf.shape(mask)[1] + 1)
+        needed = tf.reduce_max(tf.where(tf.not_equal(mask, 0), positions[tf.newaxis], 0), axis=1)
+        for name in self.position_features:
+            needed = tf.maximum(needed, tf.cast(tf.reduce_max(features[name], axis=1), tf.int32) + 1)
+        return self.round_up(tf.maximum(needed, 1))
+
+    def round_up(self, needed):
+        """int32 lengths rounded up to a multiple or a bucket (at most max_seq_length)."""
+        if self.buckets:
+            buckets = tf.constant(self.buckets, tf.int32)
+            index = tf.searchsorted(buckets, tf.reshape(needed, [-1]), side="left")
+            return tf.reshape(tf.gather(buckets, tf.minimum(index, len(self.buckets) - 1)), tf.shape(needed))
+        return tf.minimum((needed + self.multiple - 1) // self.multiple * self.multiple, self.max_seq_length)
+
+    def batch_length(self, features):
+        """The length a batch of features is cut to: int32 scalar tensor."""
+        return tf.reduce_max(self.row_lengths(features))
+
+    def __call__(self, features):
+        """Cuts the sequence features of a batch (a dict of [B, ...] tensors)."""
+        length = self.batch_length(features)
+        return {name: t[:, :length] if name in SEQUENCE_FEATURES else t for name, t in features.items()}
+
+
+def real_length(config, max_seq_length, position_features=()):
+    """The RealLength a runner uses under `config`, or None where shapes must stay fixed (TPU).
+
+    Under --use_xla a batch is cut to a multiple of 32 (XLA compiles each new shape: at most
+    max_seq_length / 32 compiles); otherwise to a multiple of LENGTH_MULTIPLE.
+    """
+    if config.distribution_strategy == "tpu":
+        return None
+    if config.use_xla:
+        buckets = list(range(XLA_BUCKET_WIDTH, max_seq_length, XLA_BUCKET_WIDTH)) + [max_seq_length]
+        return RealLength(max_seq_length, buckets=buckets, position_features=position_features)
+    return RealLength(max_seq_length, position_features=position_features)
+
+
 def training_dataset(input_files, name_to_features, batch_size, seed, skip_examples=0, input_context=None,
-                     cycle_length=4):
+                     cycle_length=4, length=None, group_by_length=False):
     """The training pipeline: shuffled files, interleaved reads, shuffled records, batches.
 
     Deterministic for a given seed and number of input pipelines. With several pipelines
@@ -233,6 +326,12 @@ def training_dataset(input_files, name_to_features, batch_size, seed, skip_examp
             position: skipped in the one-stream layout (exact, but read again); with
             per-pipeline files the stream starts afresh, reshuffled with this number.
         input_context: tf.distribute.InputContext (None: one pipeline).
+        length: a RealLength that cuts each batch to its real length (None: every batch
+            at the records' length). The batches hold the same records either way.
+        group_by_length: with `length`, batch records of similar length together instead:
+            windows of GROUP_WINDOW_BATCHES batches are sorted by length, cut into batches
+            and the batches shuffled (seeded). Fewer padded tokens, but other batches than
+            the original's, so another trajectory. One input pipeline only.
     """
     pipelines = input_context.num_input_pipelines if input_context else 1
     index = input_context.input_pipeline_id if input_context else 0
@@ -257,23 +356,113 @@ def training_dataset(input_files, name_to_features, batch_size, seed, skip_examp
     records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(cycle_length, file_count),
                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     records = records.shuffle(100, seed=seed)
+    if group_by_length:
+        if length is None:
+            raise ValueError("--group_by_length needs batches of varying length (not on TPU)")
+        if input_context and input_context.num_input_pipelines > 1:
+            raise ValueError("--group_by_length works with one input pipeline (not multi-worker)")
+        return _length_grouped_training_batches(records, name_to_features, batch_size, seed, skip_examples, length)
     if skip_examples:
         records = records.skip(skip_examples)
     if pipelines > 1 and not by_file:
         records = records.shard(pipelines, index)
     batches = records.batch(batch_size, drop_remainder=True)
-    batches = batches.map(lambda s: _parse_batch(s, name_to_features), num_parallel_calls=tf.data.AUTOTUNE)
+    batches = batches.map(lambda s: _parsed(s, name_to_features, length), num_parallel_calls=tf.data.AUTOTUNE)
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
-def sequential_dataset(input_files, name_to_features, batch_size, repeat=False, drop_remainder=False):
-    """Files read in order (evaluation and prediction)."""
+def _length_grouped_training_batches(records, name_to_features, batch_size, seed, skip_examples, length):
+    """Batches of records of similar length, from sorted windows, in shuffled order (seeded).
+
+    The stream of batches depends only on the seed, so a resumed run skips whole batches of
+    it and continues exactly where the interrupted run stopped.
+    """
+    def sorted_batches(window_index, serialized):
+        features = _parse_batch(serialized, name_to_features)
+        order = tf.argsort(length.row_lengths(features), stable=True)
+        # The window's batches in an order drawn from (seed, window): each window its own.
+        shuffled = tf.argsort(tf.random.stateless_uniform([GROUP_WINDOW_BATCHES], seed=tf.stack(
+            [tf.constant(seed or 0, tf.int64), window_index])))
+        order = tf.reshape(tf.gather(tf.reshape(order, [GROUP_WINDOW_BATCHES, batch_size]), shuffled), [-1])
+        batches = {name: tf.reshape(tf.gather(t, order), tf.concat([[GROUP_WINDOW_BATCHES, batch_size],
+                                                                     tf.shape(t)[1:]], 0))
+                   for name, t in features.items()}
+        return tf.data.Dataset.from_tensor_slices(batches)
+
+    windows = records.batch(batch_size * GROUP_WINDOW_BATCHES, drop_remainder=True).enumerate()
+    batches = windows.flat_map(sorted_batches)
+    if skip_examples:
+        batches = batches.skip(skip_examples // batch_size)
+    return batches.map(length, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _parsed(serialized, name_to_features, length):
+    features = _parse_batch(serialized, name_to_features)
+    return length(features) if length is not None else features
+
+
+# Batches a length-grouped evaluation or prediction sorts at a time (see sequential_dataset).
+GROUP_WINDOW_BATCHES = 32
+
+# The position of each example in the input, carried through a length-grouped dataset so
+# that predict() can put its outputs back in input order.
+EXAMPLE_POSITION = "example_position"
+
+
+def sequential_dataset(input_files, name_to_features, batch_size, repeat=False, drop_remainder=False, length=None,
+                       group_window=None):
+    """Files read in order (evaluation and prediction).
+
+    Args:
+        length: a RealLength that cuts each batch to its real length (None: fixed shapes).
+        group_window: with `length`, read this many batches at a time, sort their examples
+            by length (stable) and batch them again, so that short examples share short
+            batches; each example then carries its input position as EXAMPLE_POSITION,
+            and predict() yields its outputs back in input order. Not with `repeat`.
+    """
     records = tf.data.TFRecordDataset(input_files)
+    if group_window and length is not None:
+        if repeat or drop_remainder:
+            raise ValueError("a length-grouped dataset is read once, without dropping a remainder")
+        return _length_grouped_batches(records, name_to_features, batch_size, group_window, length)
     if repeat:
         records = records.repeat()
     batches = records.batch(batch_size, drop_remainder=drop_remainder)
-    batches = batches.map(lambda s: _parse_batch(s, name_to_features), num_parallel_calls=tf.data.AUTOTUNE)
+    batches = batches.map(lambda s: _parsed(s, name_to_features, length), num_parallel_calls=tf.data.AUTOTUNE)
     return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def _length_grouped_batches(records, name_to_features, batch_size, group_window, length):
+    """Windows of group_window * batch_size records, each sorted by length and re-batched.
+
+    Rows of one rounded length are batched together, as many as fit in the tokens of one
+    batch at max_seq_length (batch_size * max_seq_length / length, at least batch_size):
+    a batch of short rows holds more of them, so fewer model calls, and no batch holds more
+    tokens (nor attention scores) than a padded one. Each row's outputs depend only on
+    that row, so the batching changes no prediction beyond float rounding.
+    """
+    token_budget = batch_size * length.max_seq_length
+
+    def rows_per_batch(row_length):
+        return tf.maximum(tf.cast(batch_size, tf.int64), tf.cast(token_budget // row_length, tf.int64))
+
+    def sort_window(positions, serialized):
+        features = _parse_batch(serialized, name_to_features)
+        row_lengths = length.row_lengths(features)
+        order = tf.argsort(row_lengths, stable=True)
+        features = {name: tf.gather(t, order) for name, t in features.items()}
+        features[EXAMPLE_POSITION] = tf.gather(positions, order)
+        rows = tf.data.Dataset.from_tensor_slices((tf.gather(row_lengths, order), features))
+        # Sorted rows: each length's rows are consecutive, so its batches come out in order.
+        batches = rows.group_by_window(
+            key_func=lambda row_length, _: tf.cast(row_length, tf.int64),
+            reduce_func=lambda key, group: group.batch(rows_per_batch(key)),
+            window_size_func=rows_per_batch)
+        return batches.map(lambda _, batch: batch)
+
+    windows = records.enumerate().batch(batch_size * group_window)
+    batches = windows.flat_map(sort_window)
+    return batches.map(length, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 # --- Checkpoints in the original names ----------------------------------------------------
@@ -700,7 +889,9 @@ def evaluate(strategy, model, metric_fn, dataset, max_steps=None):
     dist_dataset = strategy.experimental_distribute_dataset(dataset)
 
     def build(model_ref):
-        @tf.function
+        # reduce_retracing: batches cut to their real length come in a few shapes; after
+        # the first ones the step is traced once for any length.
+        @tf.function(reduce_retracing=True)
         def step(features):
             per_replica = strategy.run(lambda f: metric_fn(model_ref(), f), args=(features,))
             return tf.nest.map_structure(lambda t: strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None),
@@ -710,12 +901,15 @@ def evaluate(strategy, model, metric_fn, dataset, max_steps=None):
     step = _cached_step(model, ("evaluate", strategy, metric_fn), build)
 
     sums = {}
+    shapes = _ShapeLog("evaluation")
     for index, features in enumerate(dist_dataset):
         if max_steps is not None and index >= max_steps:
             break
+        shapes.add(features)
         for name, (value, weight) in step(features).items():
             total, weights = sums.get(name, (0.0, 0.0))
             sums[name] = (total + float(value), weights + float(weight))
+    shapes.log(step)
     # float32, printed as the original's Estimator metrics are (str of a numpy float32).
     return {name: np.float32(total / weight if weight else 0.0) for name, (total, weight) in sums.items()}
 
@@ -723,23 +917,90 @@ def evaluate(strategy, model, metric_fn, dataset, max_steps=None):
 def predict(strategy, model, predict_fn, dataset):
     """Yields {name: numpy array [B, ...]} for each global batch of `dataset`, in order.
 
+    A length-grouped dataset (sequential_dataset with group_window) runs its batches in
+    length order; the outputs are yielded back in input order, a window at a time (the
+    batches yielded then hold other rows than the input batches, same rows in all).
+
     Args:
         predict_fn: (model, features) -> {name: tensor [per-replica batch, ...]}.
     """
+    grouped = EXAMPLE_POSITION in dataset.element_spec
     dist_dataset = strategy.experimental_distribute_dataset(dataset)
 
     def build(model_ref):
-        @tf.function
+        def replica_step(features):
+            outputs = dict(predict_fn(model_ref(), features))
+            if EXAMPLE_POSITION in features:
+                outputs[EXAMPLE_POSITION] = features[EXAMPLE_POSITION]
+            return outputs
+
+        @tf.function(reduce_retracing=True)
         def step(features):
-            return strategy.run(lambda f: predict_fn(model_ref(), f), args=(features,))
+            return strategy.run(replica_step, args=(features,))
         return step
 
     step = _cached_step(model, ("predict", strategy, predict_fn), build)
 
-    for features in dist_dataset:
-        outputs = step(features)
-        yield {name: np.concatenate([t.numpy() for t in strategy.experimental_local_results(value)], axis=0)
-               for name, value in outputs.items()}
+    def batches():
+        shapes = _ShapeLog("prediction")
+        for features in dist_dataset:
+            shapes.add(features)
+            outputs = step(features)
+            yield {name: np.concatenate([t.numpy() for t in strategy.experimental_local_results(value)], axis=0)
+                   for name, value in outputs.items()}
+        shapes.log(step)
+
+    yield from (_in_input_order(batches()) if grouped else batches())
+
+
+def _in_input_order(batches):
+    """Re-yields length-sorted output batches in input order, as soon as a prefix is complete.
+
+    Every output holds EXAMPLE_POSITION [B]; positions are 0, 1, 2, ... in some order, a
+    window at a time, so at most one window of outputs is held.
+    """
+    pending, next_position = [], 0
+    for batch in batches:
+        pending.append(batch)
+        positions = np.concatenate([b[EXAMPLE_POSITION] for b in pending])
+        order = np.argsort(positions, kind="stable")
+        ready = 0
+        while ready < len(order) and positions[order[ready]] == next_position + ready:
+            ready += 1
+        if not ready:
+            continue
+        merged = {name: np.concatenate([b[name] for b in pending]) for name in batch if name != EXAMPLE_POSITION}
+        yield {name: values[order[:ready]] for name, values in merged.items()}
+        rest = order[ready:]
+        pending = [dict({name: values[rest] for name, values in merged.items()},
+                        **{EXAMPLE_POSITION: positions[rest]})] if len(rest) else []
+        next_position += ready
+    if pending:
+        raise RuntimeError(f"prediction outputs of input positions {sorted(pending[0][EXAMPLE_POSITION])[:5]} ... "
+                           f"never became contiguous")
+
+
+class _ShapeLog:
+    """Counts the sequence lengths a loop ran at, and logs them with the step's trace count."""
+
+    def __init__(self, what):
+        self.what, self.lengths = what, collections.Counter()
+
+    def add(self, features):
+        ids = features.get("input_ids") if isinstance(features, dict) else None
+        if ids is None:
+            return
+        lengths = [int(value.shape[1]) for value in tf.nest.flatten(ids, expand_composites=True)
+                   if hasattr(value, "shape") and len(value.shape) == 2]  # one per replica
+        if lengths:
+            self.lengths[max(lengths)] += 1
+
+    def log(self, step):
+        if self.lengths:
+            traces = step.experimental_get_tracing_count()
+            logging.info("  %s: %d batch(es) at %d length(s) (%s); step traced %d time(s) so far", self.what,
+                         sum(self.lengths.values()), len(self.lengths),
+                         ", ".join(f"{n}: {c}" for n, c in sorted(self.lengths.items())), traces)
 
 
 # --- Script plumbing ----------------------------------------------------------------------

@@ -1,0 +1,231 @@
+"""Batches at their real length: the same training trajectory, the same predictions, in order."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import modeling
+import run_classifier
+import training
+from tests import helpers
+
+MAX_SEQ_LENGTH = 64
+CONFIG = modeling.BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=37, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                             max_position_embeddings=MAX_SEQ_LENGTH)
+
+
+def write_classifier_records(path, lengths, seed=0):
+    """Classifier records (the original schema) whose real lengths are `lengths`."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for n in lengths:
+        ids = [2] + rng.integers(5, CONFIG.vocab_size, n - 2).tolist() + [3]
+        split = int(rng.integers(1, n))
+        pad = [0] * (MAX_SEQ_LENGTH - n)
+        records.append(training.serialize_example({
+            "input_ids": ids + pad, "input_mask": [1] * n + pad, "segment_ids": [0] * split + [1] * (n - split) + pad,
+            "label_ids": [int(rng.integers(0, 2))], "is_real_example": [1]}))
+    training.write_tfrecord(path, records)
+    return path
+
+
+def classifier_model(head_dropout=0.0):
+    model = run_classifier.ClassifierModel(CONFIG, 2)
+    model.head.dropout_rate = head_dropout  # the head's own dropout, not from the config
+    return model
+
+
+def lengths_of(dataset, batches):
+    return [int(f["input_ids"].shape[1]) for f in dataset.take(batches)]
+
+
+def test_length_is_the_longest_real_sequence_rounded_up_and_keeps_masked_positions():
+    mask = tf.constant([[1, 1, 1, 0, 0, 0, 0, 0, 0, 0] + [0] * 54, [1] * 17 + [0] * 47])
+    features = {"input_ids": mask * 7, "input_mask": mask, "segment_ids": mask * 0,
+                "masked_lm_positions": tf.constant([[1, 2, 0], [5, 0, 0]]), "label_ids": tf.constant([1, 0])}
+    cut = training.RealLength(MAX_SEQ_LENGTH, multiple=16)(features)
+    assert [cut[name].shape for name in ("input_ids", "input_mask", "segment_ids")] == [(2, 32)] * 3
+    np.testing.assert_array_equal(cut["input_mask"], mask[:, :32])
+    assert cut["masked_lm_positions"].shape == (2, 3) and cut["label_ids"].shape == (2,)
+    assert int(training.RealLength(MAX_SEQ_LENGTH, multiple=8).batch_length(features)) == 24
+    # A masked-LM position beyond the real tokens (a record from elsewhere) is never cut off.
+    features["masked_lm_positions"] = tf.constant([[1, 2, 40], [5, 0, 0]])
+    assert int(training.RealLength(MAX_SEQ_LENGTH, position_features=["masked_lm_positions"])
+               .batch_length(features)) == 48
+    # A full-length row keeps the batch at max_seq_length; a mask with holes counts its last 1.
+    assert int(training.RealLength(MAX_SEQ_LENGTH).batch_length({"input_mask": tf.ones([1, 64])})) == 64
+    holes = tf.constant([[1, 0] * 16 + [0] * 32])
+    assert int(training.RealLength(MAX_SEQ_LENGTH).batch_length({"input_mask": holes})) == 32
+
+
+def test_xla_and_tpu_lengths_come_from_a_fixed_set():
+    xla = training.real_length(training.EngineConfig(use_xla=True), 128)
+    assert xla.lengths() == [32, 64, 96, 128]
+    for real, expected in ((1, 32), (32, 32), (33, 64), (97, 128), (128, 128)):
+        mask = tf.constant([[1] * real + [0] * (128 - real)])
+        assert int(xla.batch_length({"input_mask": mask})) == expected
+    assert training.real_length(training.EngineConfig(use_xla=True), 80).lengths() == [32, 64, 80]
+    assert training.real_length(training.EngineConfig(), 128).lengths() == list(range(8, 129, 8))
+    assert training.real_length(training.EngineConfig(distribution_strategy="tpu"), 128) is None
+
+
+def test_training_at_real_length_follows_the_padded_trajectory(tmp_path):
+    # Same checkpoint, same batches (same records in the same order), dropout off: N steps
+    # at each batch's real length end within float noise of N steps at max_seq_length.
+    lengths = np.random.default_rng(1).integers(4, 24, 40).tolist()
+    lengths[::10] = [MAX_SEQ_LENGTH] * 4  # a few full-length batches among short ones
+    train_file = write_classifier_records(str(tmp_path / "train.tf_record"), lengths)
+    spec = run_classifier.classifier_features(MAX_SEQ_LENGTH)
+    init = str(tmp_path / "init" / "model.ckpt")
+    modeling.save_checkpoint(init, modeling.original_name_map(classifier_model()))
+    cut = training.RealLength(MAX_SEQ_LENGTH)
+    batch_size, steps = 4, 8
+
+    padded_batches = training.training_dataset([train_file], spec, batch_size, seed=5)
+    cut_batches = training.training_dataset([train_file], spec, batch_size, seed=5, length=cut)
+    for a, b in zip(padded_batches.take(steps), cut_batches.take(steps)):
+        np.testing.assert_array_equal(a["label_ids"], b["label_ids"])
+        np.testing.assert_array_equal(a["input_ids"][:, :b["input_ids"].shape[1]], b["input_ids"])
+    run_lengths = lengths_of(cut_batches, steps)
+    assert max(run_lengths) == MAX_SEQ_LENGTH and min(run_lengths) <= 32, run_lengths
+
+    def train(output_dir, length):
+        model = classifier_model()
+        config = training.EngineConfig(seed=3, log_steps=steps, save_checkpoints_steps=steps)
+
+        def dataset_fn(input_context, per_replica, skip_examples):
+            return training.training_dataset([train_file], spec, per_replica, seed=5, skip_examples=skip_examples,
+                                             input_context=input_context, length=length)
+        loss = training.train(tf.distribute.get_strategy(), config, model,
+                              lambda m, f, t: tf.reduce_mean(run_classifier.example_losses(m, f, False, t)[0]),
+                              dataset_fn, output_dir, steps, 2, 1e-3, batch_size, init_checkpoint=init)
+        return loss, tf.train.load_checkpoint(os.path.join(output_dir, f"model.ckpt-{steps}"))
+
+    padded_loss, padded = train(str(tmp_path / "padded"), None)
+    cut_loss, trimmed = train(str(tmp_path / "cut"), cut)
+    assert cut_loss == pytest.approx(padded_loss, abs=1e-5)
+    start = tf.train.load_checkpoint(init)
+    moved = 0.0
+    for name in padded.get_variable_to_shape_map():
+        a, b = padded.get_tensor(name), trimmed.get_tensor(name)
+        np.testing.assert_allclose(b, a, atol=1e-5, rtol=0, err_msg=name)
+        if name in start.get_variable_to_shape_map():
+            moved = max(moved, float(np.abs(a - start.get_tensor(name)).max()))
+    assert moved > 1e-3  # the weights did change: the comparison is not of two idle runs
+
+
+def test_length_grouped_prediction_equals_padded_prediction_in_input_order(tmp_path):
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(3, 17, 53)
+    lengths[::4] = rng.integers(17, MAX_SEQ_LENGTH + 1, 14)  # a quarter longer, up to max_seq_length
+    lengths = lengths.tolist()
+    predict_file = write_classifier_records(str(tmp_path / "predict.tf_record"), lengths)
+    spec = run_classifier.classifier_features(MAX_SEQ_LENGTH)
+    model = classifier_model()
+    strategy = tf.distribute.get_strategy()
+    padded = run_classifier.run_predictions(strategy, model, training.sequential_dataset([predict_file], spec, 8),
+                                            False)
+    grouped_dataset = training.sequential_dataset([predict_file], spec, 8, length=training.RealLength(MAX_SEQ_LENGTH),
+                                                  group_window=3)
+    # Windows of 24 examples sorted by length; rows of one length share a batch of at most
+    # 8 * 64 tokens: 64 rows of 8 tokens, 32 of 16, ..., 8 of 64.
+    shapes = [tuple(f["input_ids"].shape) for f in grouped_dataset]
+    assert sum(rows for rows, _ in shapes) == 53
+    assert all(rows <= 8 * MAX_SEQ_LENGTH // length for rows, length in shapes)
+    assert max(rows for rows, _ in shapes) > 8 and min(length for _, length in shapes) <= 32
+    first_window = [f[training.EXAMPLE_POSITION].numpy() for f in grouped_dataset]
+    assert sorted(np.concatenate(first_window)) == list(range(53))
+    grouped = run_classifier.run_predictions(strategy, model, grouped_dataset, False)
+    assert set(grouped) == set(padded) == {"per_example_loss", "predictions", "labels", "is_real"}
+    np.testing.assert_array_equal(grouped["labels"], padded["labels"])
+    np.testing.assert_allclose(grouped["predictions"], padded["predictions"], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(grouped["per_example_loss"], padded["per_example_loss"], atol=1e-5, rtol=0)
+
+
+def test_outputs_come_back_in_input_order_a_window_at_a_time():
+    def batch(positions):
+        return {training.EXAMPLE_POSITION: np.array(positions), "x": np.array(positions) * 10}
+    # Two windows: [0..4] sorted as 3 1 | 4 0 2, then [5..7] as 7 5 | 6.
+    out = list(training._in_input_order([batch([3, 1]), batch([4, 0, 2]), batch([7, 5]), batch([6])]))
+    assert [b["x"].tolist() for b in out] == [[0, 10, 20, 30, 40], [50], [60, 70]]
+    assert all(training.EXAMPLE_POSITION not in b for b in out)
+    with pytest.raises(RuntimeError, match="never became contiguous"):
+        list(training._in_input_order([batch([1, 2])]))
+
+
+def test_served_classifier_runs_at_the_request_length_with_the_padded_probabilities(tmp_path):
+    words = [f"w{i}" for i in range(CONFIG.vocab_size - 5)]
+    vocab = helpers.write_vocab(tmp_path / "vocab.txt", ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words)
+    model = classifier_model()
+    export = run_classifier.ClassifierExport(model, vocab, True, MAX_SEQ_LENGTH, ["0", "1"], False, pair=True)
+    text_a = tf.constant(["w1 w2 w3", "w4 " * 9, "w5"])
+    text_b = tf.constant(["w6", "w7 w8", ""])
+    served = export._classify(text_a, text_b)["probabilities"]
+    packed = export.tokenizer.pack_inputs(text_a, text_b, MAX_SEQ_LENGTH)
+    assert int(training.RealLength(MAX_SEQ_LENGTH)(packed)["input_ids"].shape[1]) == 16
+    padded = tf.nn.softmax(model(packed["input_ids"], packed["input_mask"], packed["segment_ids"]))
+    np.testing.assert_allclose(served, padded, atol=1e-6, rtol=0)
+
+
+def test_group_by_length_batches_similar_lengths_and_resumes_exactly(tmp_path):
+    lengths = np.random.default_rng(3).integers(3, MAX_SEQ_LENGTH + 1, 300).tolist()
+    train_file = write_classifier_records(str(tmp_path / "train.tf_record"), lengths)
+    spec = run_classifier.classifier_features(MAX_SEQ_LENGTH)
+    window = 4 * training.GROUP_WINDOW_BATCHES  # records per sorted window at batch size 4
+
+    def batches(skip=0, group=True):
+        dataset = training.training_dataset([train_file], spec, 4, seed=5, skip_examples=skip,
+                                            length=training.RealLength(MAX_SEQ_LENGTH), group_by_length=group)
+        return [{k: v.numpy() for k, v in b.items()} for b in dataset.take(2 * training.GROUP_WINDOW_BATCHES)]
+
+    def spread(batch):
+        real = batch["input_mask"].sum(1)
+        return real.max() - real.min()
+
+    grouped, plain = batches(), batches(group=False)
+    # The first window holds the same records as the original's first batches, regrouped.
+    first = training.GROUP_WINDOW_BATCHES
+
+    def ids(bs):
+        return sorted(tuple(row[:n]) for b in bs for row, n in zip(b["input_ids"].tolist(), b["input_mask"].sum(1)))
+    assert all(b["input_ids"].shape[0] == 4 for b in grouped)
+    assert len(ids(grouped[:first])) == window and ids(grouped[:first]) == ids(plain[:first])
+    assert ids(grouped[first:]) == ids(plain[first:])
+    # Sorted by length rounded up to 8: rows of a batch mostly share one rounded length.
+    assert np.mean([spread(b) for b in grouped]) < 8 < 25 < np.mean([spread(b) for b in plain])
+    assert np.mean([b["input_ids"].shape[1] for b in grouped]) < np.mean([b["input_ids"].shape[1] for b in plain])
+    # Deterministic, and a resumed run continues with exactly the batches that were next.
+    again = batches(skip=4 * 10)
+    for a, b in zip(grouped[10:], again):
+        np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
+    with pytest.raises(ValueError, match="group_by_length"):
+        training.training_dataset([train_file], spec, 4, seed=5, group_by_length=True)
+
+
+def test_cut_batches_give_the_originals_outputs():
+    # The original code's outputs (tests/golden/modeling_tiny_golden.npz, max_seq_length 11)
+    # for rows of real length 7 and 4; here the batch runs at 8, its real length rounded up.
+    golden_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
+    data = np.load(os.path.join(golden_dir, "modeling_tiny_golden.npz"))
+    inputs = {k[len("input/"):]: data[k][1:] for k in data.files if k.startswith("input/")}
+    expected = {k[len("output/"):]: data[k] for k in data.files if k.startswith("output/")}
+    config = modeling.BertConfig.from_json_file(os.path.join(golden_dir, "modeling_tiny_config.json"))
+    bert = modeling.BertModel(config)
+    masked_lm = modeling.MaskedLMHead(config, bert.embedding_table)
+    classifier = modeling.ClassifierHead(5, config.hidden_size)
+    modeling.load_checkpoint(os.path.join(golden_dir, "modeling_tiny.ckpt"), bert, masked_lm, classifier)
+    features = {"input_ids": inputs["input_ids"], "input_mask": inputs["input_mask"],
+                "segment_ids": inputs["token_type_ids"], "masked_lm_positions": inputs["masked_lm_positions"]}
+    cut = training.RealLength(11, multiple=8, position_features=["masked_lm_positions"])(features)
+    assert cut["input_ids"].shape == (2, 8)
+    out = bert(cut["input_ids"], input_mask=cut["input_mask"], token_type_ids=cut["segment_ids"])
+    np.testing.assert_allclose(out["sequence_output"][0, :7], expected["sequence_output"][1, :7], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(out["sequence_output"][1, :4], expected["sequence_output"][2, :4], atol=1e-5, rtol=0)
+    _, _, probabilities = modeling.classifier_loss(classifier(out["pooled_output"]), inputs["label_ids"])
+    np.testing.assert_allclose(probabilities, expected["classifier_probabilities"][1:], atol=1e-5, rtol=0)
+    logits = masked_lm(out["sequence_output"], cut["masked_lm_positions"])
+    log_probs = tf.reshape(tf.nn.log_softmax(logits, -1), [8, -1])
+    np.testing.assert_allclose(log_probs, expected["masked_lm_log_probs"][4:], atol=1e-5, rtol=0)
