@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 import cli
+import fused_kernels
 import modeling
 import optimization
 
@@ -804,7 +805,7 @@ def _make_train_loop(strategy, model, loss_fn, optimizer, accumulation, use_xla,
         # exactly the masks of an uninterrupted one.
         replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
         draw = (tf.cast(inner.iterations, tf.int64) * accumulation + micro_step) * replicas + replica
-        with tf.GradientTape() as tape, modeling.dropout_seed(tf.stack([tf.constant(seed, tf.int64), draw])):
+        with tf.GradientTape() as tape, fused_kernels.dropout_seed(tf.stack([tf.constant(seed, tf.int64), draw])):
             loss = loss_fn(model, features, True)
             # Gradients are summed over replicas, so each replica contributes its share of the mean.
             scaled_loss = loss / replicas
