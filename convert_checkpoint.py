@@ -355,7 +355,7 @@ def convert_original_to_huggingface(init_checkpoint, bert_config_file, vocab_fil
         if tuple(shapes[entry.original]) != tuple(expected[entry.original]):
             raise ValueError(f"checkpoint {prefix}: {entry.original} has shape {list(shapes[entry.original])} but "
                              f"{bert_config_file} needs {list(expected[entry.original])}")
-        value = reader.get_tensor(entry.original).astype(np.float32)
+        value = modeling.read_checkpoint_tensor(reader, prefix, entry.original).astype(np.float32)
         tensors[entry.huggingface] = np.ascontiguousarray(value.T if entry.transpose else value)
     hf_config = huggingface_config_from_bert(config, heads, num_labels)
 
