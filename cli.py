@@ -174,6 +174,7 @@ def atomic_output(path):
     Two outputs of one process never share a temporary name. Local paths and any
     tf.io.gfile scheme (gs://, ...) work.
     """
+    remove_stale_temps(path)
     temp = temp_name(path)
     try:
         yield temp
@@ -196,6 +197,22 @@ def process_alive(pid):
     return pid > 0
 
 
+def _stale(match):
+    """Whether a temporary name's match belongs to no live process (an old name without pid: stale)."""
+    pid = match.group(1)
+    return not pid or (int(pid) != os.getpid() and not process_alive(int(pid)))
+
+
+def remove_stale_temps(path):
+    """Removes `path`'s temporary names left by killed runs (`path.tmp-PID...`, PID not alive)."""
+    if "://" in path:
+        return
+    for temp in glob.glob(glob.escape(path.rstrip("/")) + ".tmp-*"):
+        match = _TEMP_SUFFIX.search(temp)
+        if match and temp[:match.start()] == path.rstrip("/") and _stale(match):
+            _remove(temp)
+
+
 def remove_stale_temp_files(directory, subdirectories=True):
     """Removes what killed runs left in `directory` under temporary names; returns the paths.
 
@@ -208,7 +225,7 @@ def remove_stale_temp_files(directory, subdirectories=True):
     for entry in os.scandir(directory):
         match = _TEMP_SUFFIX.search(entry.name) or _CHECKPOINT_TEMP.search(entry.name)
         if match:
-            if match.group(1) and (int(match.group(1)) == os.getpid() or process_alive(int(match.group(1)))):
+            if not _stale(match):
                 continue
             _remove(entry.path)
             removed.append(entry.path)

@@ -590,6 +590,8 @@ def write_records(records, output_files, encoder_log):
     are complete, so an interrupted run leaves no partial output.
     """
     import tensorflow as tf
+    for path in output_files:
+        cli.remove_stale_temps(path)  # what a killed run left
     temp_names = [cli.temp_name(path) for path in output_files]
     writers = []
     try:

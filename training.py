@@ -168,6 +168,8 @@ def check_tfrecords(input_files, name_to_features, flag_name="--input_file", voc
         try:
             first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
             if first is None:
+                if tf.io.gfile.stat(path).length:  # bytes, but not one whole record
+                    raise ValueError(f"{flag_name}: {path} is not a TFRecord file, or is truncated")
                 raise ValueError(f"{flag_name}: {path} holds no records")
             example = tf.io.parse_single_example(first, name_to_features)
         except tf.errors.OpError as e:
