@@ -513,7 +513,9 @@ def create_training_records(documents, vocab, encoder, rng, dupe_factor, max_seq
                             masked_lm_prob, max_predictions_per_seq, do_whole_word_mask,
                             document_indexes=None, spill=None, progress=None):
     """Creates every instance of `documents` (or of `document_indexes`) into a RecordSpill."""
-    spill = spill or RecordSpill()
+    # `is None`, not `or`: an empty RecordSpill is falsy (len 0), and a worker's named spill
+    # must not be swapped for an unnamed one (the parent would read empty records from it).
+    spill = spill if spill is not None else RecordSpill()
     if document_indexes is None:
         document_indexes = range(len(documents))
     for _ in range(dupe_factor):
