@@ -19,6 +19,42 @@ from absl import flags
 from absl import logging
 
 
+# Notices TensorFlow prints while it loads (twice: two libraries), before any flag can silence
+# them: the pre-init warning of absl, oneDNN, no CUDA driver, the CPU instruction set.
+_STARTUP_NOTICE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IW]\d{4} [\d:. ]+\d+ (port|cudart_stub|cpu_feature_guard|cuda_executor|cuda_dnn|cuda_fft|cuda_blas)"
+    r"\.cc:\d+\] .*"
+    r"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\.)$")
+
+
+def import_tensorflow():
+    """Imports and returns TensorFlow, with its known start-up notices kept off stderr.
+
+    Its C++ side writes them to file descriptor 2 before any setting applies; they are
+    captured there during the import, and every other line (a real import failure, a
+    warning we do not know) is written back. Imports once; later calls return the module.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    import tempfile
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if not _STARTUP_NOTICE.match(line.rstrip("\n")):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+    return tensorflow
+
+
 def run(main, script_name, required_flags=()):
     """Parses the flags and runs an absl `main`; a user's mistake is one line and exit code 1.
 

@@ -13,6 +13,8 @@ import os
 import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import cli  # noqa: E402  (first: it imports TensorFlow without the start-up notices)
+cli.import_tensorflow()
 
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
@@ -20,7 +22,6 @@ import ml_dtypes  # noqa: E402,F401  (registers bfloat16 with numpy, so bf16 saf
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import cli  # noqa: E402
 import modeling  # noqa: E402
 
 FLAGS = flags.FLAGS

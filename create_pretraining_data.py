@@ -95,7 +95,7 @@ class PretrainingVocab:
 def _read_bytes(path):
     try:
         if "://" in path:
-            import tensorflow as tf
+            tf = cli.import_tensorflow()  # its start-up notices filtered
             with tf.io.gfile.GFile(path, "rb") as f:
                 return f.read()
         with open(path, "rb") as f:
@@ -591,7 +591,7 @@ def write_records(records, output_files, encoder_log):
     Every file is written under a temporary name and renamed only when all of them
     are complete, so an interrupted run leaves no partial output.
     """
-    import tensorflow as tf
+    tf = cli.import_tensorflow()  # its start-up notices filtered
     for path in output_files:
         cli.remove_stale_temps(path)  # what a killed run left
     temp_names = [cli.temp_name(path) for path in output_files]
@@ -619,7 +619,7 @@ def write_records(records, output_files, encoder_log):
 
 
 def _example_logger(inv_vocab):
-    import tensorflow as tf
+    tf = cli.import_tensorflow()  # its start-up notices filtered
 
     def log(record):
         example = tf.train.Example.FromString(record)

@@ -14,6 +14,8 @@ import csv
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import cli  # noqa: E402  (first: it imports TensorFlow without the start-up notices)
+cli.import_tensorflow()
 
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
@@ -21,7 +23,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import cli  # noqa: E402
 import modeling  # noqa: E402
 import tokenization  # noqa: E402
 import training  # noqa: E402

@@ -204,6 +204,13 @@ def _drop_vocab_lines(path, count):
     _write(path, "".join(lines[:-count]))
 
 
+def _damaged_checkpoint_in(output_dir):
+    """output_dir's latest checkpoint, its .data file cut short (a full disk, an interrupted copy)."""
+    prefix = _copy_checkpoint(os.path.join(GOLDEN, "classifier_tiny.ckpt"), f"{output_dir}/model.ckpt-5")
+    _truncate(prefix + ".data-00000-of-00001")
+    _write(f"{output_dir}/checkpoint", 'model_checkpoint_path: "model.ckpt-5"\n')
+
+
 # Each case: (id, script, flag overrides (str.format'ed with w), prepare(w) or None, error fragment).
 # A flag set to None is dropped from the command line.
 CASES = [
@@ -291,6 +298,10 @@ CASES = [
      lambda w: _edit_json(f"{w}/bert_config.json", hidden_dropout_prob=1.5), "hidden_dropout_prob"),
     ("rc-truncated-init-checkpoint", "run_classifier.py", {},
      lambda w: _truncate(f"{w}/ckpt/model.ckpt.data-00000-of-00001"), "truncated"),
+    ("rc-truncated-resume-checkpoint", "run_classifier.py", {}, lambda w: _damaged_checkpoint_in(f"{w}/out"),
+     "truncated"),
+    ("rc-truncated-resume-checkpoint-training", "run_classifier.py", {"do_train": "true", "do_eval": None},
+     lambda w: _damaged_checkpoint_in(f"{w}/out"), "truncated"),
     ("rc-nothing-to-do", "run_classifier.py", {"do_eval": None}, None, "must be True"),
     ("rc-data-dir-missing", "run_classifier.py", {"data_dir": "{w}/nowhere"}, None, "not a directory"),
     ("rc-bad-columns", "run_classifier.py", {}, lambda w: _write(f"{w}/data/dev.tsv", "a\tb\n1\n"), "columns"),
@@ -347,7 +358,11 @@ def test_bad_input_fails_in_one_line_and_touches_nothing(tmp_path, case_id, scri
         prepare(w)
     before = snapshot(w)
     result = run(script, flags)
-    assert_failed_cleanly(result, script, fragment, w, before)
+    assert_failed_cleanly(result, script, fragment, w, before, ALLOWED_NEW.get(case_id, ()))
+
+
+# Files a failing case may write: what the run derived before the failure, complete.
+ALLOWED_NEW = {"rc-truncated-resume-checkpoint-training": ["out/train.tf_record"]}
 
 
 # --- Inputs that can be read only once (pipes) ------------------------------------------------
@@ -634,3 +649,28 @@ def test_export_dir_replaces_only_an_earlier_export(tmp_path):
     again = run("run_classifier.py", flags)
     assert again.returncode == 0, again.stderr[-3000:]
     assert os.path.exists(f"{w}/export/saved_model.pb") and temp_names(w) == []
+
+
+# --- TensorFlow's start-up notices are filtered, a real import failure still shows --------------
+
+def test_tensorflow_startup_notices_are_filtered():
+    result = subprocess.run([sys.executable, "-c", "import cli; cli.import_tensorflow(); print('ok')"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout == "ok\n"
+    assert "absl::InitializeLog" not in result.stderr and "cudart_stub" not in result.stderr, result.stderr
+
+
+def test_a_real_tensorflow_import_failure_still_shows():
+    code = ("import builtins, os, cli\n"
+            "real = builtins.__import__\n"
+            "def broken(name, *args, **kwargs):\n"
+            "    if name == 'tensorflow':\n"
+            "        os.write(2, b'libtensorflow_framework.so.2: cannot open shared object file\\n')\n"
+            "        raise ImportError('libtensorflow_framework.so.2 missing')\n"
+            "    return real(name, *args, **kwargs)\n"
+            "builtins.__import__ = broken\n"
+            "cli.import_tensorflow()\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.startswith("libtensorflow_framework.so.2: cannot open shared object file\n")
+    assert result.stderr.strip().endswith("ImportError: libtensorflow_framework.so.2 missing")
