@@ -1,8 +1,10 @@
-"""Command-line plumbing every script shares: one-line errors and a progress line.
+"""Command-line plumbing every script shares: one-line errors, whole outputs, a progress line.
 
 A user's mistake (a bad flag, a missing file, bad data) ends a script with one line,
-`SCRIPT: error: ...`, and exit code 1, never a traceback; long data jobs report progress.
-Imports nothing of the project and not TensorFlow, so light scripts stay light.
+`SCRIPT: error: ...`, and exit code 1, never a traceback; an output appears whole under
+its name or not at all (`atomic_output`), and what killed runs left is cleaned; long data
+jobs report progress. Imports nothing of the project, and TensorFlow only when asked
+(`import_tensorflow`, remote paths), so light scripts stay light.
 """
 
 import contextlib

@@ -725,6 +725,7 @@ def main(_):
     best = _BestCheckpoint(os.path.join(FLAGS.output_dir, "best"), processor.metric)
 
     def evaluate_during_training(step):
+        training.check_finite_weights(model, step)  # never keep a diverged model as the best
         results = evaluate(step)
         logging.info("Step %d: %s = %s", step, processor.metric, results[processor.metric])
         best.offer(step, results, model)
