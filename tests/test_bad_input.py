@@ -644,12 +644,15 @@ def test_an_overflowing_update_is_not_checkpointed(tmp_path):
 def test_export_dir_replaces_only_an_earlier_export(tmp_path):
     w = str(tmp_path)
     flags = dict(setup_run_classifier(w), export_dir=f"{w}/export")
-    first = run("run_classifier.py", flags)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert os.path.exists(f"{w}/export/saved_model.pb")
-    again = run("run_classifier.py", flags)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert os.path.exists(f"{w}/export/saved_model.pb") and temp_names(w) == []
+    os.makedirs(f"{w}/export/variables")
+    _write(f"{w}/export/saved_model.pb", "an earlier export")
+    _write(f"{w}/export/variables/variables.index", "of an earlier export")
+    result = run("run_classifier.py", flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(f"{w}/export/saved_model.pb", "rb") as f:
+        assert len(f.read()) > 1000  # the new SavedModel, whole
+    assert sorted(os.listdir(f"{w}/export")) == ["assets", "fingerprint.pb", "saved_model.pb", "variables"]
+    assert temp_names(w) == []
 
 
 # --- TensorFlow's start-up notices are filtered, a real import failure still shows --------------
