@@ -109,7 +109,7 @@ class BertConfig:
         try:
             validate_config(config)
         except ValueError as e:
-            raise ValueError("BERT config file %s: %s" % (json_file, str(e).replace("BERT config: ", "")))
+            raise ValueError("BERT config file %s: %s" % (json_file, str(e).replace("BERT config: ", "").replace("BERT config field ", "field ")))
         return config
 
     def to_dict(self):
