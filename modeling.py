@@ -176,6 +176,10 @@ def validate_config(config):
                 isinstance(value, bool) or not 0 <= value < 1):
             raise ValueError("BERT config field %s must be a number in [0, 1), got %r" %
                              (field, value))
+    value = getattr(config, "initializer_range", None)
+    if (not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool) or
+            not 0 < value < float("inf")):
+        raise ValueError("BERT config field initializer_range must be a positive number, got %r" % (value,))
     get_activation(config.hidden_act)
 
 
