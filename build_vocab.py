@@ -318,31 +318,14 @@ def write_vocab_file(output_file, tokens):
     The lines go to a temporary file next to `output_file`, which is renamed over it
     only once complete: a crash or error leaves the old file (or none), never half a file.
     """
-    if "://" in output_file:
-        tf = _tensorflow()
-        temp_path = f"{output_file}.tmp-{os.getpid()}"
-        try:
-            with tf.io.gfile.GFile(temp_path, "w") as writer:
-                for token in tokens:
-                    writer.write(token + "\n")
-            tf.io.gfile.rename(temp_path, output_file, overwrite=True)
-        except BaseException:
-            if tf.io.gfile.exists(temp_path):
-                tf.io.gfile.remove(temp_path)
-            raise
-        return
-    directory = os.path.dirname(os.path.abspath(output_file))
-    fd, temp_path = tempfile.mkstemp(dir=directory, prefix=os.path.basename(output_file) + ".",
-                                     suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as writer:
+    with cli.atomic_output(output_file) as temp_path:
+        if "://" in output_file:
+            writer = _tensorflow().io.gfile.GFile(temp_path, "w")
+        else:
+            writer = open(temp_path, "w", encoding="utf-8", newline="\n")
+        with writer:
             for token in tokens:
                 writer.write(token + "\n")
-        os.replace(temp_path, output_file)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
 
 
 def check_output_writable(output_file):
@@ -380,7 +363,7 @@ def build_vocab(input_file, output_file, vocab_size=30522, do_lower_case=True, n
         raise ValueError(f"--min_count={min_count} must be 1 or more")
     input_files = expand_input_files(input_file)
     check_output_writable(output_file)
-    if all(_file_size(path) == 0 for path in input_files):
+    if all(_file_size(path) == 0 and not cli.readable_once(path) for path in input_files):
         raise ValueError(f"--input_file={input_file}: the input files are empty")
 
     basic_tokenizer = tokenization.BasicTokenizer(do_lower_case=do_lower_case)
@@ -430,13 +413,15 @@ def _tensorflow():
 def _glob(pattern):
     if "://" in pattern:
         return _tensorflow().io.gfile.glob(pattern)
-    return [path for path in glob.glob(pattern) if os.path.isfile(path)]
+    # A pipe (/dev/stdin, <(...)) is read once, as a stream; half-written outputs are no input.
+    return [path for path in glob.glob(pattern)
+            if (os.path.isfile(path) or cli.readable_once(path)) and not cli.is_temp_name(path)]
 
 
 def _file_size(path):
     if "://" in path:
         return _tensorflow().io.gfile.stat(path).length
-    return os.path.getsize(path)
+    return 0 if cli.readable_once(path) else os.path.getsize(path)  # a pipe's size is not known
 
 
 def _open_binary(path):

@@ -1,18 +1,60 @@
-"""Command-line plumbing every script shares: one-line errors and a progress line.
+"""Command-line plumbing every script shares: one-line errors, whole outputs, a progress line.
 
 A user's mistake (a bad flag, a missing file, bad data) ends a script with one line,
-`SCRIPT: error: ...`, and exit code 1, never a traceback; long data jobs report progress.
-Imports nothing of the project and not TensorFlow, so light scripts stay light.
+`SCRIPT: error: ...`, and exit code 1, never a traceback; an output appears whole under
+its name or not at all (`atomic_output`), and what killed runs left is cleaned; long data
+jobs report progress. Imports nothing of the project, and TensorFlow only when asked
+(`import_tensorflow`, remote paths), so light scripts stay light.
 """
 
+import contextlib
 import glob
+import os
 import re
+import shutil
 import sys
 import time
+import uuid
 
 from absl import app
 from absl import flags
 from absl import logging
+
+
+# Notices TensorFlow prints while it loads (twice: two libraries), before any flag can silence
+# them: the pre-init warning of absl, oneDNN, no CUDA driver, the CPU instruction set.
+_STARTUP_NOTICE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IW]\d{4} [\d:. ]+\d+ (port|cudart_stub|cpu_feature_guard|cuda_executor|cuda_dnn|cuda_fft|cuda_blas)"
+    r"\.cc:\d+\] .*"
+    r"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\.)$")
+
+
+def import_tensorflow():
+    """Imports and returns TensorFlow, with its known start-up notices kept off stderr.
+
+    Its C++ side writes them to file descriptor 2 before any setting applies; they are
+    captured there during the import, and every other line (a real import failure, a
+    warning we do not know) is written back. Imports once; later calls return the module.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    import tempfile
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if not _STARTUP_NOTICE.match(line.rstrip("\n")):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+    return tensorflow
 
 
 def run(main, script_name, required_flags=()):
@@ -50,8 +92,13 @@ def _is_op_error(error):
     return tf is not None and isinstance(error, tf.errors.OpError)
 
 
+def _is_storage_error(error):
+    """An error of a file-format library about the file system (safetensors: a full disk, ...)."""
+    return type(error).__module__.startswith("safetensors") and "I/O error" in str(error)
+
+
 def _is_user_error(error):
-    return isinstance(error, (ValueError, OSError)) or _is_op_error(error)
+    return isinstance(error, (ValueError, OSError)) or _is_op_error(error) or _is_storage_error(error)
 
 
 def describe_error(error):
@@ -60,6 +107,8 @@ def describe_error(error):
         return describe_op_error(error)
     if isinstance(error, OSError) and error.strerror:
         return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    if _is_storage_error(error):
+        return re.sub(r"^Error while \w+: I/O error: ", "", str(error).strip().splitlines()[0])
     message = str(error).strip()
     return message.splitlines()[0] if message else type(error).__name__
 
@@ -80,6 +129,8 @@ def expand_input_files(input_file, flag_name="--input_file"):
             matches = sorted(tf.io.gfile.glob(pattern))
         else:
             matches = sorted(glob.glob(pattern))
+        # A killed run's half-written output under a temporary name is never an input.
+        matches = [path for path in matches if not is_temp_name(path)]
         if not matches:
             raise ValueError(f"{flag_name}: no file matches {pattern}")
         files.extend(matches)
@@ -102,7 +153,8 @@ def describe_op_error(error):
             continue
         lines.append(line)
     text = lines[0] if lines else type(error).__name__
-    text = re.sub(r"^Error in user-defined function .*?(Key: |$)", r"\1", text)  # tf.data's wrapping
+    text = re.sub(r"^Error in user-defined function .*?(Key: |assertion failed: |$)", r"\1", text)  # tf.data's
+    text = re.sub(r"^assertion failed: \[(.*?)\] \[(.*?)\]$", r"\1 \2", text)  # a pipeline's own check
     text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)  # eager ops' wrapper name
     text = re.sub(r"\s*\[\[.*$|\s*\[Op:.*$", "", text)
     text = re.sub(r"\s+", " ", text).strip()
@@ -112,6 +164,139 @@ def describe_op_error(error):
         text += (" (the records were written with another --max_seq_length or --max_predictions_per_seq "
                  "than this run's)")
     return text
+
+
+# --- Outputs that appear whole or not at all ----------------------------------------------
+
+# `NAME.tmp-PID-RANDOM` (and the older `NAME.tmp-PID`): a file being written by process PID.
+_TEMP_SUFFIX = re.compile(r"\.tmp-(\d+)(?:-[0-9a-f]+)?$")
+# `PREFIX_temp_PID_HEX` (older: `PREFIX_temp_HEX`): modeling.save_checkpoint's bundle being written.
+_CHECKPOINT_TEMP = re.compile(r"_temp_(?:(\d+)_)?[0-9a-f]{32}$")
+
+
+def temp_name(path):
+    """A temporary name beside `path`, unique to this process and this call."""
+    return f"{path.rstrip('/')}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def is_temp_name(path):
+    """Whether `path` is the temporary name of an output being written (or left by a killed run)."""
+    name = os.path.basename(path.rstrip("/"))
+    return bool(_TEMP_SUFFIX.search(name) or _CHECKPOINT_TEMP.search(name))
+
+
+def _gfile():
+    import tensorflow as tf
+    return tf.io.gfile
+
+
+def _remove(path):
+    if "://" in path:
+        gfile = _gfile()
+        if gfile.isdir(path):
+            gfile.rmtree(path)
+        elif gfile.exists(path):
+            gfile.remove(path)
+    elif os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Yields a temporary name to write `path` under; renames it to `path` on success.
+
+    On any error (or interrupt) the temporary file is removed and `path` keeps what it
+    held before, so a reader never sees a half-written output under its final name.
+    Two outputs of one process never share a temporary name. Local paths and any
+    tf.io.gfile scheme (gs://, ...) work.
+    """
+    remove_stale_temps(path)
+    temp = temp_name(path)
+    try:
+        yield temp
+        if "://" in path:
+            _gfile().rename(temp, path, overwrite=True)
+        else:
+            os.replace(temp, path)
+    finally:
+        _remove(temp)
+
+
+def process_alive(pid):
+    """Whether a process with id `pid` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
+def _stale(match):
+    """Whether a temporary name's match belongs to no live process (an old name without pid: stale)."""
+    pid = match.group(1)
+    return not pid or (int(pid) != os.getpid() and not process_alive(int(pid)))
+
+
+def remove_stale_temps(path):
+    """Removes `path`'s temporary names left by killed runs (`path.tmp-PID...`, PID not alive)."""
+    if "://" in path:
+        return
+    for temp in glob.glob(glob.escape(path.rstrip("/")) + ".tmp-*"):
+        match = _TEMP_SUFFIX.search(temp)
+        if match and temp[:match.start()] == path.rstrip("/") and _stale(match):
+            _remove(temp)
+
+
+def remove_stale_temp_files(directory, subdirectories=True):
+    """Removes what killed runs left in `directory` under temporary names; returns the paths.
+
+    A name carrying the id of a process still alive (another run writing there) is kept.
+    Local directories only; `subdirectories` also cleans one level below (e.g. `best/`).
+    """
+    if "://" in directory or not os.path.isdir(directory):
+        return []
+    removed = []
+    for entry in os.scandir(directory):
+        match = _TEMP_SUFFIX.search(entry.name) or _CHECKPOINT_TEMP.search(entry.name)
+        if match:
+            if not _stale(match):
+                continue
+            _remove(entry.path)
+            removed.append(entry.path)
+        elif subdirectories and entry.is_dir(follow_symlinks=False):
+            removed.extend(remove_stale_temp_files(entry.path, subdirectories=False))
+    return removed
+
+
+def die_with_parent():
+    """Makes this (worker) process end when its parent dies (Linux), instead of lingering and
+    printing BrokenPipeError tracebacks; a no-op elsewhere. Use as a Pool initializer step."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def readable_once(path):
+    """Whether `path` is a pipe, a terminal or another stream that can be read only once."""
+    if "://" in path:
+        return False
+    import stat
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
 
 
 class ProgressLine:

@@ -28,6 +28,8 @@ import re
 import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import cli  # noqa: E402  (first: it imports TensorFlow without the start-up notices)
+cli.import_tensorflow()
 
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
@@ -35,7 +37,6 @@ import ml_dtypes  # noqa: E402,F401  (registers bfloat16 with numpy, so bf16 saf
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import cli  # noqa: E402
 import modeling  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -320,7 +321,7 @@ def read_original(init_checkpoint, bert_config_file, vocab_file, do_lower_case=T
         if tuple(shapes[name]) != tuple(shape):
             raise ValueError(f"checkpoint {prefix}: {name} has shape {list(shapes[name])} but "
                              f"{bert_config_file} needs {list(shape)}")
-        tensors[name] = reader.get_tensor(name).astype(np.float32)
+        tensors[name] = modeling.read_checkpoint_tensor(reader, prefix, name).astype(np.float32)
     if not os.path.exists(vocab_file):
         raise ValueError(f"vocab file {vocab_file} does not exist")
     return BertWeights(config, tensors, vocab_file, do_lower_case, prefix)
@@ -793,7 +794,7 @@ def read_object_based(prefix, bert_config_file=None, vocab_file=None, do_lower_c
         if original not in keys:
             raise ValueError(f"checkpoint {prefix} lacks the variable for {original}: not a complete BERT encoder"
                              f"{' of ' + bert_config_file if bert_config_file else ''}")
-        value = reader.get_tensor(keys[original])
+        value = modeling.read_checkpoint_tensor(reader, prefix, keys[original])
         if value.shape not in (tuple(shape), object_based_shape(original, config)):
             raise ValueError(f"checkpoint {prefix}: the variable for {original} has shape {list(value.shape)}, but "
                              f"{bert_config_file or 'the config'} needs {list(object_based_shape(original, config))}")

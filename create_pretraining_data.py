@@ -95,7 +95,7 @@ class PretrainingVocab:
 def _read_bytes(path):
     try:
         if "://" in path:
-            import tensorflow as tf
+            tf = cli.import_tensorflow()  # its start-up notices filtered
             with tf.io.gfile.GFile(path, "rb") as f:
                 return f.read()
         with open(path, "rb") as f:
@@ -177,6 +177,7 @@ _WORKER_TOKENIZER = None
 
 def _init_tokenizer_worker(vocab_file, do_lower_case):
     global _WORKER_TOKENIZER
+    cli.die_with_parent()
     _WORKER_TOKENIZER = tokenization.FullTokenizer(vocab_file, do_lower_case)
 
 
@@ -512,7 +513,9 @@ def create_training_records(documents, vocab, encoder, rng, dupe_factor, max_seq
                             masked_lm_prob, max_predictions_per_seq, do_whole_word_mask,
                             document_indexes=None, spill=None, progress=None):
     """Creates every instance of `documents` (or of `document_indexes`) into a RecordSpill."""
-    spill = spill or RecordSpill()
+    # `is None`, not `or`: an empty RecordSpill is falsy (len 0), and a worker's named spill
+    # must not be swapped for an unnamed one (the parent would read empty records from it).
+    spill = spill if spill is not None else RecordSpill()
     if document_indexes is None:
         document_indexes = range(len(documents))
     for _ in range(dupe_factor):
@@ -547,12 +550,31 @@ def balance_shards(documents, num_workers):
     return [sorted(shard) for shard in shards]
 
 
+_SPILL_PREFIX = "pretraining-shard-"
+
+
+def _remove_stale_shard_spills():
+    """Removes the shard spill files of killed runs (named after their run's pid) from $TMPDIR."""
+    directory = tempfile.gettempdir()
+    for name in os.listdir(directory):
+        pid = name[len(_SPILL_PREFIX):].split("-", 1)[0]
+        if name.startswith(_SPILL_PREFIX) and pid.isdigit() and not cli.process_alive(int(pid)):
+            try:
+                os.remove(os.path.join(directory, name))
+            except OSError:
+                pass
+
+
+def _init_shard_worker():
+    cli.die_with_parent()
+
+
 def _create_shard(shard_index):
     """Worker: the instances of the documents of shard `shard_index` (see balance_shards)."""
     state = _WORKER_STATE
     num_workers = state["num_workers"]
     rng = random.Random(f"{state['random_seed']}:{shard_index}:{num_workers}")
-    fd, path = tempfile.mkstemp(prefix="pretraining-shard-")
+    fd, path = tempfile.mkstemp(prefix=f"{_SPILL_PREFIX}{os.getppid()}-")  # the run's pid: cleaned if it is killed
     os.close(fd)
     spill = create_training_records(
         state["documents"], state["vocab"], state["encoder"], rng, state["dupe_factor"],
@@ -569,8 +591,10 @@ def write_records(records, output_files, encoder_log):
     Every file is written under a temporary name and renamed only when all of them
     are complete, so an interrupted run leaves no partial output.
     """
-    import tensorflow as tf
-    temp_names = [f"{path}.tmp-{os.getpid()}" for path in output_files]
+    tf = cli.import_tensorflow()  # its start-up notices filtered
+    for path in output_files:
+        cli.remove_stale_temps(path)  # what a killed run left
+    temp_names = [cli.temp_name(path) for path in output_files]
     writers = []
     try:
         for name in temp_names:
@@ -595,7 +619,7 @@ def write_records(records, output_files, encoder_log):
 
 
 def _example_logger(inv_vocab):
-    import tensorflow as tf
+    tf = cli.import_tensorflow()  # its start-up notices filtered
 
     def log(record):
         example = tf.train.Example.FromString(record)
@@ -636,10 +660,19 @@ def create_pretraining_data(input_files, output_files, vocab_file, do_lower_case
     tokenizer = tokenization.FullTokenizer(vocab_file=vocab_file, do_lower_case=do_lower_case)
     vocab = PretrainingVocab(tokenizer.vocab)
     encoder = ExampleEncoder(max_seq_length, max_predictions_per_seq, vocab.size)
+    seen = {}
     for path in output_files:
         directory = os.path.dirname(path)
         if directory and "://" not in path and not os.path.isdir(directory):
             raise ValueError(f"--output_file: directory {directory} does not exist")
+        key = path if "://" in path else os.path.realpath(path)
+        if key in seen:
+            raise ValueError(f"--output_file lists {path} twice{f' (as {seen[key]})' if seen[key] != path else ''}: "
+                             f"give each output file once")
+        seen[key] = path
+        if key in {p if "://" in p else os.path.realpath(p) for p in input_files}:
+            raise ValueError(f"--output_file={path} is also an --input_file: write the records elsewhere")
+    _remove_stale_shard_spills()
 
     pool = None
     if num_workers > 1:
@@ -697,7 +730,7 @@ def _create_with_workers(documents, vocab, encoder, random_seed, dupe_factor, ma
                          masked_lm_prob=masked_lm_prob, max_predictions_per_seq=max_predictions_per_seq,
                          do_whole_word_mask=do_whole_word_mask, num_workers=num_workers,
                          shards=balance_shards(documents, num_workers))
-    with multiprocessing.get_context("fork").Pool(num_workers) as pool:
+    with multiprocessing.get_context("fork").Pool(num_workers, initializer=_init_shard_worker) as pool:
         shards = pool.map(_create_shard, range(num_workers))
     _WORKER_STATE.clear()
     progress(progress.total)

@@ -16,13 +16,14 @@ import os
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import cli  # noqa: E402  (first: it imports TensorFlow without the start-up notices)
+cli.import_tensorflow()
 
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import cli  # noqa: E402
 import modeling  # noqa: E402
 import tokenization  # noqa: E402
 import training  # noqa: E402
@@ -473,18 +474,21 @@ def extract_features(input_file, output_file, extractor, tokenizer, max_seq_leng
     Returns:
         `ExtractionStats`.
     """
-    total = count_lines(input_file)
+    empty = (f"--input_file={input_file} is empty: nothing to extract (one example per line: `text` or "
+             f"`text_a ||| text_b`)")
+    # A pipe or /dev/stdin can be read only once: no count first (the progress line has no total).
+    total = None if cli.readable_once(input_file) else count_lines(input_file)
     if total == 0:
-        raise ValueError(f"--input_file={input_file} is empty: nothing to extract (one example per line: "
-                         f"`text` or `text_a ||| text_b`)")
+        raise ValueError(empty)
     seconds = collections.OrderedDict((stage, 0.0) for stage in ("read and tokenize", "model", "JSON", "write"))
     # Counts, and the first few linex_index for the log: nothing here grows with the input.
     truncated, first_truncated, only_separator, first_only_separator = 0, [], 0, []
     progress = cli.ProgressLine("extract_features: lines", total=total, interval=progress_seconds)
     lines = 0
-    temp = f"{output_file}.tmp-{os.getpid()}"
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(executor.shutdown, wait=True, cancel_futures=True)
+        temp = stack.enter_context(cli.atomic_output(output_file))  # renamed to output_file on success
         # Bytes through Python's own file object for local files: faster than GFile or a text
         # file for the hundreds of MB this job writes. The JSON is ASCII (json.dumps escapes).
         local = "://" not in output_file
@@ -531,11 +535,8 @@ def extract_features(input_file, output_file, extractor, tokenizer, max_seq_leng
                 seconds["write"] += time.perf_counter() - start
                 lines += len(window)
                 progress(len(window))
-        tf.io.gfile.rename(temp, output_file, overwrite=True)
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
-        if tf.io.gfile.exists(temp):
-            tf.io.gfile.remove(temp)
+        if lines == 0:
+            raise ValueError(empty)
     progress.close()
     if truncated:
         logging.warning("%d of %d lines had more than max_seq_length=%d tokens and were truncated as the original "
@@ -580,6 +581,7 @@ def main(_):
     if output_dir and not tf.io.gfile.isdir(output_dir):
         raise ValueError(f"--output_file={FLAGS.output_file}: directory {output_dir} does not exist")
     tokenizer = tokenization.FullTokenizer(vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case)
+    modeling.check_vocab_size(bert_config, len(tokenizer.vocab), FLAGS.vocab_file)
     strategy = None
     if FLAGS.use_tpu:
         strategy = training.make_strategy(training.EngineConfig(use_tpu=True, master=FLAGS.master))

@@ -13,6 +13,7 @@ P masked positions per sequence.
 
 import collections
 import copy
+import inspect
 import json
 import math
 import os
@@ -103,7 +104,13 @@ class BertConfig:
         if not isinstance(json_object, dict):
             raise ValueError("BERT config file %s must hold a JSON object, not %s" %
                              (json_file, type(json_object).__name__))
-        return cls.from_dict(json_object)
+        _check_config_keys(json_object, json_file)
+        config = cls.from_dict(json_object)
+        try:
+            validate_config(config)
+        except ValueError as e:
+            raise ValueError("BERT config file %s: %s" % (json_file, str(e).replace("BERT config: ", "").replace("BERT config field ", "field ")))
+        return config
 
     def to_dict(self):
         """Returns a deep copy of every field."""
@@ -112,6 +119,38 @@ class BertConfig:
     def to_json_string(self):
         """Returns the config as JSON (indent 2, sorted keys, trailing newline)."""
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+# Keys the released configs carry that the model does not use (Chinese, multilingual).
+_IGNORED_CONFIG_KEYS = frozenset(["directionality", "pooler_fc_size", "pooler_num_attention_heads",
+                                  "pooler_num_fc_layers", "pooler_size_per_head", "pooler_type"])
+
+
+def _check_config_keys(json_object, json_file):
+    """vocab_size missing is an error; another missing key takes the original's default, with
+    a warning naming it; a key the model does not know is warned about (a typo is no silent
+    default)."""
+    defaults = inspect.signature(BertConfig.__init__).parameters
+    if "vocab_size" not in json_object:
+        raise ValueError("BERT config file %s has no vocab_size (the number of lines of the model's vocab.txt)" %
+                         json_file)
+    for key, parameter in defaults.items():
+        if key not in ("self", "vocab_size") and key not in json_object:
+            logging.warning("BERT config file %s has no %s: using the original's default %s = %r", json_file,
+                            key, key, parameter.default)
+    for key in sorted(set(json_object) - set(defaults) - _IGNORED_CONFIG_KEYS):
+        logging.warning("BERT config file %s: unknown key %s is ignored by the model", json_file, key)
+
+
+def check_vocab_size(config, vocab_size, vocab_file):
+    """Raises ValueError unless the vocab has exactly the config's vocab_size entries.
+
+    A smaller vocab gives ids the embedding table has no row for (on GPU a silent zero
+    vector); a larger one gives ids beyond it.
+    """
+    if vocab_size != config.vocab_size:
+        raise ValueError("--vocab_file=%s has %d entries but the BERT config says vocab_size=%d: use the vocab "
+                         "that the checkpoint was trained with" % (vocab_file, vocab_size, config.vocab_size))
 
 
 def _one_line(error):
@@ -137,6 +176,10 @@ def validate_config(config):
                 isinstance(value, bool) or not 0 <= value < 1):
             raise ValueError("BERT config field %s must be a number in [0, 1), got %r" %
                              (field, value))
+    value = getattr(config, "initializer_range", None)
+    if (not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool) or
+            not 0 < value < float("inf")):
+        raise ValueError("BERT config field initializer_range must be a positive number, got %r" % (value,))
     get_activation(config.hidden_act)
 
 
@@ -904,7 +947,7 @@ def load_checkpoint(checkpoint, *layers_or_variables):
     logging.info("**** Variables (from %s) ****", prefix)
     for name, variable in variables.items():
         if name in checkpoint_shapes:
-            variable.assign(tf.cast(reader.get_tensor(name), variable.dtype))
+            variable.assign(tf.cast(read_checkpoint_tensor(reader, prefix, name), variable.dtype))
             restored.append(name)
             init_string = ", *INIT_FROM_CKPT*"
         else:
@@ -913,6 +956,16 @@ def load_checkpoint(checkpoint, *layers_or_variables):
         logging.info("  name = %s, shape = %s%s", name, tuple(variable.shape), init_string)
     unused = sorted(set(checkpoint_shapes) - set(variables))
     return CheckpointLoadResult(prefix, restored, not_in_checkpoint, unused)
+
+
+def read_checkpoint_tensor(reader, prefix, name):
+    """reader.get_tensor(name), with a damaged checkpoint (a `.data` file cut short by a full
+    disk or an interrupted copy) reported as a ValueError naming the file."""
+    try:
+        return reader.get_tensor(name)
+    except (IndexError, tf.errors.OpError) as e:
+        raise ValueError("checkpoint %s is damaged: variable %s cannot be read (%s); is %s.data-* truncated?" %
+                         (prefix, name, _one_line(e), prefix)) from None
 
 
 def save_checkpoint(prefix, tensors):
@@ -943,7 +996,7 @@ def save_checkpoint(prefix, tensors):
     directory = os.path.dirname(prefix)
     if directory:
         tf.io.gfile.makedirs(directory)
-    temp_dir = "%s_temp_%s" % (prefix, uuid.uuid4().hex)
+    temp_dir = "%s_temp_%d_%s" % (prefix, os.getpid(), uuid.uuid4().hex)  # a killed run's is cleaned by pid
     temp_prefix = os.path.join(temp_dir, "part")
     try:
         tf.io.gfile.makedirs(temp_dir)

@@ -14,6 +14,8 @@ import csv
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import cli  # noqa: E402  (first: it imports TensorFlow without the start-up notices)
+cli.import_tensorflow()
 
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
@@ -21,7 +23,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import cli  # noqa: E402
 import modeling  # noqa: E402
 import tokenization  # noqa: E402
 import tokenization_ingraph  # noqa: E402
@@ -602,18 +603,50 @@ class ClassifierExport(tf.Module):
         return {"serving_default": fn}
 
 
+def check_export_dir(export_dir, protected=()):
+    """Refuses an --export_dir whose replacement would delete files the user keeps there.
+
+    It may be missing, an empty directory, or an earlier export (a SavedModel directory);
+    nor may it hold or be one of the `protected` paths (data_dir, output_dir, ...).
+    """
+    if not tf.io.gfile.exists(export_dir):
+        return
+    if not tf.io.gfile.isdir(export_dir):
+        raise ValueError(f"--export_dir={export_dir} is a file, not a directory: choose a new path for the "
+                         f"SavedModel")
+    real = os.path.realpath(export_dir) if "://" not in export_dir else export_dir.rstrip("/")
+    for name, path in protected:
+        other = os.path.realpath(path) if "://" not in path else path.rstrip("/")
+        if path and (other == real or other.startswith(real.rstrip("/") + "/")):
+            raise ValueError(f"--export_dir={export_dir} holds --{name}={path}: an export replaces its whole "
+                             f"directory; choose a new path for the SavedModel")
+    entries = tf.io.gfile.listdir(export_dir)
+    if entries and not any(entry.startswith("saved_model.pb") for entry in entries):
+        raise ValueError(f"--export_dir={export_dir} is a directory of other files, not an earlier export: an "
+                         f"export replaces its whole directory; choose a new or empty path for the SavedModel")
+
+
 def export_saved_model(export_dir, model, vocab_file, do_lower_case, max_seq_length, labels, is_regression, pair):
-    """Saves the serving SavedModel to export_dir (written next to it, then renamed)."""
+    """Saves the serving SavedModel to export_dir (written next to it, then renamed).
+
+    An earlier export at export_dir is replaced only once the new one is complete; any
+    other non-empty directory there is refused (check_export_dir), never deleted.
+    """
+    check_export_dir(export_dir)
     module = ClassifierExport(model, vocab_file, do_lower_case, max_seq_length, labels, is_regression, pair)
-    temp = export_dir.rstrip("/") + f".tmp-{os.getpid()}"
+    earlier = None
     try:
-        tf.saved_model.save(module, temp, signatures=module.signatures())
-        if tf.io.gfile.exists(export_dir):
-            tf.io.gfile.rmtree(export_dir)
-        tf.io.gfile.rename(temp, export_dir)
+        with cli.atomic_output(export_dir) as temp:
+            tf.saved_model.save(module, temp, signatures=module.signatures())
+            if tf.io.gfile.exists(export_dir) and tf.io.gfile.listdir(export_dir):
+                earlier = cli.temp_name(export_dir)  # set aside; removed once the new export is in place
+                tf.io.gfile.rename(export_dir, earlier)
     finally:
-        if tf.io.gfile.exists(temp):
-            tf.io.gfile.rmtree(temp)
+        if earlier and tf.io.gfile.exists(earlier):
+            if tf.io.gfile.exists(export_dir):
+                tf.io.gfile.rmtree(earlier)
+            else:
+                tf.io.gfile.rename(earlier, export_dir)  # the new one failed: keep the earlier export
     logging.info("Exported the SavedModel to %s (signature serving_default: %s -> %s)", export_dir,
                  "text_a, text_b" if pair else "text_a", "scores" if is_regression else "probabilities")
 
@@ -645,15 +678,27 @@ def main(_):
     is_regression = processor.is_regression
     num_labels = 1 if is_regression else len(label_list)
     tokenizer = tokenization.FullTokenizer(vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case)
-    if len(tokenizer.vocab) != bert_config.vocab_size:
-        raise ValueError(f"--vocab_file has {len(tokenizer.vocab)} entries but bert_config.json says "
-                         f"vocab_size={bert_config.vocab_size}: use the vocab of the checkpoint")
+    modeling.check_vocab_size(bert_config, len(tokenizer.vocab), FLAGS.vocab_file)
+    training.validate_run_flags(train_batch_size=FLAGS.train_batch_size, eval_batch_size=FLAGS.eval_batch_size,
+                                predict_batch_size=FLAGS.predict_batch_size, learning_rate=FLAGS.learning_rate,
+                                num_train_epochs=FLAGS.num_train_epochs, warmup_proportion=FLAGS.warmup_proportion)
+    if FLAGS.eval_every_steps is not None and FLAGS.eval_every_steps < 1:
+        raise ValueError(f"--eval_every_steps={FLAGS.eval_every_steps} must be at least 1")
+    if FLAGS.export_dir:
+        check_export_dir(FLAGS.export_dir, [("data_dir", FLAGS.data_dir), ("output_dir", FLAGS.output_dir),
+                                            ("init_checkpoint", FLAGS.init_checkpoint or ""),
+                                            ("vocab_file", FLAGS.vocab_file),
+                                            ("bert_config_file", FLAGS.bert_config_file)])
 
     # Read every input before writing anything, so a bad file leaves output_dir untouched.
     train_examples = processor.get_train_examples(FLAGS.data_dir) if FLAGS.do_train else None
     eval_examples = (processor.get_dev_examples(FLAGS.data_dir)
                      if FLAGS.do_eval or FLAGS.eval_every_steps else None)
     predict_examples = processor.get_test_examples(FLAGS.data_dir) if FLAGS.do_predict else None
+    for examples, split in ((eval_examples, processor.dev), (predict_examples, processor.test)):
+        if examples is not None and not examples:
+            raise ValueError(f"{os.path.join(FLAGS.data_dir, split.file)} holds no examples: nothing to "
+                             f"{'evaluate' if examples is eval_examples else 'predict'}")
     training.ensure_output_dir(FLAGS.output_dir)
 
     if engine.seed is not None:
@@ -692,6 +737,7 @@ def main(_):
     best = _BestCheckpoint(os.path.join(FLAGS.output_dir, "best"), processor.metric)
 
     def evaluate_during_training(step):
+        training.check_finite_weights(model, step)  # never keep a diverged model as the best
         results = evaluate(step)
         logging.info("Step %d: %s = %s", step, processor.metric, results[processor.metric])
         best.offer(step, results, model)
@@ -752,13 +798,11 @@ def write_test_results(path, predictions, num_examples):
     """test_results.tsv: one line per example, each probability (or the score) with str()."""
     if len(predictions) != num_examples:
         raise ValueError(f"got {len(predictions)} predictions for {num_examples} test examples")
-    temp = path + ".tmp"
-    with tf.io.gfile.GFile(temp, "w") as writer:
+    with cli.atomic_output(path) as temp, tf.io.gfile.GFile(temp, "w") as writer:
         logging.info("***** Predict results *****")
         for row in predictions:
             values = np.atleast_1d(row).astype(np.float32)
             writer.write("\t".join(str(v) for v in values) + "\n")
-    tf.io.gfile.rename(temp, path, overwrite=True)
 
 
 class _BestCheckpoint:

@@ -9,13 +9,14 @@ after an interruption resumes from the latest checkpoint in `output_dir`.
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import cli  # noqa: E402  (first: it imports TensorFlow without the start-up notices)
+cli.import_tensorflow()
 
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import cli  # noqa: E402
 import modeling  # noqa: E402
 import training  # noqa: E402
 
@@ -117,6 +118,13 @@ def main(_):
     engine = training.EngineConfig.from_flags(FLAGS)
     bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
     modeling.check_max_seq_length(bert_config, FLAGS.max_seq_length)
+    training.validate_run_flags(train_batch_size=FLAGS.train_batch_size if FLAGS.do_train else None,
+                                eval_batch_size=FLAGS.eval_batch_size if FLAGS.do_eval else None,
+                                learning_rate=FLAGS.learning_rate if FLAGS.do_train else None)
+    for name, low in (("num_train_steps", 1 if FLAGS.do_train else 0), ("num_warmup_steps", 0),
+                      ("max_eval_steps", 1 if FLAGS.do_eval else 0)):
+        if getattr(FLAGS, name) < low:
+            raise ValueError(f"--{name}={getattr(FLAGS, name)} must be at least {low}")
     input_files = cli.expand_input_files(FLAGS.input_file)
     logging.info("*** Input Files ***")
     for input_file in input_files:
@@ -127,7 +135,7 @@ def main(_):
     training.configure_precision(engine.precision)
     strategy = training.make_strategy(engine)
     name_to_features = pretraining_features(FLAGS.max_seq_length, FLAGS.max_predictions_per_seq)
-    training.check_tfrecords(input_files, name_to_features)
+    training.check_tfrecords(input_files, name_to_features, vocab_size=bert_config.vocab_size)
     training.ensure_output_dir(FLAGS.output_dir)
     with strategy.scope():
         model = PretrainingModel(bert_config, use_one_hot_embeddings=FLAGS.use_tpu)
@@ -139,9 +147,9 @@ def main(_):
 
     if FLAGS.do_train:
         def dataset_fn(input_context, batch_size, skip_examples):
-            return training.training_dataset(input_files, name_to_features, batch_size, data_seed,
-                                             skip_examples=skip_examples, input_context=input_context,
-                                             length=length)
+            return training.check_token_ids(training.training_dataset(
+                input_files, name_to_features, batch_size, data_seed, skip_examples=skip_examples,
+                input_context=input_context, length=length), bert_config.vocab_size)
         training.train(strategy, engine, model, pretraining_loss, dataset_fn, FLAGS.output_dir,
                        FLAGS.num_train_steps, FLAGS.num_warmup_steps, FLAGS.learning_rate, FLAGS.train_batch_size,
                        init_checkpoint=FLAGS.init_checkpoint)
@@ -157,8 +165,9 @@ def main(_):
         logging.info("***** Running evaluation *****")
         logging.info("  Batch size = %d", FLAGS.eval_batch_size)
         # The original's batches (its "loss" is a mean of batch means), each cut to its real length.
-        dataset = training.sequential_dataset(input_files, name_to_features, FLAGS.eval_batch_size, repeat=True,
-                                              drop_remainder=True, length=length)
+        dataset = training.check_token_ids(training.sequential_dataset(
+            input_files, name_to_features, FLAGS.eval_batch_size, repeat=True, drop_remainder=True, length=length),
+            bert_config.vocab_size)
         results = training.evaluate(strategy, model, pretraining_metrics, dataset, max_steps=FLAGS.max_eval_steps)
         results["global_step"] = global_step
         if training.is_chief(strategy):

@@ -20,6 +20,8 @@ import string
 import weakref
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import cli  # noqa: E402  (first: it imports TensorFlow without the start-up notices)
+cli.import_tensorflow()
 
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
@@ -27,7 +29,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import cli  # noqa: E402
 import modeling  # noqa: E402
 import tokenization  # noqa: E402
 import training  # noqa: E402
@@ -137,10 +138,13 @@ def split_paragraph(text):
 
 def _load_squad_json(input_file):
     try:
-        with tf.io.gfile.GFile(input_file, "r") as reader:
-            return json.loads(reader.read())
-    except tf.errors.NotFoundError:
+        # Python's own reader for local files: GFile reads nothing from a pipe (/dev/stdin).
+        with (tf.io.gfile.GFile(input_file, "rb") if "://" in input_file else open(input_file, "rb")) as reader:
+            return json.loads(reader.read().decode("utf-8"))
+    except (tf.errors.NotFoundError, FileNotFoundError):
         raise ValueError(f"{input_file}: no such file") from None
+    except (tf.errors.OpError, OSError) as e:
+        raise ValueError(f"cannot read {input_file}: {getattr(e, 'strerror', None) or cli.describe_error(e)}") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{input_file}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
@@ -442,6 +446,7 @@ _worker_state = {}
 
 def _init_feature_worker(tokenizer, settings, examples=None):
     _worker_state.update(tokenizer=tokenizer, settings=settings, examples=examples)
+    cli.die_with_parent()
 
 
 def _convert_chunk(indexed_examples):
@@ -1295,10 +1300,18 @@ def validate_flags_or_throw(bert_config):
     if FLAGS.max_seq_length <= FLAGS.max_query_length + 3:
         raise ValueError(f"--max_seq_length={FLAGS.max_seq_length} leaves no room for the document: it must be "
                          f"above --max_query_length + 3 = {FLAGS.max_query_length + 3}")
-    for name in ("doc_stride", "num_workers", "n_best_size", "max_answer_length", "train_batch_size",
-                 "predict_batch_size"):
+    for name in ("doc_stride", "max_query_length", "num_workers", "n_best_size", "max_answer_length",
+                 "train_batch_size", "predict_batch_size"):
         if getattr(FLAGS, name) < 1:
             raise ValueError(f"--{name}={getattr(FLAGS, name)} must be at least 1")
+    max_tokens_for_doc = FLAGS.max_seq_length - FLAGS.max_query_length - 3
+    if FLAGS.doc_stride > max_tokens_for_doc:
+        raise ValueError(f"--doc_stride={FLAGS.doc_stride} is above the {max_tokens_for_doc} document tokens of a "
+                         f"window (--max_seq_length - --max_query_length - 3): the windows would skip text; use "
+                         f"--doc_stride={max_tokens_for_doc} or less")
+    if FLAGS.do_train:
+        training.validate_run_flags(learning_rate=FLAGS.learning_rate, num_train_epochs=FLAGS.num_train_epochs,
+                                    warmup_proportion=FLAGS.warmup_proportion)
     for name in ("train_file", "predict_file", "vocab_file"):
         path = getattr(FLAGS, name)
         if path and not tf.io.gfile.exists(path):
@@ -1318,6 +1331,9 @@ def run_training(strategy, engine, model, counts):
     # Steps count questions, not windows, as the original.
     num_train_steps = int(counts["num_examples"] / FLAGS.train_batch_size * FLAGS.num_train_epochs)
     num_warmup_steps = int(num_train_steps * FLAGS.warmup_proportion)
+    if num_train_steps < 1:
+        raise ValueError(f"{counts['num_examples']} training questions at --train_batch_size={FLAGS.train_batch_size} "
+                         f"and --num_train_epochs={FLAGS.num_train_epochs} make no training step")
     logging.info("  Num orig examples = %d", counts["num_examples"])
     logging.info("  Num split examples = %d", counts["num_features"])
     _log_counts(FLAGS.train_file, counts, FLAGS.max_query_length)
@@ -1340,6 +1356,8 @@ def run_training(strategy, engine, model, counts):
 def read_prediction_examples(predict_file, version_2_with_negative, stats):
     """The questions of --predict_file; their ids must be unique (they key predictions.json)."""
     examples = read_squad_examples(predict_file, False, version_2_with_negative, stats)
+    if not examples:
+        raise ValueError(f"--predict_file={predict_file} holds no questions: nothing to predict")
     seen = set()
     for example in examples:
         if example.qas_id in seen:
@@ -1393,24 +1411,26 @@ def main(_):
     logging.set_verbosity(logging.INFO)
     bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
     validate_flags_or_throw(bert_config)
-    training.ensure_output_dir(FLAGS.output_dir)
     tokenizer = tokenization.FullTokenizer(vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case)
-    # Features first: the conversion workers fork before TensorFlow's runtime starts.
+    modeling.check_vocab_size(bert_config, len(tokenizer.vocab), FLAGS.vocab_file)
+    engine = training.EngineConfig.from_flags(FLAGS)
     train_counts = examples = features = None
     predict_stats = collections.Counter()
+    if FLAGS.do_predict:  # read before anything is written: a bad file leaves output_dir as it was
+        examples = read_prediction_examples(FLAGS.predict_file, FLAGS.version_2_with_negative, predict_stats)
+    training.ensure_output_dir(FLAGS.output_dir)
+    # Features first: the conversion workers fork before TensorFlow's runtime starts.
     if FLAGS.do_train:
         train_counts = prepare_training_features(
             FLAGS.train_file, FLAGS.vocab_file, tokenizer, FLAGS.output_dir, FLAGS.max_seq_length, FLAGS.doc_stride,
             FLAGS.max_query_length, FLAGS.version_2_with_negative, FLAGS.do_lower_case, FLAGS.num_workers)
     if FLAGS.do_predict:
-        examples = read_prediction_examples(FLAGS.predict_file, FLAGS.version_2_with_negative, predict_stats)
         # The prediction windows are made while the model runs; starting the generator forks
         # its workers now.
         features = _started(convert_examples_to_features(
             examples, tokenizer, FLAGS.max_seq_length, FLAGS.doc_stride, FLAGS.max_query_length, False,
             num_workers=FLAGS.num_workers, stats=predict_stats))
 
-    engine = training.EngineConfig.from_flags(FLAGS)
     if engine.seed is not None:
         keras.utils.set_random_seed(engine.seed)
     training.configure_precision(engine.precision)

@@ -9,6 +9,8 @@ interruption (weights, Adam slots, step and input position), and reports progres
 
 import collections
 import contextlib
+import json
+import math
 import os
 import re
 import socket
@@ -90,7 +92,7 @@ class EngineConfig:
         if precision not in PRECISIONS:
             raise ValueError(f"--precision={precision}: expected one of {', '.join(PRECISIONS)}")
         for name in ("gradient_accumulation_steps", "log_steps", "save_checkpoints_steps", "iterations_per_loop",
-                     "num_logical_cpus"):
+                     "num_logical_cpus", "keep_checkpoint_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name}={getattr(self, name)} must be at least 1")
 
@@ -192,20 +194,51 @@ def input_pipeline(strategy):
 
 # --- Input pipelines ----------------------------------------------------------------------
 
-def check_tfrecords(input_files, name_to_features, flag_name="--input_file"):
+TOKEN_ID_FEATURES = ("input_ids", "masked_lm_ids")
+
+
+def check_tfrecords(input_files, name_to_features, flag_name="--input_file", vocab_size=None):
     """Parses the first record of every file with the spec: a bad file fails here, by name.
 
     Raises ValueError naming the file and the problem (not a TFRecord file, no records,
-    records of another schema or length).
+    records of another schema or length, token ids beyond `vocab_size` when given).
     """
     for path in input_files:
         try:
             first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
             if first is None:
+                if tf.io.gfile.stat(path).length:  # bytes, but not one whole record
+                    raise ValueError(f"{flag_name}: {path} is not a TFRecord file, or is truncated")
                 raise ValueError(f"{flag_name}: {path} holds no records")
-            tf.io.parse_single_example(first, name_to_features)
+            example = tf.io.parse_single_example(first, name_to_features)
         except tf.errors.OpError as e:
             raise ValueError(f"{flag_name}: {path}: {cli.describe_op_error(e)}") from None
+        for name in TOKEN_ID_FEATURES:
+            if vocab_size is not None and name in example:
+                ids = example[name].numpy()
+                if ids.size and (ids.max() >= vocab_size or ids.min() < 0):
+                    raise ValueError(f"{flag_name}: {path}: {name} holds token id {ids.max()}, beyond the BERT "
+                                     f"config's vocab_size {vocab_size}: the records were made with another vocab")
+
+
+def check_token_ids(dataset, vocab_size):
+    """`dataset` (of feature dicts) with every token id checked against vocab_size before the model.
+
+    An id beyond the embedding table fails with one line naming the feature; unchecked, a
+    GPU's gather would silently read zeros for it.
+    """
+    def check(features):
+        checks = []
+        for name in TOKEN_ID_FEATURES:
+            if name in features:
+                ids = features[name]
+                checks.append(tf.debugging.Assert(
+                    tf.logical_and(tf.reduce_all(ids < vocab_size), tf.reduce_all(ids >= 0)),
+                    [f"{name} holds a token id beyond vocab_size {vocab_size} of the BERT config (the records were "
+                     f"made with another vocab); largest id", tf.reduce_max(ids)]))
+        with tf.control_dependencies(checks):
+            return {name: tf.identity(value) for name, value in features.items()}
+    return dataset.map(check)
 
 
 def _parse_batch(serialized, name_to_features):
@@ -480,10 +513,9 @@ def write_checkpoint_state(output_dir, prefixes):
     names = [os.path.basename(p) for p in prefixes]
     text = f'model_checkpoint_path: "{names[-1]}"\n' + "".join(
         f'all_model_checkpoint_paths: "{n}"\n' for n in names)
-    temp = f"{_checkpoint_state_path(output_dir)}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(temp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(temp, _checkpoint_state_path(output_dir), overwrite=True)
+    with cli.atomic_output(_checkpoint_state_path(output_dir)) as temp:
+        with tf.io.gfile.GFile(temp, "w") as f:
+            f.write(text)
 
 
 def _existing_checkpoints(output_dir):
@@ -547,7 +579,7 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint):
             variables = training_variables(model, optimizer)
             step_var = variables.pop("global_step")
             modeling.load_checkpoint(latest, variables)
-            step = int(tf.train.load_checkpoint(latest).get_tensor("global_step"))
+            step = int(modeling.read_checkpoint_tensor(tf.train.load_checkpoint(latest), latest, "global_step"))
             step_var.assign(step)
             return step
         modeling.load_checkpoint(latest, model)
@@ -757,6 +789,7 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
         if step % config.log_steps == 0 or step == num_train_steps:
             progress.log(step, loss, float(inner.learning_rate), steps, time.monotonic() - started)
         if step % config.save_checkpoints_steps == 0 or step == num_train_steps:
+            check_finite_weights(model, step)
             # Every worker saves its input position; the chief then names the step in
             # `checkpoint` only once all of them have (the barrier).
             with _cluster_failures(batches.pipelines):
@@ -1023,33 +1056,30 @@ def write_tfrecord(path, serialized_examples):
 
     Returns the number of records written; on any error nothing is left at `path`.
     """
-    temp = f"{path}.tmp-{os.getpid()}"
     count = 0
-    try:
+    with cli.atomic_output(path) as temp:
         with tf.io.TFRecordWriter(temp) as writer:
             for record in serialized_examples:
                 writer.write(record)
                 count += 1
-        tf.io.gfile.rename(temp, path, overwrite=True)
-    finally:
-        if tf.io.gfile.exists(temp):
-            tf.io.gfile.remove(temp)
     return count
 
 
 def write_eval_results(path, results):
     """Writes `key = value` lines, keys sorted, values with str() (as the original), atomically."""
-    temp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(temp, "w") as writer:
+    with cli.atomic_output(path) as temp, tf.io.gfile.GFile(temp, "w") as writer:
         logging.info("***** Eval results *****")
         for key in sorted(results):
             logging.info("  %s = %s", key, str(results[key]))
             writer.write(f"{key} = {str(results[key])}\n")
-    tf.io.gfile.rename(temp, path, overwrite=True)
 
 
 def ensure_output_dir(output_dir):
-    """Creates output_dir, or fails with one clear line if it cannot be written."""
+    """Creates output_dir and makes it this run's own, or fails with one clear line.
+
+    Fails if it cannot be written or if another live run holds it (see lock_output_dir);
+    then removes what a killed run left there under temporary names.
+    """
     try:
         tf.io.gfile.makedirs(output_dir)
         # A name of this process's own: workers of one multi-worker run share output_dir.
@@ -1059,3 +1089,71 @@ def ensure_output_dir(output_dir):
         tf.io.gfile.remove(probe)
     except (tf.errors.OpError, OSError) as e:
         raise ValueError(f"--output_dir={output_dir} cannot be written: {getattr(e, 'message', e)}") from None
+    lock_output_dir(output_dir)
+    for path in cli.remove_stale_temp_files(output_dir):
+        logging.info("Removed %s, left by an interrupted run", path)
+
+
+_LOCKS = {}  # output_dir -> the open descriptor holding its lock, until the process ends
+
+
+def lock_output_dir(output_dir):
+    """Holds output_dir for this process: a second run on it fails in one line while we run.
+
+    An flock on the directory itself (no lock file to leave behind), released by the kernel
+    when the process ends however it ends: a SIGKILL leaves nothing stuck. Local directories
+    only; in a multi-worker run only the chief takes it (the workers share output_dir).
+    """
+    if "://" in output_dir or not _is_chief_task():
+        return
+    key = os.path.realpath(output_dir)
+    if key in _LOCKS:
+        return
+    import fcntl
+    fd = os.open(output_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise ValueError(f"--output_dir={output_dir} is in use by another run: wait for it to end, or use "
+                         f"another --output_dir") from None
+    _LOCKS[key] = fd
+
+
+def _is_chief_task():
+    """Whether TF_CONFIG (if any) makes this process the chief (is_chief, before any strategy)."""
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except ValueError:
+        return True
+    task = config.get("task") or {}
+    task_type, task_id = task.get("type"), task.get("index", 0)
+    return task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and
+                                            "chief" not in (config.get("cluster") or {}))
+
+
+def validate_run_flags(train_batch_size=None, eval_batch_size=None, predict_batch_size=None, learning_rate=None,
+                       num_train_epochs=None, warmup_proportion=None):
+    """Checks a runner's own flags before anything is written; raises ValueError naming the flag."""
+    for name, value in (("train_batch_size", train_batch_size), ("eval_batch_size", eval_batch_size),
+                        ("predict_batch_size", predict_batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"--{name}={value} must be at least 1")
+    if learning_rate is not None and not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"--learning_rate={learning_rate} must be a positive number (BERT fine-tuning uses 2e-5 "
+                         f"to 5e-5)")
+    if num_train_epochs is not None and not (math.isfinite(num_train_epochs) and num_train_epochs >= 0):
+        raise ValueError(f"--num_train_epochs={num_train_epochs} must be 0 or more")
+    if warmup_proportion is not None and not 0 <= warmup_proportion <= 1:
+        raise ValueError(f"--warmup_proportion={warmup_proportion} must be between 0 and 1")
+
+
+def check_finite_weights(model, step):
+    """Raises ValueError when a weight is NaN or infinite (an update overflowed): never save it."""
+    variables = model.trainable_variables
+    finite = tf.stack([tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(v))) for v in variables]).numpy()
+    bad = [getattr(v, "path", v.name) for v, ok in zip(variables, finite) if not ok]
+    if bad:
+        raise ValueError(f"training diverged: {len(bad)} weight(s) are NaN or infinite after step {step} (first: "
+                         f"{bad[0]}); no checkpoint was saved for it (lower --learning_rate, or use more "
+                         f"--num_warmup_steps)")

@@ -141,7 +141,11 @@ def test_workers_are_reproducible_and_cover_every_document(tmp_path):
     settings = dict(dupe_factor=2, max_seq_length=64, max_predictions_per_seq=10, num_workers=2)
     total_1, (out_1,) = run_ours(tmp_path, GOLDEN_INPUTS, name="w1", **settings)
     total_2, (out_2,) = run_ours(tmp_path, GOLDEN_INPUTS, name="w2", **settings)
-    assert read_examples(out_1) == read_examples(out_2)
+    examples = read_examples(out_1)
+    assert examples == read_examples(out_2)
+    # Whole examples (an earlier bug wrote one empty record per instance from the workers).
+    assert len(examples) == total_1 and all(
+        len(e.features.feature["input_ids"].int64_list.value) == 64 for e in examples)
     single, _ = run_ours(tmp_path, GOLDEN_INPUTS, name="single", **dict(settings, num_workers=1))
     # Another random stream, but about as many instances from the same documents.
     assert abs(total_1 - single) <= 0.2 * single
