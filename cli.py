@@ -224,6 +224,57 @@ def atomic_output(path):
         _remove(temp)
 
 
+def check_export_dir(export_dir, protected=(), parts=None):
+    """Refuses an --export_dir whose replacement would delete files the user keeps there.
+
+    It may be missing, an empty directory, or an earlier export: a SavedModel directory, or
+    with `parts` (the subdirectory names an export writes) a directory holding only those;
+    nor may it hold or be one of the `protected` (flag name, path) pairs (data_dir, ...).
+    """
+    gfile = _gfile()
+    if not gfile.exists(export_dir):
+        return
+    if not gfile.isdir(export_dir):
+        raise ValueError(f"--export_dir={export_dir} is a file, not a directory: choose a new path for the "
+                         f"SavedModel")
+    real = os.path.realpath(export_dir) if "://" not in export_dir else export_dir.rstrip("/")
+    for name, path in protected:
+        other = os.path.realpath(path) if path and "://" not in path else (path or "").rstrip("/")
+        if path and (other == real or other.startswith(real.rstrip("/") + "/")):
+            raise ValueError(f"--export_dir={export_dir} holds --{name}={path}: an export replaces its whole "
+                             f"directory; choose a new path for the SavedModel")
+    entries = [entry.rstrip("/") for entry in gfile.listdir(export_dir)]
+    earlier_export = (set(entries) <= set(parts) if parts else
+                      any(entry.startswith("saved_model.pb") for entry in entries))
+    if entries and not earlier_export:
+        raise ValueError(f"--export_dir={export_dir} is a directory of other files, not an earlier export: an "
+                         f"export replaces its whole directory; choose a new or empty path for the SavedModel")
+
+
+@contextlib.contextmanager
+def export_directory(export_dir, parts=None):
+    """Yields a temporary directory to write an export in; it becomes `export_dir` on success.
+
+    check_export_dir first (nothing but an earlier export is ever replaced). The earlier
+    export is set aside only once the new one is complete, and put back if the swap fails.
+    """
+    check_export_dir(export_dir, parts=parts)
+    gfile = _gfile()
+    earlier = None
+    try:
+        with atomic_output(export_dir) as temp:
+            yield temp
+            if gfile.exists(export_dir) and gfile.listdir(export_dir):
+                earlier = temp_name(export_dir)  # removed once the new export is in place
+                gfile.rename(export_dir, earlier)
+    finally:
+        if earlier and gfile.exists(earlier):
+            if gfile.exists(export_dir):
+                gfile.rmtree(earlier)
+            else:
+                gfile.rename(earlier, export_dir)  # the new one failed: keep the earlier export
+
+
 def process_alive(pid):
     """Whether a process with id `pid` runs on this machine."""
     try:

@@ -29,6 +29,7 @@ FLAGS = flags.FLAGS
 
 ENCODER_INPUTS = ("input_word_ids", "input_mask", "input_type_ids")
 ENCODER_DIR, PREPROCESS_DIR = "encoder", "preprocess"
+EXPORT_PARTS = (ENCODER_DIR, PREPROCESS_DIR)
 
 
 def define_flags():
@@ -178,18 +179,11 @@ def truncated_pair_lengths(length_a, length_b, seq_length):
 
 
 def _save_together(modules, export_dir):
-    """Saves {subdirectory: module} under export_dir, all written in a temporary directory
-    next to it and then moved into place: an error leaves no half export behind."""
-    temp = export_dir.rstrip("/") + f".tmp-{os.getpid()}"
-    try:
+    """Saves {subdirectory: module} as one export: written in a temporary directory and moved
+    into place when complete (cli.export_directory: only an earlier export is replaced)."""
+    with cli.export_directory(export_dir, parts=list(modules)) as temp:
         for name, module in modules.items():
             tf.saved_model.save(module, os.path.join(temp, name), signatures=module.signatures())
-        if tf.io.gfile.exists(export_dir):
-            tf.io.gfile.rmtree(export_dir)
-        tf.io.gfile.rename(temp, export_dir)
-    finally:
-        if tf.io.gfile.exists(temp):
-            tf.io.gfile.rmtree(temp)
 
 
 def export_encoder(export_dir, model, vocab_file, do_lower_case, seq_length):
@@ -230,6 +224,9 @@ def main(_):
     config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
     modeling.validate_config(config)
     modeling.check_max_seq_length(config, FLAGS.max_seq_length)
+    cli.check_export_dir(FLAGS.export_dir, [("init_checkpoint", FLAGS.init_checkpoint),
+                                            ("vocab_file", FLAGS.vocab_file),
+                                            ("bert_config_file", FLAGS.bert_config_file)], parts=EXPORT_PARTS)
     model = modeling.BertModel(config)
     result = modeling.load_checkpoint(FLAGS.init_checkpoint, model)
     if result.not_in_checkpoint:

@@ -603,50 +603,15 @@ class ClassifierExport(tf.Module):
         return {"serving_default": fn}
 
 
-def check_export_dir(export_dir, protected=()):
-    """Refuses an --export_dir whose replacement would delete files the user keeps there.
-
-    It may be missing, an empty directory, or an earlier export (a SavedModel directory);
-    nor may it hold or be one of the `protected` paths (data_dir, output_dir, ...).
-    """
-    if not tf.io.gfile.exists(export_dir):
-        return
-    if not tf.io.gfile.isdir(export_dir):
-        raise ValueError(f"--export_dir={export_dir} is a file, not a directory: choose a new path for the "
-                         f"SavedModel")
-    real = os.path.realpath(export_dir) if "://" not in export_dir else export_dir.rstrip("/")
-    for name, path in protected:
-        other = os.path.realpath(path) if "://" not in path else path.rstrip("/")
-        if path and (other == real or other.startswith(real.rstrip("/") + "/")):
-            raise ValueError(f"--export_dir={export_dir} holds --{name}={path}: an export replaces its whole "
-                             f"directory; choose a new path for the SavedModel")
-    entries = tf.io.gfile.listdir(export_dir)
-    if entries and not any(entry.startswith("saved_model.pb") for entry in entries):
-        raise ValueError(f"--export_dir={export_dir} is a directory of other files, not an earlier export: an "
-                         f"export replaces its whole directory; choose a new or empty path for the SavedModel")
-
-
 def export_saved_model(export_dir, model, vocab_file, do_lower_case, max_seq_length, labels, is_regression, pair):
     """Saves the serving SavedModel to export_dir (written next to it, then renamed).
 
     An earlier export at export_dir is replaced only once the new one is complete; any
-    other non-empty directory there is refused (check_export_dir), never deleted.
+    other non-empty directory there is refused (cli.check_export_dir), never deleted.
     """
-    check_export_dir(export_dir)
     module = ClassifierExport(model, vocab_file, do_lower_case, max_seq_length, labels, is_regression, pair)
-    earlier = None
-    try:
-        with cli.atomic_output(export_dir) as temp:
-            tf.saved_model.save(module, temp, signatures=module.signatures())
-            if tf.io.gfile.exists(export_dir) and tf.io.gfile.listdir(export_dir):
-                earlier = cli.temp_name(export_dir)  # set aside; removed once the new export is in place
-                tf.io.gfile.rename(export_dir, earlier)
-    finally:
-        if earlier and tf.io.gfile.exists(earlier):
-            if tf.io.gfile.exists(export_dir):
-                tf.io.gfile.rmtree(earlier)
-            else:
-                tf.io.gfile.rename(earlier, export_dir)  # the new one failed: keep the earlier export
+    with cli.export_directory(export_dir) as temp:
+        tf.saved_model.save(module, temp, signatures=module.signatures())
     logging.info("Exported the SavedModel to %s (signature serving_default: %s -> %s)", export_dir,
                  "text_a, text_b" if pair else "text_a", "scores" if is_regression else "probabilities")
 
@@ -685,7 +650,7 @@ def main(_):
     if FLAGS.eval_every_steps is not None and FLAGS.eval_every_steps < 1:
         raise ValueError(f"--eval_every_steps={FLAGS.eval_every_steps} must be at least 1")
     if FLAGS.export_dir:
-        check_export_dir(FLAGS.export_dir, [("data_dir", FLAGS.data_dir), ("output_dir", FLAGS.output_dir),
+        cli.check_export_dir(FLAGS.export_dir, [("data_dir", FLAGS.data_dir), ("output_dir", FLAGS.output_dir),
                                             ("init_checkpoint", FLAGS.init_checkpoint or ""),
                                             ("vocab_file", FLAGS.vocab_file),
                                             ("bert_config_file", FLAGS.bert_config_file)])

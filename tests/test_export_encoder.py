@@ -219,3 +219,18 @@ def test_wrong_vocab_and_too_long_max_seq_length_are_one_line(tmp_path):
         errors = [line for line in result.stderr.splitlines() if line.startswith("export_encoder.py: error:")]
         assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
         assert not (tmp_path / "out").exists()
+
+
+def test_a_directory_of_other_files_is_refused_and_left_alone(tmp_path):
+    keep = tmp_path / "models" / "notes.txt"
+    keep.parent.mkdir()
+    keep.write_text("mine")
+    result = subprocess.run(
+        [helpers.python(), os.path.join(ROOT, "export_encoder.py"), f"--bert_config_file={CONFIG}",
+         f"--init_checkpoint={CHECKPOINT}", f"--vocab_file={VOCAB}", f"--export_dir={keep.parent}",
+         f"--max_seq_length={SEQ_LENGTH}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"export_encoder.py: error: --export_dir={keep.parent} is a directory of other files")
+    assert sorted(os.listdir(keep.parent)) == ["notes.txt"] and keep.read_text() == "mine"
