@@ -203,10 +203,10 @@ def ours_train_runner(name, precision, use_xla, features, flops):
     iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
     train_loop = training._make_train_loop(tf.distribute.get_strategy(), model,
                                            run_pretraining.pretraining_loss, optimizer, 1,
-                                           use_xla, 0)
+                                           use_xla, 0, lambda: next(iterator))
 
     def run(steps):
-        float(train_loop(iterator, tf.constant(steps, tf.int32)))
+        float(train_loop(tf.constant(steps, tf.int32)))
 
     return Runner(name, timed(run), flops, TRAIN_BATCH)
 

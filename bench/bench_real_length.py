@@ -200,11 +200,12 @@ def train_runners(path, orig_dir, steps):
         iterator = iter(dataset)
         loop = training._make_train_loop(
             tf.distribute.get_strategy(), model,
-            lambda m, f, t: tf.reduce_mean(run_classifier.example_losses(m, f, False, t)[0]), optimizer, 1, False, 0)
+            lambda m, f, t: tf.reduce_mean(run_classifier.example_losses(m, f, False, t)[0]), optimizer, 1, False, 0,
+            lambda iterator=iterator: next(iterator))
 
-        def run(loop=loop, iterator=iterator):
+        def run(loop=loop):
             start = time.perf_counter()
-            float(loop(iterator, tf.constant(steps, tf.int32)))
+            float(loop(tf.constant(steps, tf.int32)))
             return time.perf_counter() - start
         runners[name] = run
     return runners
