@@ -224,6 +224,17 @@ def atomic_output(path):
         _remove(temp)
 
 
+def write_text(path, text):
+    """Writes `text` to `path` (UTF-8) through atomic_output; local or any gfile scheme."""
+    with atomic_output(path) as temp:
+        if "://" in path:
+            with _gfile().GFile(temp, "w") as f:
+                f.write(text)
+        else:
+            with open(temp, "w", encoding="utf-8") as f:
+                f.write(text)
+
+
 def check_export_dir(export_dir, protected=(), parts=None):
     """Refuses an --export_dir whose replacement would delete files the user keeps there.
 

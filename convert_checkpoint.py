@@ -331,7 +331,7 @@ def write_original(weights, output_dir):
     """Writes bert_model.ckpt, bert_config.json and vocab.txt; returns the number of tensors."""
     tf.io.gfile.makedirs(output_dir)
     modeling.save_checkpoint(os.path.join(output_dir, ORIGINAL_CHECKPOINT), weights.tensors)
-    _write_atomically(os.path.join(output_dir, ORIGINAL_CONFIG), weights.config.to_json_string())
+    cli.write_text(os.path.join(output_dir, ORIGINAL_CONFIG), weights.config.to_json_string())
     _copy_atomically(weights.vocab_file, os.path.join(output_dir, VOCAB))
     logging.info("Converted %d tensors (heads: %s) of %s to %s. Use: --bert_config_file=%s "
                  "--init_checkpoint=%s --vocab_file=%s%s", len(weights.tensors),
@@ -413,16 +413,11 @@ def write_huggingface(weights, output_dir):
     do_lower_case = True if weights.do_lower_case is None else weights.do_lower_case
 
     tf.io.gfile.makedirs(output_dir)
-    temp = os.path.join(output_dir, f"{HF_SAFETENSORS}.tmp-{os.getpid()}")
-    try:
+    with cli.atomic_output(os.path.join(output_dir, HF_SAFETENSORS)) as temp:
         save_file(tensors, temp, metadata={"format": "pt"})
         _make_readable(temp)
-        os.replace(temp, os.path.join(output_dir, HF_SAFETENSORS))
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
-    _write_atomically(os.path.join(output_dir, HF_CONFIG), json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
-    _write_atomically(os.path.join(output_dir, "tokenizer_config.json"),
+    cli.write_text(os.path.join(output_dir, HF_CONFIG), json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    cli.write_text(os.path.join(output_dir, "tokenizer_config.json"),
                       json.dumps({"do_lower_case": bool(do_lower_case), "tokenizer_class": "BertTokenizer"},
                                  indent=2) + "\n")
     _copy_atomically(weights.vocab_file, os.path.join(output_dir, VOCAB))
@@ -649,9 +644,8 @@ def write_keras_hub(weights, output_dir):
         logging.warning("KerasHub's BertBackbone has no heads: %s left out", ", ".join(heads))
 
     tf.io.gfile.makedirs(os.path.join(output_dir, os.path.dirname(KERAS_HUB_VOCAB)))
-    temp = os.path.join(output_dir, f"{KERAS_HUB_WEIGHTS}.tmp-{os.getpid()}")
     count = 0
-    try:
+    with cli.atomic_output(os.path.join(output_dir, KERAS_HUB_WEIGHTS)) as temp:
         with h5py.File(temp, "w") as f:
             f.create_group("vars").attrs["name"] = "bert_backbone"
             for group, name, variables in keras_hub_layers(config):
@@ -661,10 +655,6 @@ def write_keras_hub(weights, output_dir):
                     values.create_dataset(str(index), data=weights.tensors[original].reshape(shape))
                     count += 1
         _make_readable(temp)
-        os.replace(temp, os.path.join(output_dir, KERAS_HUB_WEIGHTS))
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
     do_lower_case = True if weights.do_lower_case is None else weights.do_lower_case
     parameters = sum(int(np.prod(value.shape)) for name, value in weights.tensors.items() if name.startswith("bert/"))
     metadata = {"keras_version": keras_version(), "parameter_count": parameters,
@@ -672,7 +662,7 @@ def write_keras_hub(weights, output_dir):
     for name, value in ((KERAS_HUB_CONFIG, keras_hub_config_from_bert(config)),
                         (KERAS_HUB_TOKENIZER, keras_hub_tokenizer_config(do_lower_case)),
                         (KERAS_HUB_METADATA, metadata)):
-        _write_atomically(os.path.join(output_dir, name), json.dumps(value, indent=4) + "\n")
+        cli.write_text(os.path.join(output_dir, name), json.dumps(value, indent=4) + "\n")
     _copy_atomically(weights.vocab_file, os.path.join(output_dir, KERAS_HUB_VOCAB))
     logging.info("Converted %d tensors of %s to the KerasHub preset %s. Use: "
                  "keras_hub.models.BertBackbone.from_preset(%r)", count, weights.source, output_dir, output_dir)
@@ -880,22 +870,14 @@ def _make_readable(path):
     os.chmod(path, 0o666 & ~umask)
 
 
-def _write_atomically(path, text):
-    temp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(temp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(temp, path, overwrite=True)
-
-
 def _copy_atomically(source, destination):
     if os.path.abspath(source) == os.path.abspath(destination):
         return
-    temp = f"{destination}.tmp-{os.getpid()}"
-    try:
-        shutil.copyfile(source, temp)
-    except OSError as e:
-        raise ValueError(f"cannot copy {source} to {destination}: {e.strerror or e}") from None
-    os.replace(temp, destination)
+    with cli.atomic_output(destination) as temp:
+        try:
+            shutil.copyfile(source, temp)
+        except OSError as e:
+            raise ValueError(f"cannot copy {source} to {destination}: {e.strerror or e}") from None
 
 
 # ------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ or v2.0 rules and writes `eval_results.json`.
 """
 
 import collections
+import contextlib
 import gc
 import itertools
 import json
@@ -722,7 +723,7 @@ def prepare_training_features(train_file, vocab_file, tokenizer, output_dir, max
     progress.close()
     counts = dict(num_examples=len(examples), num_features=num_features,
                   answer_not_found=stats["answer_not_found"], query_truncated=stats["query_truncated"])
-    _write_text_atomically(meta_path, json.dumps(dict(made_from=made_from, counts=counts), indent=2) + "\n")
+    cli.write_text(meta_path, json.dumps(dict(made_from=made_from, counts=counts), indent=2) + "\n")
     return dict(counts, path=path)
 
 
@@ -991,9 +992,9 @@ def write_streamed_predictions(examples, window_results, n_best_size, max_answer
             next_index = example_index + 1
         for skipped in range(next_index, len(examples)):
             answer(skipped, [], [])
-    _write_text_atomically(output_prediction_file, json.dumps(predictions, indent=4) + "\n")
+    cli.write_text(output_prediction_file, json.dumps(predictions, indent=4) + "\n")
     if version_2_with_negative:
-        _write_text_atomically(output_null_log_odds_file, json.dumps(null_odds, indent=4) + "\n")
+        cli.write_text(output_null_log_odds_file, json.dumps(null_odds, indent=4) + "\n")
     return predictions, null_odds
 
 
@@ -1006,12 +1007,12 @@ class _JsonObjectWriter:
 
     def __init__(self, path):
         self.path = path
-        self.temp = f"{path}.tmp-{os.getpid()}"
+        self.output = cli.atomic_output(path)
         self.keys = set()
         self.file = None
 
     def __enter__(self):
-        self.file = tf.io.gfile.GFile(self.temp, "w")
+        self.file = tf.io.gfile.GFile(self.output.__enter__(), "w")
         return self
 
     def add(self, key, value):
@@ -1027,23 +1028,12 @@ class _JsonObjectWriter:
             if error_type is None:
                 self.file.write("\n}\n" if self.keys else "{}\n")
             self.file.close()
-            if error_type is None:
-                tf.io.gfile.rename(self.temp, self.path, overwrite=True)
+        except BaseException as e:  # a failed final write or close: the output must not land
+            error_type, error, traceback = type(e), e, e.__traceback__
+            raise
         finally:
-            if tf.io.gfile.exists(self.temp):
-                tf.io.gfile.remove(self.temp)
+            self.output.__exit__(error_type, error, traceback)
         return False
-
-
-def _write_text_atomically(path, text):
-    temp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with tf.io.gfile.GFile(temp, "w") as f:
-            f.write(text)
-        tf.io.gfile.rename(temp, path, overwrite=True)
-    finally:
-        if tf.io.gfile.exists(temp):
-            tf.io.gfile.remove(temp)
 
 
 # --- Prediction, streamed: windows to the model as they are made, answers as they complete --
@@ -1129,23 +1119,16 @@ def predict_and_write(strategy, model, examples, features, output_dir, max_seq_l
             yield window, result
 
     record_path = os.path.join(output_dir, "eval.tf_record")
-    temp = f"{record_path}.tmp-{os.getpid()}"
-    writer = tf.io.TFRecordWriter(temp) if write_records else None
-    try:
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if write_records:
+            writer = stack.enter_context(tf.io.TFRecordWriter(stack.enter_context(cli.atomic_output(record_path))))
         windows = predict_windows(strategy, model, features, predict_batch_size, max_seq_length, writer)
         predictions, null_odds = write_streamed_predictions(
             examples, counted(windows), n_best_size, max_answer_length, do_lower_case,
             os.path.join(output_dir, "predictions.json"), os.path.join(output_dir, "nbest_predictions.json"),
             os.path.join(output_dir, "null_odds.json"), version_2_with_negative, null_score_diff_threshold,
             verbose_logging, progress)
-        if writer is not None:
-            writer.close()
-            tf.io.gfile.rename(temp, record_path, overwrite=True)
-    finally:
-        if writer is not None:
-            writer.close()
-            if tf.io.gfile.exists(temp):
-                tf.io.gfile.remove(temp)
     return predictions, null_odds, counter["windows"]
 
 
@@ -1399,7 +1382,7 @@ def run_prediction(strategy, model, examples, features, stats):
         scores = evaluate_v2(gold, predictions, null_odds)
     else:
         scores = evaluate_v1(gold, predictions)
-    _write_text_atomically(os.path.join(FLAGS.output_dir, "eval_results.json"), json.dumps(scores, indent=4) + "\n")
+    cli.write_text(os.path.join(FLAGS.output_dir, "eval_results.json"), json.dumps(scores, indent=4) + "\n")
     logging.info("***** Eval results (official SQuAD %s rules) *****",
                  "v2.0" if FLAGS.version_2_with_negative else "v1.1")
     for key, value in scores.items():

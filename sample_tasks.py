@@ -19,6 +19,8 @@ import sys
 from absl import app
 from absl import flags
 
+import cli
+
 
 def read_documents(path):
     """Documents of a one-sentence-per-line file, as lists of sentences."""
@@ -63,16 +65,14 @@ def write_pair_task(input_file, output_dir, seed=12345, dev_fraction=0.1, test_f
     for name, docs in splits.items():
         pairs = next_sentence_pairs(docs, rng)
         path = os.path.join(output_dir, f"{name}.tsv")
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            if name == "test":
-                f.write("index\t#1 ID\t#2 ID\t#1 String\t#2 String\n")
-                rows = [(str(i), str(2 * i), str(2 * i + 1), a, b) for i, (_, a, b) in enumerate(pairs)]
-            else:
-                f.write("Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n")
-                rows = [(label, str(2 * i), str(2 * i + 1), a, b) for i, (label, a, b) in enumerate(pairs)]
-            for row in rows:
-                f.write("\t".join(field.replace("\t", " ") for field in row) + "\n")
-        os.replace(path + ".tmp", path)
+        if name == "test":
+            header = "index\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+            rows = [(str(i), str(2 * i), str(2 * i + 1), a, b) for i, (_, a, b) in enumerate(pairs)]
+        else:
+            header = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+            rows = [(label, str(2 * i), str(2 * i + 1), a, b) for i, (label, a, b) in enumerate(pairs)]
+        cli.write_text(path, header + "".join("\t".join(field.replace("\t", " ") for field in row) + "\n"
+                                              for row in rows))
         counts[name] = len(pairs)
     return counts
 
@@ -109,9 +109,8 @@ def write_squad_task(input_file, output_dir, seed=12345, dev_fraction=0.15):
         paragraphs = [cloze_questions(d, rng, f"{name.split('-')[0]}{i}") for i, d in enumerate(docs)]
         paragraphs = [p for p in paragraphs if p["qas"]]
         path = os.path.join(output_dir, name)
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump({"version": "1.1", "data": [{"title": "sample_text", "paragraphs": paragraphs}]}, f)
-        os.replace(path + ".tmp", path)
+        cli.write_text(path, json.dumps({"version": "1.1", "data": [{"title": "sample_text",
+                                                                      "paragraphs": paragraphs}]}))
         counts[name] = sum(len(p["qas"]) for p in paragraphs)
     return counts
 
