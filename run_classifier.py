@@ -666,10 +666,7 @@ def main(_):
                              f"{'evaluate' if examples is eval_examples else 'predict'}")
     training.ensure_output_dir(FLAGS.output_dir)
 
-    if engine.seed is not None:
-        keras.utils.set_random_seed(engine.seed)
-    training.configure_precision(engine.precision)
-    strategy = training.make_strategy(engine)
+    strategy = training.start(engine)
     with strategy.scope():
         model = ClassifierModel(bert_config, num_labels, use_one_hot_embeddings=FLAGS.use_tpu)
     name_to_features = classifier_features(FLAGS.max_seq_length, is_regression)
@@ -717,7 +714,7 @@ def main(_):
         train_file = os.path.join(FLAGS.output_dir, "train.tf_record")
         convert(train_examples, train_file)
         logging.info("  Num examples = %d", len(train_examples))
-        data_seed = engine.seed if engine.seed is not None else 12345
+        data_seed = engine.data_seed
 
         def dataset_fn(input_context, batch_size, skip_examples):
             return training.training_dataset([train_file], name_to_features, batch_size, data_seed,

@@ -129,17 +129,13 @@ def main(_):
     logging.info("*** Input Files ***")
     for input_file in input_files:
         logging.info("  %s", input_file)
-    # The strategy first: it configures devices, which TensorFlow allows only before it runs an op.
-    if engine.seed is not None:
-        keras.utils.set_random_seed(engine.seed)
-    training.configure_precision(engine.precision)
-    strategy = training.make_strategy(engine)
+    strategy = training.start(engine)  # first: it configures devices, before TensorFlow runs an op
     name_to_features = pretraining_features(FLAGS.max_seq_length, FLAGS.max_predictions_per_seq)
     training.check_tfrecords(input_files, name_to_features, vocab_size=bert_config.vocab_size)
     training.ensure_output_dir(FLAGS.output_dir)
     with strategy.scope():
         model = PretrainingModel(bert_config, use_one_hot_embeddings=FLAGS.use_tpu)
-    data_seed = engine.seed if engine.seed is not None else 12345
+    data_seed = engine.data_seed
     # The heads read only [CLS] and the masked positions (all inside the real tokens).
     length = training.real_length(engine, FLAGS.max_seq_length, position_features=("masked_lm_positions",))
     if length is not None:

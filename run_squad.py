@@ -1321,7 +1321,7 @@ def run_training(strategy, engine, model, counts):
     logging.info("  Num split examples = %d", counts["num_features"])
     _log_counts(FLAGS.train_file, counts, FLAGS.max_query_length)
     name_to_features = feature_spec(FLAGS.max_seq_length, is_training=True)
-    data_seed = engine.seed if engine.seed is not None else 12345
+    data_seed = engine.data_seed
 
     # Unlike the classifier, every batch stays at max_seq_length (no training.RealLength):
     # the original's span loss is a softmax over all positions, padding included, so cutting
@@ -1414,10 +1414,7 @@ def main(_):
             examples, tokenizer, FLAGS.max_seq_length, FLAGS.doc_stride, FLAGS.max_query_length, False,
             num_workers=FLAGS.num_workers, stats=predict_stats))
 
-    if engine.seed is not None:
-        keras.utils.set_random_seed(engine.seed)
-    training.configure_precision(engine.precision)
-    strategy = training.make_strategy(engine)
+    strategy = training.start(engine)
     with strategy.scope():
         model = SquadModel(bert_config, use_one_hot_embeddings=FLAGS.use_tpu)
     if FLAGS.do_train:

@@ -86,6 +86,8 @@ class EngineConfig:
         self.save_checkpoints_steps = save_checkpoints_steps
         self.iterations_per_loop = iterations_per_loop
         self.seed = seed
+        # Input shuffling seed: --seed, else the one the original's runs always used.
+        self.data_seed = seed if seed is not None else 12345
         if self.distribution_strategy not in STRATEGIES:
             raise ValueError(f"--distribution_strategy={self.distribution_strategy}: expected one of "
                              f"{', '.join(STRATEGIES)}")
@@ -164,6 +166,18 @@ def _tpu_strategy(config, connect_timeout=30):
         where = f"at {target}" if target else "on this machine"
         raise ValueError(f"--use_tpu: no TPU found {where} ({cli.describe_error(e)}); {hint}") from None
     return tf.distribute.TPUStrategy(resolver)
+
+
+def start(config):
+    """Seeds the run (with --seed), sets the precision policy and returns the strategy.
+
+    Called before TensorFlow runs its first op: the strategy configures devices, which
+    TensorFlow allows only then.
+    """
+    if config.seed is not None:
+        keras.utils.set_random_seed(config.seed)
+    configure_precision(config.precision)
+    return make_strategy(config)
 
 
 def is_chief(strategy):
