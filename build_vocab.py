@@ -318,14 +318,7 @@ def write_vocab_file(output_file, tokens):
     The lines go to a temporary file next to `output_file`, which is renamed over it
     only once complete: a crash or error leaves the old file (or none), never half a file.
     """
-    with cli.atomic_output(output_file) as temp_path:
-        if "://" in output_file:
-            writer = _tensorflow().io.gfile.GFile(temp_path, "w")
-        else:
-            writer = open(temp_path, "w", encoding="utf-8", newline="\n")
-        with writer:
-            for token in tokens:
-                writer.write(token + "\n")
+    cli.write_text(output_file, "".join(token + "\n" for token in tokens))
 
 
 def check_output_writable(output_file):

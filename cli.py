@@ -225,13 +225,13 @@ def atomic_output(path):
 
 
 def write_text(path, text):
-    """Writes `text` to `path` (UTF-8) through atomic_output; local or any gfile scheme."""
+    """Writes `text` to `path` (UTF-8, "\n" line ends) through atomic_output; local or any gfile scheme."""
     with atomic_output(path) as temp:
         if "://" in path:
             with _gfile().GFile(temp, "w") as f:
                 f.write(text)
         else:
-            with open(temp, "w", encoding="utf-8") as f:
+            with open(temp, "w", encoding="utf-8", newline="\n") as f:
                 f.write(text)
 
 

@@ -23,7 +23,7 @@ import tensorflow as tf
 LAYER_NORM_EPSILON = 1e-12
 
 
-def _shape_list(x):
+def shape_list(x):
     """Static dimensions as ints, dynamic ones as scalar tensors."""
     static = x.shape.as_list()
     dynamic = tf.shape(x)
@@ -431,10 +431,10 @@ def label_log_probs(logits, labels):
     log_probs = tf.nn.log_softmax(logits, axis=-1)
     labels = tf.cast(labels, tf.int32)
     if not _FUSION["enabled"]:
-        depth = _shape_list(log_probs)[-1]
+        depth = shape_list(log_probs)[-1]
         return log_probs, tf.reduce_sum(log_probs * tf.one_hot(labels, depth, dtype=tf.float32),
                                         -1)
-    shape = _shape_list(labels)
-    depth = _shape_list(logits)[-1]
+    shape = shape_list(labels)
+    depth = shape_list(logits)[-1]
     picked = _fused_label_log_prob(tf.reshape(logits, [-1, depth]), tf.reshape(labels, [-1]))
     return log_probs, tf.reshape(picked, shape)

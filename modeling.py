@@ -239,11 +239,7 @@ def create_initializer(initializer_range=0.02):
     return keras.initializers.TruncatedNormal(stddev=initializer_range)
 
 
-def _shape_list(x):
-    """Static dimensions as ints, dynamic ones as scalar tensors."""
-    static = x.shape.as_list()
-    dynamic = tf.shape(x)
-    return [dim if dim is not None else dynamic[i] for i, dim in enumerate(static)]
+_shape_list = fused_kernels.shape_list
 
 
 def create_original_variable(path, shape, initializer, dtype="float32", autocast=True,

@@ -760,11 +760,9 @@ def write_test_results(path, predictions, num_examples):
     """test_results.tsv: one line per example, each probability (or the score) with str()."""
     if len(predictions) != num_examples:
         raise ValueError(f"got {len(predictions)} predictions for {num_examples} test examples")
-    with cli.atomic_output(path) as temp, tf.io.gfile.GFile(temp, "w") as writer:
-        logging.info("***** Predict results *****")
-        for row in predictions:
-            values = np.atleast_1d(row).astype(np.float32)
-            writer.write("\t".join(str(v) for v in values) + "\n")
+    logging.info("***** Predict results *****")
+    cli.write_text(path, "".join("\t".join(str(v) for v in np.atleast_1d(row).astype(np.float32)) + "\n"
+                                 for row in predictions))
 
 
 class _BestCheckpoint:

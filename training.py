@@ -185,9 +185,12 @@ def is_chief(strategy):
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and
-                                            "chief" not in resolver.cluster_spec().as_dict())
+    return _is_chief_task(resolver.task_type, resolver.task_id, resolver.cluster_spec().as_dict())
+
+
+def _is_chief_task(task_type, task_id, cluster):
+    """The chief is the `chief` task, or without one worker 0 (no task type: a lone process)."""
+    return task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and "chief" not in cluster)
 
 
 def input_pipeline(strategy):
@@ -407,7 +410,7 @@ def training_dataset(input_files, name_to_features, batch_size, seed, skip_examp
     if group_by_length:
         if length is None:
             raise ValueError("--group_by_length needs batches of varying length (not on TPU)")
-        if input_context and input_context.num_input_pipelines > 1:
+        if pipelines > 1:
             raise ValueError("--group_by_length works with one input pipeline (not multi-worker)")
         return _length_grouped_training_batches(records, name_to_features, batch_size, seed, skip_examples, length)
     if skip_examples:
@@ -527,9 +530,7 @@ def write_checkpoint_state(output_dir, prefixes):
     names = [os.path.basename(p) for p in prefixes]
     text = f'model_checkpoint_path: "{names[-1]}"\n' + "".join(
         f'all_model_checkpoint_paths: "{n}"\n' for n in names)
-    with cli.atomic_output(_checkpoint_state_path(output_dir)) as temp:
-        with tf.io.gfile.GFile(temp, "w") as f:
-            f.write(text)
+    cli.write_text(_checkpoint_state_path(output_dir), text)
 
 
 def _existing_checkpoints(output_dir):
@@ -1081,11 +1082,10 @@ def write_tfrecord(path, serialized_examples):
 
 def write_eval_results(path, results):
     """Writes `key = value` lines, keys sorted, values with str() (as the original), atomically."""
-    with cli.atomic_output(path) as temp, tf.io.gfile.GFile(temp, "w") as writer:
-        logging.info("***** Eval results *****")
-        for key in sorted(results):
-            logging.info("  %s = %s", key, str(results[key]))
-            writer.write(f"{key} = {str(results[key])}\n")
+    logging.info("***** Eval results *****")
+    for key in sorted(results):
+        logging.info("  %s = %s", key, str(results[key]))
+    cli.write_text(path, "".join(f"{key} = {str(results[key])}\n" for key in sorted(results)))
 
 
 def ensure_output_dir(output_dir):
@@ -1118,7 +1118,7 @@ def lock_output_dir(output_dir):
     when the process ends however it ends: a SIGKILL leaves nothing stuck. Local directories
     only; in a multi-worker run only the chief takes it (the workers share output_dir).
     """
-    if "://" in output_dir or not _is_chief_task():
+    if "://" in output_dir or not _is_chief_by_tf_config():
         return
     key = os.path.realpath(output_dir)
     if key in _LOCKS:
@@ -1134,16 +1134,14 @@ def lock_output_dir(output_dir):
     _LOCKS[key] = fd
 
 
-def _is_chief_task():
+def _is_chief_by_tf_config():
     """Whether TF_CONFIG (if any) makes this process the chief (is_chief, before any strategy)."""
     try:
         config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     except ValueError:
         return True
     task = config.get("task") or {}
-    task_type, task_id = task.get("type"), task.get("index", 0)
-    return task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and
-                                            "chief" not in (config.get("cluster") or {}))
+    return _is_chief_task(task.get("type"), task.get("index", 0), config.get("cluster") or {})
 
 
 def validate_run_flags(train_batch_size=None, eval_batch_size=None, predict_batch_size=None, learning_rate=None,
