@@ -21,6 +21,7 @@ from absl import logging  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import cli  # noqa: E402
+import fused_kernels  # noqa: E402
 import modeling  # noqa: E402
 import tokenization  # noqa: E402
 import tokenization_ingraph  # noqa: E402
@@ -180,8 +181,10 @@ def truncated_pair_lengths(length_a, length_b, seq_length):
 
 def _save_together(modules, export_dir):
     """Saves {subdirectory: module} as one export: written in a temporary directory and moved
-    into place when complete (cli.export_directory: only an earlier export is replaced)."""
-    with cli.export_directory(export_dir, parts=list(modules)) as temp:
+    into place when complete (cli.export_directory: only an earlier export is replaced).
+    The models hold plain TensorFlow ops (no XLA kernels), so any TensorFlow runtime serves
+    them."""
+    with cli.export_directory(export_dir, parts=list(modules)) as temp, fused_kernels.fused_kernels(False):
         for name, module in modules.items():
             tf.saved_model.save(module, os.path.join(temp, name), signatures=module.signatures())
 

@@ -1,12 +1,14 @@
-"""The training step's fused kernels, and the small face the model's layers call.
+"""The model's fused kernels, and the small face the model's layers call.
 
 Each function of the face computes one step of the paper's layers: `dense`, `dense_gelu`,
 `attention_probs`, `dense_add_and_norm` (LayerNorm(residual + dropout(x @ kernel + bias))),
 `layer_norm`, `dropout`, `label_log_probs`. When training it runs a custom-gradient pair of
-small XLA functions (one fused loop forward, one backward) around TensorFlow's own matmuls;
-otherwise, and inside `fused_kernels(False)`, the plain TensorFlow ops of the same math,
-which Grappler fuses for inference and any SavedModel runtime serves. The layers in
-modeling.py call the face and never choose between the two.
+small XLA functions (one fused loop forward, one backward) around TensorFlow's own matmuls.
+In inference the matmuls, bias, GELU and softmax are TensorFlow's (Grappler fuses them into
+oneDNN kernels) and each LayerNorm, with the bias and residual add before it, is one small
+XLA loop. Inside `fused_kernels(False)` every step is the plain TensorFlow ops of the same
+math: SavedModel exports are traced that way, so any TensorFlow runtime serves them. The
+layers in modeling.py call the face and never choose between the two.
 
 Dropout masks are keyed hashes of each element's position (`_DropoutMask`), drawn from
 `dropout_seed`, so a resumed run redraws the masks of an uninterrupted one. Shape letters
@@ -142,16 +144,17 @@ def gelu(x):
 # of small XLA functions, one fused loop forward and one backward, while the matmuls stay
 # on TensorFlow's own (oneDNN) kernels (compiling the whole step with XLA instead is no
 # faster on CPU). Statistics are computed in float32 whatever the compute dtype.
-# Inference keeps the plain ops: Grappler fuses bias, GELU and residual adds into the
-# matmuls there, and a SavedModel of plain ops serves anywhere. `fused_kernels(False)`
-# switches to the plain ops (the same math) for debugging and for the tests comparing them.
+# Inference keeps the plain ops but for LayerNorm (see `_layer_norm_inference_kernel`):
+# Grappler fuses bias, GELU and residual adds into the matmuls there. `fused_kernels(False)`
+# switches to the plain ops (the same math) for exports, debugging and the tests comparing
+# them.
 
 _FUSION = {"enabled": True}
 
 
 @contextlib.contextmanager
 def fused_kernels(enabled):
-    """Turns the fused training kernels on or off for models traced inside the block."""
+    """Turns the fused kernels on or off for models traced inside the block."""
     previous = _FUSION["enabled"]
     _FUSION["enabled"] = bool(enabled)
     try:
@@ -285,28 +288,52 @@ def _fused_layer_norm(x, bias, residual, mask, gamma, beta):
 
 
 @_xla
-def _attention_probs_kernel(scores, adder, keys, threshold, scale):
-    probs = tf.nn.softmax(tf.cast(scores, tf.float32) + adder)
+def _layer_norm_inference_kernel(x, bias, residual, gamma, beta):
+    """LayerNorm(x + bias + residual) in float32 as one loop; `bias`, `residual` may be None.
+
+    The plain ops take five passes over memory (mean, squared difference, variance,
+    scale, shift) after the matmul, which is the largest non-matmul cost of inference;
+    oneDNN's own LayerNorm fusion applies only to constant gamma and beta (frozen graphs).
+    The shift is written as x * (gamma * rstd) + (beta - mean * gamma * rstd), the order
+    of the original's tf.nn.batch_normalization.
+    """
+    z = tf.cast(x, tf.float32)
+    if bias is not None:
+        z += tf.cast(bias, tf.float32)
+    if residual is not None:
+        z += tf.cast(residual, tf.float32)
+    mean = tf.reduce_mean(z, -1, keepdims=True)
+    variance = tf.reduce_mean(tf.math.squared_difference(z, mean), -1, keepdims=True)
+    inverse = tf.math.rsqrt(variance + LAYER_NORM_EPSILON) * gamma
+    return tf.cast(z * inverse + (beta - mean * inverse), x.dtype)
+
+
+@_xla
+def _attention_probs_kernel(scores, score_scale, adder, keys, threshold, scale):
+    probs = tf.nn.softmax(tf.cast(scores, tf.float32) * score_scale + adder)
     dropped = probs if keys is None else _apply_dropout(probs, keys, threshold, scale)
     return tf.cast(dropped, scores.dtype), probs
 
 
 @_xla
-def _attention_probs_grad_kernel(dy, probs, keys, threshold, scale):
+def _attention_probs_grad_kernel(dy, probs, score_scale, keys, threshold, scale):
     d = tf.cast(dy, tf.float32)
     if keys is not None:
         d = _apply_dropout(d, keys, threshold, scale)
-    return tf.cast(probs * (d - tf.reduce_sum(d * probs, -1, keepdims=True)), dy.dtype)
+    return tf.cast(probs * (d - tf.reduce_sum(d * probs, -1, keepdims=True)) * score_scale,
+                   dy.dtype)
 
 
-def _fused_attention_probs(scores, adder, mask):
-    """dropout(softmax(scores + adder)) in float32, one loop each way; `adder` gets no gradient."""
+def _fused_attention_probs(scores, score_scale, adder, mask):
+    """dropout(softmax(scores * score_scale + adder)) in float32, one loop each way;
+    `adder` gets no gradient."""
     keys, threshold, scale = _mask_arguments(mask)
 
     @tf.custom_gradient
     def forward(scores):
-        out, probs = _attention_probs_kernel(scores, adder, keys, threshold, scale)
-        return out, lambda dy: _attention_probs_grad_kernel(dy, probs, keys, threshold, scale)
+        out, probs = _attention_probs_kernel(scores, score_scale, adder, keys, threshold, scale)
+        return out, lambda dy: _attention_probs_grad_kernel(dy, probs, score_scale, keys,
+                                                            threshold, scale)
     return forward(scores)
 
 
@@ -389,9 +416,15 @@ def dense_gelu(x, kernel, bias, training=False):
     return gelu(dense(x, kernel, bias))
 
 
-def layer_norm(x, gamma, beta):
-    """LayerNorm over the last axis in float32 with the original's ops (moments, then
-    batch_normalization), cast back to x's dtype."""
+def layer_norm(x, gamma, beta, training=False):
+    """LayerNorm over the last axis in float32, cast back to x's dtype.
+
+    Training (and inside `fused_kernels(False)`) uses the original's ops (moments, then
+    batch_normalization); inference one fused loop of the same formula.
+    """
+    if not training and _FUSION["enabled"]:
+        return _layer_norm_inference_kernel(x, None, None, tf.convert_to_tensor(gamma),
+                                            tf.convert_to_tensor(beta))
     dtype = x.dtype
     x = tf.cast(x, tf.float32)
     mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
@@ -404,19 +437,29 @@ def dense_add_and_norm(x, kernel, bias, residual, dropout_rate, gamma, beta, tra
     """A Transformer sublayer's output: LayerNorm(residual + dropout(x @ kernel + bias)).
 
     When training, the matmul is the fused one and bias, dropout, residual and LayerNorm
-    run as one loop each way (the backward also sums the bias gradient).
+    run as one loop each way (the backward also sums the bias gradient); in inference
+    bias, residual and LayerNorm run as one loop after TensorFlow's matmul.
     """
     if _fused(training):
         return _fused_layer_norm(_fused_matmul(x, kernel), bias, residual, _dropout_mask(dropout_rate),
                                  gamma, beta)
-    return layer_norm(dropout(dense(x, kernel, bias), dropout_rate, training) + residual, gamma, beta)
+    if not training and _FUSION["enabled"]:
+        return _layer_norm_inference_kernel(tf.matmul(x, kernel), tf.convert_to_tensor(bias), residual,
+                                            tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta))
+    return layer_norm(dropout(dense(x, kernel, bias), dropout_rate, training) + residual, gamma, beta,
+                      training)
 
 
-def attention_probs(scores, adder, dropout_rate, training=False):
-    """dropout(softmax(scores + adder)) in float32, scores [B, N, S, S], adder broadcast."""
+def attention_probs(scores, score_scale, adder, dropout_rate, training=False):
+    """dropout(softmax(scores * score_scale + adder)) in float32.
+
+    scores [B, N, S, S] (query-key dot products), score_scale a Python float (1/sqrt(D)),
+    adder float32 broadcast to scores (0 for keys attended to, a large negative number for
+    masked ones). In inference the scale and mask fold into oneDNN's batched matmul.
+    """
     if _fused(training):
-        return _fused_attention_probs(scores, adder, _dropout_mask(dropout_rate))
-    probs = tf.nn.softmax(tf.cast(scores, tf.float32) + adder)
+        return _fused_attention_probs(scores, score_scale, adder, _dropout_mask(dropout_rate))
+    probs = tf.nn.softmax(tf.cast(scores, tf.float32) * score_scale + adder)
     return dropout(probs, dropout_rate, training)
 
 

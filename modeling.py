@@ -321,8 +321,8 @@ class LayerNorm(keras.layers.Layer):
         self.gamma = create_original_variable(self.original_path + "/gamma", (self.size,), "ones",
                                               autocast=False)
 
-    def call(self, x):
-        return fused_kernels.layer_norm(x, self.gamma.value, self.beta.value)
+    def call(self, x, training=False):
+        return fused_kernels.layer_norm(x, self.gamma.value, self.beta.value, training)
 
     def add_and_norm(self, dense, x, residual, dropout_rate, training=False):
         """LayerNorm(residual + dropout(dense(x))): a sublayer's output, `dense` a Dense."""
@@ -379,16 +379,12 @@ class BertEmbeddings(keras.layers.Layer):
         output += tf.einsum("bst,th->bsh", token_types,
                             tf.cast(self.token_type_embeddings, self.compute_dtype))
         output += self.position_embeddings[:seq_length][tf.newaxis]  # [1, S, H]
-        output = self.layer_norm(output)
+        output = self.layer_norm(output, training=training)
         return fused_kernels.dropout(output, self.config.hidden_dropout_prob, training)
 
 
 class TransformerLayer(keras.layers.Layer):
-    """One post-LayerNorm Transformer layer, variables under `<scope>/encoder/layer_<i>/`.
-
-    Query, key and value keep the original's three [H, H] kernels; they are concatenated
-    inside `call` so the projection runs as one [B*S, H] x [H, 3H] GEMM.
-    """
+    """One post-LayerNorm Transformer layer, variables under `<scope>/encoder/layer_<i>/`."""
 
     def __init__(self, config, index, scope="bert", **kwargs):
         super().__init__(name="layer_%d" % index, **kwargs)
@@ -428,27 +424,17 @@ class TransformerLayer(keras.layers.Layer):
         head_size = c.hidden_size // num_heads
         x = tf.reshape(hidden, [-1, width])  # [B*S, H]
 
-        query_kernel, query_bias = self.query.kernel, self.query.bias
-        scale = 1.0 / math.sqrt(float(head_size))
-        # When the 1/sqrt(D) score scale is a power of two (D = 64 in every released model,
-        # also D = 4, 16, 256), scaling the query weights instead of the [B, N, S, S] scores
-        # is exact in floating point: the same numbers, one [H, H] multiply instead.
-        scale_query = math.frexp(scale)[0] == 0.5
-        if scale_query:
-            query_kernel = query_kernel * tf.cast(scale, query_kernel.dtype)
-            query_bias = query_bias * tf.cast(scale, query_bias.dtype)
-        qkv_kernel = tf.concat([query_kernel, self.key.kernel, self.value.kernel], 1)
-        qkv_bias = tf.concat([query_bias, self.key.bias, self.value.bias], 0)
-        qkv = fused_kernels.dense(x, qkv_kernel, qkv_bias, training)  # [B*S, 3H]
-        qkv = tf.reshape(qkv, [batch_size, seq_length, 3, num_heads, head_size])
-        q, k, v = tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))  # each [B, N, S, D]
+        def heads(dense):  # [B*S, H] -> [B, N, S, D]
+            projected = tf.reshape(dense(x, training=training),
+                                   [batch_size, seq_length, num_heads, head_size])
+            return tf.transpose(projected, [0, 2, 1, 3])
 
+        q, k, v = heads(self.query), heads(self.key), heads(self.value)
         scores = tf.matmul(q, k, transpose_b=True)  # [B, N, S_from, S_to]
-        if not scale_query:
-            scores = scores * scale
-        # Mask and softmax in float32: -10000 and exp() are unsafe in float16.
+        # Scale, mask and softmax in float32: -10000 and exp() are unsafe in float16.
         attention_adder = (1.0 - tf.cast(key_mask, tf.float32)) * ATTENTION_MASK_ADDER
-        probs = fused_kernels.attention_probs(scores, attention_adder, c.attention_probs_dropout_prob,
+        probs = fused_kernels.attention_probs(scores, 1.0 / math.sqrt(float(head_size)),
+                                              attention_adder, c.attention_probs_dropout_prob,
                                               training)
         context = tf.matmul(tf.cast(probs, v.dtype), v)  # [B, N, S, D]
         context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [-1, width])  # [B*S, H]
@@ -619,20 +605,21 @@ class MaskedLMHead(keras.layers.Layer):
                                                     (self.config.vocab_size,), "zeros",
                                                     autocast=False)
 
-    def call(self, sequence_output, masked_lm_positions):
+    def call(self, sequence_output, masked_lm_positions, training=False):
         """Scores the vocabulary at the masked positions.
 
         Args:
             sequence_output: float [B, S, H] last encoder layer.
             masked_lm_positions: int [B, P] positions in each sequence (padding entries may
                 point at 0; weight them 0 in the loss).
+            training: Python bool (the head has no dropout; it picks the LayerNorm kernel).
 
         Returns:
             float32 logits [B, P, V].
         """
         batch_size, num_positions = _shape_list(masked_lm_positions)
         x = gather_indexes(sequence_output, masked_lm_positions)  # [B*P, H]
-        x = self.layer_norm(self.transform(x))
+        x = self.layer_norm(self.transform(x, training=training), training=training)
         table = tf.cast(self._embedding_table, x.dtype)
         logits = tf.matmul(x, table, transpose_b=True)  # [B*P, V]
         logits = tf.nn.bias_add(tf.cast(logits, tf.float32), self.output_bias.value)

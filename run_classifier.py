@@ -23,6 +23,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import fused_kernels  # noqa: E402
 import modeling  # noqa: E402
 import tokenization  # noqa: E402
 import tokenization_ingraph  # noqa: E402
@@ -610,7 +611,8 @@ def export_saved_model(export_dir, model, vocab_file, do_lower_case, max_seq_len
     other non-empty directory there is refused (cli.check_export_dir), never deleted.
     """
     module = ClassifierExport(model, vocab_file, do_lower_case, max_seq_length, labels, is_regression, pair)
-    with cli.export_directory(export_dir) as temp:
+    # Plain TensorFlow ops (no XLA kernels), so that any TensorFlow runtime serves it.
+    with cli.export_directory(export_dir) as temp, fused_kernels.fused_kernels(False):
         tf.saved_model.save(module, temp, signatures=module.signatures())
     logging.info("Exported the SavedModel to %s (signature serving_default: %s -> %s)", export_dir,
                  "text_a, text_b" if pair else "text_a", "scores" if is_regression else "probabilities")

@@ -72,7 +72,8 @@ class PretrainingModel(keras.layers.Layer):
         """Returns (masked-LM logits [B, P, V], next-sentence logits [B, 2])."""
         outputs = self.bert(features["input_ids"], input_mask=features["input_mask"],
                             token_type_ids=features["segment_ids"], training=training)
-        mlm_logits = self.masked_lm(outputs["sequence_output"], features["masked_lm_positions"])
+        mlm_logits = self.masked_lm(outputs["sequence_output"], features["masked_lm_positions"],
+                                    training=training)
         nsp_logits = self.next_sentence(outputs["pooled_output"])
         return mlm_logits, nsp_logits
 
