@@ -234,3 +234,10 @@ def test_a_directory_of_other_files_is_refused_and_left_alone(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(
         f"export_encoder.py: error: --export_dir={keep.parent} is a directory of other files")
     assert sorted(os.listdir(keep.parent)) == ["notes.txt"] and keep.read_text() == "mine"
+
+
+def test_exported_models_hold_plain_ops(exported):
+    # In-process inference runs its LayerNorms as XLA kernels; exports must not need XLA.
+    for part in ("encoder", "preprocess"):
+        with open(os.path.join(exported, part, "saved_model.pb"), "rb") as f:
+            assert b"_XlaMustCompile" not in f.read()
