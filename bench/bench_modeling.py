@@ -10,8 +10,11 @@ Two workloads, as issue 3 section 6 asks:
   infer  BERT-Base (L=12, H=768, A=12, I=3072) forward at seq 128, batch 8, fetching the
          sequence and pooled outputs.
 Ours runs at float32 and mixed_bfloat16, each with and without XLA; the original at
-float32. Every configuration is built and warmed up first, then timed in rounds
-(A B C ... A B C ...) so the noise of a shared machine hits them alike; the table gives
+float32. Inference also runs the peers with the same weights and inputs, float32, with and
+without XLA: Hugging Face transformers' TFBertModel (hidden_act "gelu_new", the original's
+tanh GELU) and KerasHub's BertBackbone (weights written by convert_checkpoint.py's KerasHub
+writer, loaded with from_preset). Every configuration is built and warmed up first, then timed in rounds
+(A B C ... C B A ...) so the noise of a shared machine hits them alike; the table gives
 medians over rounds. The same rounds time a float32 tf.matmul of the workload's largest
 GEMM (the feed-forward [B*S, H] x [H, I]); "of ceiling" is the model's matmul FLOPs per
 second over that rate. The inference rows also give the largest difference from the
@@ -23,14 +26,27 @@ The original is google-research/bert as released on PyPI, never committed here:
     pip download --no-deps bert-tensorflow==1.0.4 -d /tmp/orig
     (cd /tmp/orig && unzip -o -q bert_tensorflow-1.0.4-py2.py3-none-any.whl)
     .venv/bin/python bench/bench_modeling.py --orig_dir=/tmp/orig/bert
+
+KerasHub is a test dependency. Hugging Face's TF BERT needs transformers 4.57 (its last
+release with TensorFlow) and tf-keras, installed for the benchmark only, outside the venv:
+
+    .venv/bin/python -m pip install --no-deps --target /tmp/peers transformers==4.57.1 \
+        tf-keras==2.21.0 tokenizers==0.22.2 huggingface-hub==0.36.2 filelock==4.3.1 \
+        fsspec==2026.9.0 pyyaml==6.0.4 tqdm==4.70.1 hf-xet==1.8.0
+    .venv/bin/python bench/bench_modeling.py --orig_dir=/tmp/orig/bert --peers_dir=/tmp/peers
+
+Without --peers_dir (or with transformers missing there) the Hugging Face rows are left out.
 """
 
 import argparse
+import importlib.util
 import os
 import resource
 import statistics
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import types
 
@@ -65,6 +81,7 @@ INFER_BATCH = 8
 LEARNING_RATE, NUM_TRAIN_STEPS, NUM_WARMUP_STEPS = 1e-4, 100000, 1000
 VARIANTS = [("float32", False), ("float32", True), ("mixed_bfloat16", False),
             ("mixed_bfloat16", True)]
+PEERS = ("hf_transformers", "keras_hub")  # inference only, float32
 
 
 def config_names():
@@ -72,7 +89,23 @@ def config_names():
     for workload in ("train", "infer"):
         names.append(f"{workload}/original")
         names += [f"{workload}/ours/{p}{'+xla' if x else ''}" for p, x in VARIANTS]
+    names += [f"infer/{peer}/float32{xla}" for peer in PEERS for xla in ("", "+xla")]
     return names
+
+
+def peer_versions():
+    import keras_hub
+    versions = [f"keras-hub {keras_hub.__version__} (BertBackbone)"]
+    if hf_transformers_available():
+        import tf_keras
+        import transformers
+        versions.append(f"transformers {transformers.__version__} with tf-keras "
+                        f"{tf_keras.__version__} (TFBertModel)")
+    return ", ".join(versions)
+
+
+def hf_transformers_available():
+    return all(importlib.util.find_spec(name) is not None for name in ("tf_keras", "transformers"))
 
 
 def matmul_flops(config, batch, predictions=None):
@@ -233,6 +266,75 @@ def ours_infer_runner(name, precision, use_xla, features, flops, weights):
                   outputs=lambda: [t.numpy() for t in forward()])
 
 
+def random_weights(rng, config):
+    """Original-layout weights (name -> array) when the original is not in the run."""
+    shapes = modeling.original_variable_shapes(modeling.BertConfig.from_dict(config))
+    return {name: (0.02 * rng.standard_normal(shape)).astype(np.float32)
+            for name, shape in shapes.items()}
+
+
+def inference_runner(name, forward, flops):
+    def run(steps):
+        for _ in range(steps):
+            outputs = forward()
+        outputs[0].numpy()
+
+    return Runner(name, timed(run), flops, INFER_BATCH,
+                  outputs=lambda: [t.numpy() for t in forward()])
+
+
+def hf_transformers_infer_runner(name, use_xla, features, flops, weights):
+    """Hugging Face's TFBertModel with the original's weights (names mapped one to one)."""
+    from transformers import BertConfig as HFBertConfig
+    from transformers import TFBertModel
+    model = TFBertModel(HFBertConfig(
+        vocab_size=BASE["vocab_size"], hidden_size=BASE["hidden_size"],
+        num_hidden_layers=BASE["num_hidden_layers"], num_attention_heads=BASE["num_attention_heads"],
+        intermediate_size=BASE["intermediate_size"], hidden_act="gelu_new",
+        max_position_embeddings=BASE["max_position_embeddings"],
+        type_vocab_size=BASE["type_vocab_size"], layer_norm_eps=modeling.LAYER_NORM_EPSILON))
+    ids, mask, types_ = (tf.constant(features[k])
+                         for k in ("input_ids", "input_mask", "segment_ids"))
+    model(ids, attention_mask=mask, token_type_ids=types_)  # builds the weights
+    for variable in model.weights:
+        # tf_bert_model/bert/encoder/layer_._3/attention/self/query/kernel:0 -> the original's
+        original = variable.name.split(":")[0].split("/", 1)[1].replace("layer_._", "layer_")
+        for suffix in ("/weight", "/embeddings"):
+            if original.endswith(suffix) and "embeddings/" in original:
+                original = original[:-len(suffix)]
+        variable.assign(weights[original])
+
+    @tf.function(jit_compile=use_xla)
+    def forward():
+        out = model(ids, attention_mask=mask, token_type_ids=types_, training=False)
+        return out.last_hidden_state, out.pooler_output
+
+    return inference_runner(name, forward, flops)
+
+
+def keras_hub_infer_runner(name, use_xla, features, flops, weights, work_dir):
+    """KerasHub's BertBackbone from a preset that convert_checkpoint.py writes."""
+    import keras_hub
+    import convert_checkpoint
+    vocab_file = os.path.join(work_dir, "vocab.txt")
+    with open(vocab_file, "w") as f:
+        f.write("".join(f"[unused{i}]\n" for i in range(BASE["vocab_size"])))
+    preset = os.path.join(work_dir, "keras_hub_preset")
+    convert_checkpoint.write_keras_hub(convert_checkpoint.BertWeights(
+        modeling.BertConfig.from_dict(BASE), weights, vocab_file, True, "bench weights"), preset)
+    backbone = keras_hub.models.BertBackbone.from_preset(preset)
+    inputs = {"token_ids": tf.constant(features["input_ids"]),
+              "segment_ids": tf.constant(features["segment_ids"]),
+              "padding_mask": tf.constant(features["input_mask"])}
+
+    @tf.function(jit_compile=use_xla)
+    def forward():
+        out = backbone(inputs, training=False)
+        return out["sequence_output"], out["pooled_output"]
+
+    return inference_runner(name, forward, flops)
+
+
 def matmul_runner(name, m, k, n):
     a = tf.random.normal([m, k])
     b = tf.random.normal([k, n])
@@ -250,7 +352,7 @@ def matmul_runner(name, m, k, n):
     return Runner(name, timed(run), 8 * 2 * m * k * n, 0)
 
 
-def build_runners(names, orig_dir):
+def build_runners(names, orig_dir, work_dir):
     rng = np.random.RandomState(12345)
     train_features = make_inputs(rng, TRAIN_BATCH, PREDICTIONS)
     infer_features = make_inputs(rng, INFER_BATCH)
@@ -262,6 +364,8 @@ def build_runners(names, orig_dir):
     h, i = BASE["hidden_size"], BASE["intermediate_size"]
     runners["infer/matmul"] = matmul_runner("infer/matmul", INFER_BATCH * SEQ, h, i)
     weights = None
+    if not any(n == "infer/original" for n in names):
+        weights = random_weights(rng, BASE)
     for name in names:
         workload, side, *rest = name.split("/")
         if side == "original":
@@ -274,7 +378,13 @@ def build_runners(names, orig_dir):
                 weights = runners[name].session.run(runners[name].variables)
             continue
         precision, _, xla = rest[0].partition("+")
-        if workload == "train":
+        if side == "hf_transformers":
+            runners[name] = hf_transformers_infer_runner(name, bool(xla), infer_features,
+                                                         infer_flops, weights)
+        elif side == "keras_hub":
+            runners[name] = keras_hub_infer_runner(name, bool(xla), infer_features, infer_flops,
+                                                   weights, work_dir)
+        elif workload == "train":
             runners[name] = ours_train_runner(name, precision, bool(xla), train_features,
                                               train_flops)
         else:
@@ -293,11 +403,12 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def peak_memory_mb(name, orig_dir, steps):
+def peak_memory_mb(name, orig_dir, peers_dir, steps):
     """ru_maxrss of a fresh process that builds `name` alone and runs it."""
     result = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--orig_dir", orig_dir, "--only", name,
-         "--steps_train", str(steps), "--steps_infer", str(steps)],
+         "--steps_train", str(steps), "--steps_infer", str(steps)] +
+        (["--peers_dir", peers_dir] if peers_dir else []),
         capture_output=True, text=True, check=False)
     for line in result.stdout.splitlines():
         if line.startswith("MAXRSS_MB "):
@@ -311,6 +422,9 @@ def main():
     parser.add_argument("--orig_dir", default="/tmp/orig/bert",
                         help="directory holding the original modeling.py, run_pretraining.py, "
                              "optimization.py")
+    parser.add_argument("--peers_dir", default="",
+                        help="directory holding transformers and tf-keras for the Hugging Face "
+                             "rows (see this script's docstring)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps_train", type=int, default=3, help="training steps per round")
     parser.add_argument("--steps_infer", type=int, default=3, help="Base batches per round")
@@ -328,9 +442,18 @@ def main():
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     if not os.path.exists(os.path.join(args.orig_dir, "modeling.py")):
         raise SystemExit(f"{args.orig_dir}/modeling.py not found: see this script's docstring")
+    if args.peers_dir:
+        sys.path.insert(0, args.peers_dir)  # first: its tokenizers is the one transformers 4.57 needs
+    work_dir = tempfile.mkdtemp(prefix="bench_modeling_")
+    try:
+        run_configs(args, work_dir)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
 
+
+def run_configs(args, work_dir):
     if args.only:
-        runners = build_runners([args.only], args.orig_dir)
+        runners = build_runners([args.only], args.orig_dir, work_dir)
         runner = runners[args.only]
         runner.run(1)
         runner.run(args.steps_train if args.only.startswith("train") else args.steps_infer)
@@ -341,10 +464,15 @@ def main():
     unknown = set(names) - set(config_names())
     if unknown:
         raise SystemExit(f"unknown configs {sorted(unknown)}; use some of {config_names()}")
+    if not hf_transformers_available():
+        left_out = [n for n in names if "/hf_transformers/" in n]
+        if left_out:
+            print(f"transformers/tf-keras not importable (see --peers_dir): leaving out {left_out}")
+        names = [n for n in names if n not in left_out]
     # The original's inference runs first: its weights are copied into ours.
     names.sort(key=lambda n: (n.split("/")[0], n.split("/")[1] != "original"))
     started = time.perf_counter()
-    runners = build_runners(names, args.orig_dir)
+    runners = build_runners(names, args.orig_dir, work_dir)
     order = [n for n in runners]
     for name in order:  # warm-up: tracing, XLA compilation, first-touch allocations
         runners[name].run(1)
@@ -354,13 +482,14 @@ def main():
     if "infer/original" in runners:
         reference = runners["infer/original"].outputs()
         for name in order:
-            if name.startswith("infer/ours"):
+            if runners[name].outputs is not None and name != "infer/original":
                 ours = runners[name].outputs()
                 differences[name] = max(float(np.max(np.abs(np.asarray(o, np.float32) - r)))
                                         for o, r in zip(ours, reference))
 
     for round_index in range(args.rounds):
-        for name in order:
+        # Every other round in reverse, so no configuration always follows the same one.
+        for name in order if round_index % 2 == 0 else order[::-1]:
             steps = args.steps_train if name.startswith("train") else args.steps_infer
             runners[name].seconds.append(runners[name].run(steps) / steps)
         print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(
@@ -369,7 +498,7 @@ def main():
     memory = {}
     if not args.no_memory:
         for name in names:
-            memory[name] = peak_memory_mb(name, args.orig_dir, 2)
+            memory[name] = peak_memory_mb(name, args.orig_dir, args.peers_dir, 2)
 
     rows = []
     rates = {}
@@ -418,8 +547,9 @@ def main():
         f"Session (float32). Threads: {threads}. matmul GFLOP/s = FLOPs of the model's matmuls "
         f"(training: 3x forward) / median time; of ceiling = that over the measured tf.matmul "
         f"rate (above 100%: faster GEMMs than that float32 tf.matmul, as bfloat16's or XLA's). "
-        f"Peak RSS: VmHWM of one process per config (build, warm-up, 2 steps). Diff: ours with "
-        f"the original's weights, max over sequence and pooled outputs.\n\n"
+        f"Peak RSS: VmHWM of one process per config (build, warm-up, 2 steps). Diff: each model "
+        f"with the original's weights, max over sequence and pooled outputs. Peers: "
+        f"{peer_versions()}.\n\n"
         f"{table}\n\n{matmul_line}\n")
     results.append_result("modeling (BERT-Mini training, BERT-Base inference)", body)
 
