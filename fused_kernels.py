@@ -119,7 +119,7 @@ def dropout(x, rate, training):
     if not training or not rate:
         return x
     mask = _DropoutMask(rate)
-    if not _FUSION["enabled"]:
+    if not _fused_kernels_enabled:
         return mask.apply(x)
     return _fused_dropout(x, mask)
 
@@ -149,23 +149,28 @@ def gelu(x):
 # switches to the plain ops (the same math) for exports, debugging and the tests comparing
 # them.
 
-_FUSION = {"enabled": True}
+_fused_kernels_enabled = True  # read when a model is traced; set by `fused_kernels`
 
 
 @contextlib.contextmanager
 def fused_kernels(enabled):
     """Turns the fused kernels on or off for models traced inside the block."""
-    previous = _FUSION["enabled"]
-    _FUSION["enabled"] = bool(enabled)
+    global _fused_kernels_enabled
+    previous, _fused_kernels_enabled = _fused_kernels_enabled, bool(enabled)
     try:
         yield
     finally:
-        _FUSION["enabled"] = previous
+        _fused_kernels_enabled = previous
 
 
-def _fused(training):
+def _training_kernels(training):
     """Whether a layer call runs the fused training kernels (training, and not switched off)."""
-    return training and _FUSION["enabled"]
+    return training and _fused_kernels_enabled
+
+
+def _inference_kernels(training):
+    """Whether a layer call runs the inference LayerNorm kernel (inference, not switched off)."""
+    return not training and _fused_kernels_enabled
 
 
 def _dropout_mask(rate):
@@ -343,8 +348,8 @@ def _fused_matmul(x, kernel, bias=None):
 
     Autodiff computes dx as `matmul(dy, kernel, transpose_b=True)`, and Grappler folds any
     transpose written before a matmul back into that flag; oneDNN's transposed-B GEMM is
-    5-25% slower on BERT's weight shapes than multiplying by a transposed copy (for the
-    [H, 4H] intermediate kernel, 7.7 vs 6.0 ms at BERT-Mini batch 32). The copy costs one
+    5-25% slower on BERT's weight shapes than multiplying by a transposed copy (measured
+    on the [H, 4H] intermediate kernel at BERT-Mini batch 32). The copy costs one
     pass over the kernel; `Snapshot` keeps Grappler from folding it away. The bias add
     stays next to the matmul so Grappler still fuses the two in the forward pass.
     """
@@ -403,7 +408,7 @@ def _fused_label_log_prob(logits, labels):
 
 def dense(x, kernel, bias, training=False):
     """`x @ kernel + bias` for x [..., in]; 2-D x when training runs the fused matmul."""
-    if _fused(training) and x.shape.rank == 2:
+    if _training_kernels(training) and x.shape.rank == 2:
         return _fused_matmul(x, kernel, bias)
     y = tf.matmul(x, kernel) if x.shape.rank == 2 else tf.tensordot(x, kernel, axes=1)
     return tf.nn.bias_add(y, bias)
@@ -411,7 +416,7 @@ def dense(x, kernel, bias, training=False):
 
 def dense_gelu(x, kernel, bias, training=False):
     """`gelu(x @ kernel + bias)` (tanh form); bias and GELU in one fused loop when training."""
-    if _fused(training) and x.shape.rank == 2:
+    if _training_kernels(training) and x.shape.rank == 2:
         return _fused_bias_gelu(_fused_matmul(x, kernel), bias)
     return gelu(dense(x, kernel, bias))
 
@@ -422,7 +427,7 @@ def layer_norm(x, gamma, beta, training=False):
     Training (and inside `fused_kernels(False)`) uses the original's ops (moments, then
     batch_normalization); inference one fused loop of the same formula.
     """
-    if not training and _FUSION["enabled"]:
+    if _inference_kernels(training):
         return _layer_norm_inference_kernel(x, None, None, tf.convert_to_tensor(gamma),
                                             tf.convert_to_tensor(beta))
     dtype = x.dtype
@@ -440,10 +445,10 @@ def dense_add_and_norm(x, kernel, bias, residual, dropout_rate, gamma, beta, tra
     run as one loop each way (the backward also sums the bias gradient); in inference
     bias, residual and LayerNorm run as one loop after TensorFlow's matmul.
     """
-    if _fused(training):
+    if _training_kernels(training):
         return _fused_layer_norm(_fused_matmul(x, kernel), bias, residual, _dropout_mask(dropout_rate),
                                  gamma, beta)
-    if not training and _FUSION["enabled"]:
+    if _inference_kernels(training):
         return _layer_norm_inference_kernel(tf.matmul(x, kernel), tf.convert_to_tensor(bias), residual,
                                             tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta))
     return layer_norm(dropout(dense(x, kernel, bias), dropout_rate, training) + residual, gamma, beta,
@@ -455,9 +460,10 @@ def attention_probs(scores, score_scale, adder, dropout_rate, training=False):
 
     scores [B, N, S, S] (query-key dot products), score_scale a Python float (1/sqrt(D)),
     adder float32 broadcast to scores (0 for keys attended to, a large negative number for
-    masked ones). In inference the scale and mask fold into oneDNN's batched matmul.
+    masked ones). In inference Grappler can fold the scale and mask into oneDNN's batched
+    matmul (it does for some layers).
     """
-    if _fused(training):
+    if _training_kernels(training):
         return _fused_attention_probs(scores, score_scale, adder, _dropout_mask(dropout_rate))
     probs = tf.nn.softmax(tf.cast(scores, tf.float32) * score_scale + adder)
     return dropout(probs, dropout_rate, training)
@@ -473,7 +479,7 @@ def label_log_probs(logits, labels):
     logits = tf.cast(logits, tf.float32)
     log_probs = tf.nn.log_softmax(logits, axis=-1)
     labels = tf.cast(labels, tf.int32)
-    if not _FUSION["enabled"]:
+    if not _fused_kernels_enabled:
         depth = shape_list(log_probs)[-1]
         return log_probs, tf.reduce_sum(log_probs * tf.one_hot(labels, depth, dtype=tf.float32),
                                         -1)
