@@ -148,3 +148,36 @@ def test_label_log_probs_of_out_of_range_labels_are_zero(fused):
     softmax = np.exp([1.0, 2.0, 3.0]) / np.exp([1.0, 2.0, 3.0]).sum()
     np.testing.assert_allclose(grad[0], np.array([0.0, 0.0, 1.0]) - softmax, atol=1e-6)
     np.testing.assert_array_equal(grad[1:], 0.0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_inference_layer_norm_kernel_matches_the_originals_ops(dtype):
+    # Inference runs bias + residual + LayerNorm as one XLA loop; the plain ops (the
+    # original's moments and batch_normalization) are the reference. Rows of very different
+    # scale and offset, and a width that is no power of two.
+    rng = np.random.RandomState(3)
+    rows, width = 37, 48
+    x = rng.standard_normal((rows, 24)).astype(np.float32)
+    kernel = (0.5 * rng.standard_normal((24, width))).astype(np.float32)
+    bias = rng.standard_normal(width).astype(np.float32)
+    residual = (rng.standard_normal((rows, width)) * rng.uniform(0.01, 100, (rows, 1)) +
+                rng.uniform(-50, 50, (rows, 1))).astype(np.float32)
+    gamma = rng.uniform(0.5, 2, width).astype(np.float32)
+    beta = rng.standard_normal(width).astype(np.float32)
+    x, kernel, bias, residual = (tf.cast(t, dtype) for t in (x, kernel, bias, residual))
+
+    def both(fn):
+        fused = fn()
+        with fused_kernels.fused_kernels(False):
+            plain = fn()
+        assert fused.dtype == plain.dtype == tf.as_dtype(dtype)
+        return np.asarray(tf.cast(fused, tf.float32)), np.asarray(tf.cast(plain, tf.float32))
+
+    tolerance = 2e-6 if dtype == "float32" else 2e-2  # bfloat16: rounding of the one output cast
+    fused, plain = both(lambda: fused_kernels.dense_add_and_norm(x, kernel, bias, residual, 0.1, gamma,
+                                                                 beta))
+    np.testing.assert_allclose(fused, plain, atol=tolerance * np.abs(plain).max())
+    fused, plain = both(lambda: fused_kernels.layer_norm(residual, gamma, beta))
+    np.testing.assert_allclose(fused, plain, atol=tolerance * np.abs(plain).max())
+    # Normalized: each row's mean is beta's mean, whatever the row's scale and offset.
+    np.testing.assert_allclose(((fused - beta) / gamma).mean(-1), 0, atol=50 * tolerance)
