@@ -266,13 +266,6 @@ def ours_infer_runner(name, precision, use_xla, features, flops, weights):
                   outputs=lambda: [t.numpy() for t in forward()])
 
 
-def random_weights(rng, config):
-    """Original-layout weights (name -> array) when the original is not in the run."""
-    shapes = modeling.original_variable_shapes(modeling.BertConfig.from_dict(config))
-    return {name: (0.02 * rng.standard_normal(shape)).astype(np.float32)
-            for name, shape in shapes.items()}
-
-
 def inference_runner(name, forward, flops):
     def run(steps):
         for _ in range(steps):
@@ -284,7 +277,8 @@ def inference_runner(name, forward, flops):
 
 
 def hf_transformers_infer_runner(name, use_xla, features, flops, weights):
-    """Hugging Face's TFBertModel with the original's weights (names mapped one to one)."""
+    """Hugging Face's TFBertModel with the original's weights (names mapped one to one), or
+    its own initialization when `weights` is None."""
     from transformers import BertConfig as HFBertConfig
     from transformers import TFBertModel
     model = TFBertModel(HFBertConfig(
@@ -296,7 +290,7 @@ def hf_transformers_infer_runner(name, use_xla, features, flops, weights):
     ids, mask, types_ = (tf.constant(features[k])
                          for k in ("input_ids", "input_mask", "segment_ids"))
     model(ids, attention_mask=mask, token_type_ids=types_)  # builds the weights
-    for variable in model.weights:
+    for variable in model.weights if weights is not None else ():
         # tf_bert_model/bert/encoder/layer_._3/attention/self/query/kernel:0 -> the original's
         original = variable.name.split(":")[0].split("/", 1)[1].replace("layer_._", "layer_")
         for suffix in ("/weight", "/embeddings"):
@@ -313,16 +307,22 @@ def hf_transformers_infer_runner(name, use_xla, features, flops, weights):
 
 
 def keras_hub_infer_runner(name, use_xla, features, flops, weights, work_dir):
-    """KerasHub's BertBackbone from a preset that convert_checkpoint.py writes."""
+    """KerasHub's BertBackbone from a preset that convert_checkpoint.py writes with `weights`,
+    or with its own initialization when `weights` is None."""
     import keras_hub
     import convert_checkpoint
-    vocab_file = os.path.join(work_dir, "vocab.txt")
-    with open(vocab_file, "w") as f:
-        f.write("".join(f"[unused{i}]\n" for i in range(BASE["vocab_size"])))
-    preset = os.path.join(work_dir, "keras_hub_preset")
-    convert_checkpoint.write_keras_hub(convert_checkpoint.BertWeights(
-        modeling.BertConfig.from_dict(BASE), weights, vocab_file, True, "bench weights"), preset)
-    backbone = keras_hub.models.BertBackbone.from_preset(preset)
+    config = modeling.BertConfig.from_dict(BASE)
+    if weights is None:
+        backbone = keras_hub.models.BertBackbone.from_config(
+            convert_checkpoint.keras_hub_config_from_bert(config)["config"])
+    else:
+        vocab_file = os.path.join(work_dir, "vocab.txt")
+        with open(vocab_file, "w") as f:
+            f.write("".join(f"[unused{i}]\n" for i in range(BASE["vocab_size"])))
+        preset = os.path.join(work_dir, "keras_hub_preset")
+        convert_checkpoint.write_keras_hub(
+            convert_checkpoint.BertWeights(config, weights, vocab_file, True, "bench weights"), preset)
+        backbone = keras_hub.models.BertBackbone.from_preset(preset)
     inputs = {"token_ids": tf.constant(features["input_ids"]),
               "segment_ids": tf.constant(features["segment_ids"]),
               "padding_mask": tf.constant(features["input_mask"])}
@@ -363,9 +363,7 @@ def build_runners(names, orig_dir, work_dir):
     runners["train/matmul"] = matmul_runner("train/matmul", TRAIN_BATCH * SEQ, h, i)
     h, i = BASE["hidden_size"], BASE["intermediate_size"]
     runners["infer/matmul"] = matmul_runner("infer/matmul", INFER_BATCH * SEQ, h, i)
-    weights = None
-    if not any(n == "infer/original" for n in names):
-        weights = random_weights(rng, BASE)
+    weights = None  # the original's, when it runs: then every model computes the same outputs
     for name in names:
         workload, side, *rest = name.split("/")
         if side == "original":
