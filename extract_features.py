@@ -89,9 +89,8 @@ def read_lines(input_file):
     dropped (so CRLF files read as LF ones). Raises ValueError naming the file and line
     for bytes that are not UTF-8.
     """
-    opener = tf.io.gfile.GFile if "://" in input_file else open
     try:
-        reader = opener(input_file, "rb")
+        reader = cli.open_input(input_file)
     except (OSError, tf.errors.OpError) as e:
         raise ValueError(f"cannot read --input_file={input_file}: {getattr(e, 'strerror', None) or e}") from None
     with reader:
@@ -106,10 +105,9 @@ def read_lines(input_file):
 
 def count_lines(input_file):
     """Number of lines `read_lines` will yield (a last line without "\\n" counts)."""
-    opener = tf.io.gfile.GFile if "://" in input_file else open
     count, last = 0, b"\n"
     try:
-        with opener(input_file, "rb") as reader:
+        with cli.open_input(input_file) as reader:
             while True:
                 chunk = reader.read(1 << 22)
                 if not chunk:

@@ -139,8 +139,7 @@ def split_paragraph(text):
 
 def _load_squad_json(input_file):
     try:
-        # Python's own reader for local files: GFile reads nothing from a pipe (/dev/stdin).
-        with (tf.io.gfile.GFile(input_file, "rb") if "://" in input_file else open(input_file, "rb")) as reader:
+        with cli.open_input(input_file) as reader:
             return json.loads(reader.read().decode("utf-8"))
     except (tf.errors.NotFoundError, FileNotFoundError):
         raise ValueError(f"{input_file}: no such file") from None

@@ -13,6 +13,8 @@ import re
 import sys
 import unicodedata
 
+import cli
+
 # Directory names of the released checkpoints, by the casing they were trained with.
 _UNCASED_CHECKPOINTS = (
     "uncased_L-24_H-1024_A-16",
@@ -90,13 +92,8 @@ def printable_text(text):
 
 def _read_text_lines(path):
     """Reads a UTF-8 text file (local or any tf.io.gfile scheme) as a list of lines."""
-    if "://" in path:
-        import tensorflow as tf  # only remote paths (gs://, ...) need TensorFlow
-        with tf.io.gfile.GFile(path, "rb") as reader:
-            data = reader.read()
-    else:
-        with open(path, "rb") as reader:
-            data = reader.read()
+    with cli.open_input(path) as reader:  # TensorFlow only for remote paths (gs://, ...)
+        data = reader.read()
     return data.decode("utf-8", "ignore").splitlines(keepends=True)
 
 
