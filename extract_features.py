@@ -299,7 +299,7 @@ def _digit_words(prefix, suffix):
 _SIGN_AND_INTEGER = _digit_words("-", "")
 _POINT_AND_HIGH = _digit_words(".", "")
 _LOW_AND_COMMA = _digit_words("", ",")
-_SPACE = np.frombuffer(b"    ", np.uint32)[0]
+_FOUR_SPACES = np.frombuffer(b"    ", np.uint32)[0]  # one word of four spaces
 _TRAILING_ZEROS3 = np.array([3 if i == 0 else len("%03d" % i) - len(("%03d" % i).rstrip("0"))
                              for i in range(1000)], np.int32)
 
@@ -358,7 +358,7 @@ def format_rounded_values(values):
     words[:, 0] = _SIGN_AND_INTEGER[integer]
     words[:, 1] = _POINT_AND_HIGH[high]
     words[:, 2] = _LOW_AND_COMMA[low]
-    words[:, 3] = _SPACE
+    words[:, 3] = _FOUR_SPACES
     chars = words.view(np.uint8)  # [N, 16]
     trailing_zeros = np.where(low == 0, 3 + _TRAILING_ZEROS3[high], _TRAILING_ZEROS3[low])
     decimals = np.maximum(1, 6 - trailing_zeros)

@@ -764,8 +764,6 @@ def main(_):
                                 use_one_hot_embeddings=FLAGS.use_tpu)
     # The model reads only [CLS]: every batch runs at its real length with the same numbers.
     length = training.real_length(engine_config, FLAGS.max_seq_length)
-    if length is not None:
-        logging.info("Sequence length: %s", length.describe())
     run = ClassifierRun(strategy, model, processor, tokenizer, FLAGS.output_dir, FLAGS.max_seq_length, length)
     run.best = _BestCheckpoint(os.path.join(FLAGS.output_dir, "best"), processor.metric)
     if FLAGS.do_train:

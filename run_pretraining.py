@@ -137,8 +137,6 @@ def main(_):
         model = PretrainingModel(bert_config, use_one_hot_embeddings=FLAGS.use_tpu)
     # The heads read only [CLS] and the masked positions (all inside the real tokens).
     length = training.real_length(engine_config, FLAGS.max_seq_length, position_features=("masked_lm_positions",))
-    if length is not None:
-        logging.info("Sequence length: %s", length.describe())
 
     if FLAGS.do_train:
         dataset_fn = training.tfrecord_dataset_fn(input_files, name_to_features, engine_config.data_seed,

@@ -464,7 +464,8 @@ def _convert_chunk(indexed_examples):
 _PLACEHOLDER_ID = FIRST_UNIQUE_ID
 
 
-def _varint(value):
+def _encode_varint(value):
+    """Protobuf base-128 varint of a non-negative int."""
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -473,7 +474,7 @@ def _varint(value):
     return bytes(out)
 
 
-_PLACEHOLDER_VARINT = _varint(_PLACEHOLDER_ID)
+_PLACEHOLDER_VARINT = _encode_varint(_PLACEHOLDER_ID)
 
 
 def _split_record(feature):
@@ -489,7 +490,7 @@ def _split_record(feature):
 def _join_record(parts, unique_id):
     """The training record of `parts` (from _split_record) with `unique_id`, as serialize_feature makes it."""
     head, tail = parts
-    encoded = _varint(unique_id)
+    encoded = _encode_varint(unique_id)
     if len(encoded) == len(_PLACEHOLDER_VARINT):
         return b"".join((head, encoded, tail))
     # Never with fewer than 2**35 - 10**9 windows; rebuilt from the parsed record otherwise.

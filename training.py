@@ -343,17 +343,19 @@ class RealLength:
 
 
 def real_length(config, max_seq_length, position_features=()):
-    """The RealLength a runner uses under `config`, or None where shapes must stay fixed (TPU).
+    """The RealLength a runner uses under `config` (logged), or None where shapes must stay fixed (TPU).
 
     Under --use_xla a batch is cut to a multiple of 32 (XLA compiles each new shape: at most
     max_seq_length / 32 compiles); otherwise to a multiple of LENGTH_MULTIPLE.
     """
     if config.distribution_strategy == "tpu":
         return None
+    buckets = None
     if config.use_xla:
         buckets = list(range(XLA_BUCKET_WIDTH, max_seq_length, XLA_BUCKET_WIDTH)) + [max_seq_length]
-        return RealLength(max_seq_length, buckets=buckets, position_features=position_features)
-    return RealLength(max_seq_length, position_features=position_features)
+    length = RealLength(max_seq_length, buckets=buckets, position_features=position_features)
+    logging.info("Sequence length: %s", length.describe())
+    return length
 
 
 def training_dataset(input_files, name_to_features, batch_size, seed, skip_examples=0, input_context=None,

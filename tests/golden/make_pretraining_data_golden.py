@@ -10,9 +10,9 @@ The original: see tests/golden/original.py.
     .venv/bin/python tests/golden/make_pretraining_data_golden.py --original_dir=/tmp/orig
 
 bert-tensorflow 1.0.4 predates whole-word masking, so for scenario `wwm` its
-masking function is replaced by one that follows the HEAD behaviour documented in
-shared/REFERENCE.md section 5.3 (candidates grouped by `##` pieces, a word skipped
-when it would overflow the budget); everything else in that run is the original's.
+masking function is replaced by one that follows create_pretraining_data.py at the
+GitHub HEAD (candidates grouped by `##` pieces, a word skipped when it would overflow
+the budget); everything else in that run is the original's.
 """
 
 import argparse
@@ -33,7 +33,7 @@ INPUTS = ["pretraining_input_1.txt", "pretraining_input_2.txt"]
 
 
 def wwm_masking(orig_module):
-    """HEAD's whole-word masking, per REFERENCE.md 5.3, bound to the original module's types."""
+    """HEAD's whole-word masking, bound to the original module's types."""
 
     def create_masked_lm_predictions(tokens, masked_lm_prob, max_predictions_per_seq, vocab_words, rng):
         cand_indexes = []
