@@ -6,7 +6,6 @@ The file has the original's layout: [PAD], [unusedN]..., [UNK], [CLS], [SEP], [M
 """
 
 import collections
-import glob
 import importlib.util
 import math
 import os
@@ -105,22 +104,9 @@ def expand_input_files(input_file):
 
     Raises ValueError naming the pattern that matches no file.
     """
-    patterns = [p.strip() for p in input_file.split(",") if p.strip()]
-    if not patterns:
+    if not input_file.replace(",", "").strip():
         raise ValueError("--input_file is empty: give a text file or a glob")
-    files, seen = [], set()
-    for pattern in patterns:
-        matches = sorted(_glob(pattern))
-        if not matches and "://" not in pattern and os.path.isdir(pattern):
-            raise ValueError(f"--input_file: {pattern} is a directory; give files or a glob "
-                             f"such as {os.path.join(pattern, '*.txt')}")
-        if not matches:
-            raise ValueError(f"--input_file: no file matches {pattern}")
-        for path in matches:
-            if path not in seen:
-                seen.add(path)
-                files.append(path)
-    return files
+    return cli.expand_input_files(input_file, files_only=True, unique=True)
 
 
 def read_lines(input_files, log_every_lines=1_000_000):
@@ -128,7 +114,7 @@ def read_lines(input_files, log_every_lines=1_000_000):
 
     Raises ValueError naming the file and line of a line that is not UTF-8.
     """
-    total_bytes = sum(_file_size(path) for path in input_files)
+    total_bytes = sum(cli.input_size(path) for path in input_files)
     start = time.monotonic()
     num_lines = num_bytes = 0
 
@@ -140,7 +126,7 @@ def read_lines(input_files, log_every_lines=1_000_000):
 
     logging.info("Reading %d file(s), %.1f MB", len(input_files), total_bytes / 1e6)
     for path in input_files:
-        with _open_binary(path) as reader:
+        with cli.open_input(path) as reader:
             for line_number, raw_line in enumerate(reader, 1):
                 try:
                     line = raw_line.decode("utf-8")
@@ -356,7 +342,7 @@ def build_vocab(input_file, output_file, vocab_size=30522, do_lower_case=True, n
         raise ValueError(f"--min_count={min_count} must be 1 or more")
     input_files = expand_input_files(input_file)
     check_output_writable(output_file)
-    if all(_file_size(path) == 0 and not cli.readable_once(path) for path in input_files):
+    if all(cli.input_size(path) == 0 and not cli.readable_once(path) for path in input_files):
         raise ValueError(f"--input_file={input_file}: the input files are empty")
 
     basic_tokenizer = tokenization.BasicTokenizer(do_lower_case=do_lower_case)
@@ -396,31 +382,6 @@ def _wordpiece_learner():
             return module
     from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib
     return wordpiece_tokenizer_learner_lib
-
-
-def _tensorflow():
-    import tensorflow as tf  # only remote paths (gs://, ...) need TensorFlow
-    return tf
-
-
-def _glob(pattern):
-    if "://" in pattern:
-        return _tensorflow().io.gfile.glob(pattern)
-    # A pipe (/dev/stdin, <(...)) is read once, as a stream; half-written outputs are no input.
-    return [path for path in glob.glob(pattern)
-            if (os.path.isfile(path) or cli.readable_once(path)) and not cli.is_temp_name(path)]
-
-
-def _file_size(path):
-    if "://" in path:
-        return _tensorflow().io.gfile.stat(path).length
-    return 0 if cli.readable_once(path) else os.path.getsize(path)  # a pipe's size is not known
-
-
-def _open_binary(path):
-    if "://" in path:
-        return _tensorflow().io.gfile.GFile(path, "rb")
-    return open(path, "rb")
 
 
 def main(argv):

@@ -113,11 +113,16 @@ def describe_error(error):
     return message.splitlines()[0] if message else type(error).__name__
 
 
-def expand_input_files(input_file, flag_name="--input_file"):
+def expand_input_files(input_file, flag_name="--input_file", files_only=False, unique=False):
     """Comma list of globs -> files, in the given order (sorted within one glob).
 
     A glob matching nothing, or an empty list, is an error naming the flag. Remote
     patterns (gs://...) go through tf.io.gfile, imported only for them.
+
+    Args:
+        files_only: local matches are only files and pipes (/dev/stdin, <(...)); a
+            directory given alone is an error saying to name files in it.
+        unique: each file once, where it first matches.
     """
     files = []
     for pattern in input_file.split(","):
@@ -125,15 +130,21 @@ def expand_input_files(input_file, flag_name="--input_file"):
         if not pattern:
             continue
         if "://" in pattern:
-            import tensorflow as tf
-            matches = sorted(tf.io.gfile.glob(pattern))
+            matches = sorted(_gfile().glob(pattern))
         else:
             matches = sorted(glob.glob(pattern))
+            if files_only:
+                matches = [path for path in matches if os.path.isfile(path) or readable_once(path)]
+                if not matches and os.path.isdir(pattern):
+                    raise ValueError(f"{flag_name}: {pattern} is a directory; give files or a glob such as "
+                                     f"{os.path.join(pattern, '*.txt')}")
         # A killed run's half-written output under a temporary name is never an input.
         matches = [path for path in matches if not is_temp_name(path)]
         if not matches:
             raise ValueError(f"{flag_name}: no file matches {pattern}")
         files.extend(matches)
+    if unique:
+        files = list(dict.fromkeys(files))
     if not files:
         raise ValueError(f"{flag_name} is empty")
     return files
@@ -186,8 +197,23 @@ def is_temp_name(path):
 
 
 def _gfile():
-    import tensorflow as tf
-    return tf.io.gfile
+    return import_tensorflow().io.gfile
+
+
+def open_input(path, mode="rb"):
+    """Opens an input file for reading: local, or any tf.io.gfile scheme (gs://, ...).
+
+    Local paths go through Python's own open(): a pipe or /dev/stdin reads as a stream
+    (GFile reads nothing from one), and TensorFlow is imported only for remote paths.
+    """
+    return _gfile().GFile(path, mode) if "://" in path else open(path, mode)
+
+
+def input_size(path):
+    """Bytes in an input file, local or remote; 0 for a pipe, whose size is not known."""
+    if "://" in path:
+        return _gfile().stat(path).length
+    return 0 if readable_once(path) else os.path.getsize(path)
 
 
 def _remove(path):

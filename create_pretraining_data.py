@@ -94,11 +94,7 @@ class PretrainingVocab:
 
 def _read_bytes(path):
     try:
-        if "://" in path:
-            tf = cli.import_tensorflow()  # its start-up notices filtered
-            with tf.io.gfile.GFile(path, "rb") as f:
-                return f.read()
-        with open(path, "rb") as f:
+        with cli.open_input(path) as f:
             return f.read()
     except OSError as e:
         raise ValueError(f"cannot read input file {path}: {e.strerror or e}") from None

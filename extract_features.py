@@ -89,9 +89,8 @@ def read_lines(input_file):
     dropped (so CRLF files read as LF ones). Raises ValueError naming the file and line
     for bytes that are not UTF-8.
     """
-    opener = tf.io.gfile.GFile if "://" in input_file else open
     try:
-        reader = opener(input_file, "rb")
+        reader = cli.open_input(input_file)
     except (OSError, tf.errors.OpError) as e:
         raise ValueError(f"cannot read --input_file={input_file}: {getattr(e, 'strerror', None) or e}") from None
     with reader:
@@ -106,10 +105,9 @@ def read_lines(input_file):
 
 def count_lines(input_file):
     """Number of lines `read_lines` will yield (a last line without "\\n" counts)."""
-    opener = tf.io.gfile.GFile if "://" in input_file else open
     count, last = 0, b"\n"
     try:
-        with opener(input_file, "rb") as reader:
+        with cli.open_input(input_file) as reader:
             while True:
                 chunk = reader.read(1 << 22)
                 if not chunk:
@@ -301,7 +299,7 @@ def _digit_words(prefix, suffix):
 _SIGN_AND_INTEGER = _digit_words("-", "")
 _POINT_AND_HIGH = _digit_words(".", "")
 _LOW_AND_COMMA = _digit_words("", ",")
-_SPACE = np.frombuffer(b"    ", np.uint32)[0]
+_FOUR_SPACES = np.frombuffer(b"    ", np.uint32)[0]  # one word of four spaces
 _TRAILING_ZEROS3 = np.array([3 if i == 0 else len("%03d" % i) - len(("%03d" % i).rstrip("0"))
                              for i in range(1000)], np.int32)
 
@@ -360,7 +358,7 @@ def format_rounded_values(values):
     words[:, 0] = _SIGN_AND_INTEGER[integer]
     words[:, 1] = _POINT_AND_HIGH[high]
     words[:, 2] = _LOW_AND_COMMA[low]
-    words[:, 3] = _SPACE
+    words[:, 3] = _FOUR_SPACES
     chars = words.view(np.uint8)  # [N, 16]
     trailing_zeros = np.where(low == 0, 3 + _TRAILING_ZEROS3[high], _TRAILING_ZEROS3[low])
     decimals = np.maximum(1, 6 - trailing_zeros)
@@ -458,6 +456,72 @@ and the linex_index of the first 10 of them, and seconds spent per stage ("read 
 tokenize", "model" (in its own thread, overlapping the others), "JSON", "write")."""
 
 
+class _LineNotes:
+    """The lines the log warns about: truncated, or only "|||"; counts and the first 10 linex_index."""
+
+    def __init__(self):
+        self.truncated, self.first_truncated = 0, []
+        self.only_separator, self.first_only_separator = 0, []
+
+    def add(self, line, features):
+        if line.strip() == "|||":
+            self.only_separator += 1
+            if len(self.first_only_separator) < 10:
+                self.first_only_separator.append(features.unique_id)
+        if features.truncated:
+            self.truncated += 1
+            if len(self.first_truncated) < 10:
+                self.first_truncated.append(features.unique_id)
+
+    def log(self, lines, max_seq_length):
+        if self.truncated:
+            logging.warning("%d of %d lines had more than max_seq_length=%d tokens and were truncated as the "
+                            "original does (linex_index %s%s)", self.truncated, lines, max_seq_length,
+                            ", ".join(map(str, self.first_truncated)), ", ..." if self.truncated > 10 else "")
+        if self.only_separator:
+            logging.warning("%d lines are only '|||' and were encoded as the text '|||', as the original does "
+                            "(linex_index %s%s); a pair needs text on both sides: `text_a ||| text_b`",
+                            self.only_separator, ", ".join(map(str, self.first_only_separator)),
+                            ", ..." if self.only_separator > 10 else "")
+
+
+def _read_window(line_iter, first_index, size, max_seq_length, tokenizer, notes):
+    """The InputFeatures of the next `size` lines (fewer at the end), linex_index from first_index."""
+    window = []
+    for line in line_iter:
+        features = convert_example_to_features(example_from_line(first_index + len(window), line),
+                                               max_seq_length, tokenizer)
+        if features.unique_id < 5:
+            log_example(features)
+        notes.add(line, features)
+        window.append(features)
+        if len(window) == size:
+            break
+    return window
+
+
+def _window_json(window, extractor, executor, batch_size, max_seq_length, fixed_shapes, seconds):
+    """The JSON lines of a window, in its order; the model runs ahead in `executor`'s thread.
+
+    Adds the model's and the JSON's seconds to `seconds`.
+    """
+    texts = [None] * len(window)
+    if fixed_shapes:
+        batches = _fixed_shape_batches(window, batch_size, max_seq_length)
+    else:
+        batches = length_sorted_batches(window, batch_size, max_seq_length=max_seq_length)
+    for rows, outputs, model_seconds in encode_ahead(extractor, batches, executor):
+        start = time.perf_counter()
+        batch_features = [window[i] for i in rows]
+        pooled = {mode: outputs[mode] for mode in extractor.pooling}
+        for i, text in zip(rows, json_lines(batch_features, outputs["layers"][:len(rows)],
+                                            extractor.layer_indexes, pooled)):
+            texts[i] = text
+        seconds["model"] += model_seconds
+        seconds["JSON"] += time.perf_counter() - start
+    return texts
+
+
 def extract_features(input_file, output_file, extractor, tokenizer, max_seq_length=128, batch_size=32,
                      sort_window=256, fixed_shapes=False, progress_seconds=10.0):
     """Writes the JSON line of every line of `input_file` to `output_file`, in input order.
@@ -481,8 +545,7 @@ def extract_features(input_file, output_file, extractor, tokenizer, max_seq_leng
     if total == 0:
         raise ValueError(empty)
     seconds = collections.OrderedDict((stage, 0.0) for stage in ("read and tokenize", "model", "JSON", "write"))
-    # Counts, and the first few linex_index for the log: nothing here grows with the input.
-    truncated, first_truncated, only_separator, first_only_separator = 0, [], 0, []
+    notes = _LineNotes()  # nothing here grows with the input
     progress = cli.ProgressLine("extract_features: lines", total=total, interval=progress_seconds)
     lines = 0
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
@@ -496,40 +559,11 @@ def extract_features(input_file, output_file, extractor, tokenizer, max_seq_leng
             line_iter = iter(read_lines(input_file))
             while True:
                 start = time.perf_counter()
-                window = []
-                for line in line_iter:
-                    if line.strip() == "|||":
-                        only_separator += 1
-                        if len(first_only_separator) < 10:
-                            first_only_separator.append(lines + len(window))
-                    features = convert_example_to_features(example_from_line(lines + len(window), line),
-                                                           max_seq_length, tokenizer)
-                    if features.unique_id < 5:
-                        log_example(features)
-                    if features.truncated:
-                        truncated += 1
-                        if len(first_truncated) < 10:
-                            first_truncated.append(features.unique_id)
-                    window.append(features)
-                    if len(window) == sort_window:
-                        break
+                window = _read_window(line_iter, lines, sort_window, max_seq_length, tokenizer, notes)
                 seconds["read and tokenize"] += time.perf_counter() - start
                 if not window:
                     break
-                texts = [None] * len(window)
-                if fixed_shapes:
-                    batches = _fixed_shape_batches(window, batch_size, max_seq_length)
-                else:
-                    batches = length_sorted_batches(window, batch_size, max_seq_length=max_seq_length)
-                for rows, outputs, model_seconds in encode_ahead(extractor, batches, executor):
-                    start = time.perf_counter()
-                    batch_features = [window[i] for i in rows]
-                    pooled = {mode: outputs[mode] for mode in extractor.pooling}
-                    for i, text in zip(rows, json_lines(batch_features, outputs["layers"][:len(rows)],
-                                                        extractor.layer_indexes, pooled)):
-                        texts[i] = text
-                    seconds["model"] += model_seconds
-                    seconds["JSON"] += time.perf_counter() - start
+                texts = _window_json(window, extractor, executor, batch_size, max_seq_length, fixed_shapes, seconds)
                 start = time.perf_counter()
                 writer.write("".join(texts).encode("ascii"))
                 seconds["write"] += time.perf_counter() - start
@@ -538,18 +572,10 @@ def extract_features(input_file, output_file, extractor, tokenizer, max_seq_leng
         if lines == 0:
             raise ValueError(empty)
     progress.close()
-    if truncated:
-        logging.warning("%d of %d lines had more than max_seq_length=%d tokens and were truncated as the original "
-                        "does (linex_index %s%s)", truncated, lines, max_seq_length,
-                        ", ".join(map(str, first_truncated)), ", ..." if truncated > 10 else "")
-    if only_separator:
-        logging.warning("%d lines are only '|||' and were encoded as the text '|||', as the original does "
-                        "(linex_index %s%s); a pair needs text on both sides: `text_a ||| text_b`",
-                        only_separator, ", ".join(map(str, first_only_separator)),
-                        ", ..." if only_separator > 10 else "")
+    notes.log(lines, max_seq_length)
     logging.info("Wrote %d lines to %s; seconds per stage: %s", lines, output_file,
                  ", ".join(f"{stage} {value:.2f}" for stage, value in seconds.items()))
-    return ExtractionStats(lines, truncated, first_truncated, dict(seconds))
+    return ExtractionStats(lines, notes.truncated, notes.first_truncated, dict(seconds))
 
 
 def _fixed_shape_batches(window, batch_size, max_seq_length):

@@ -394,7 +394,7 @@ _adam_weight_decay_kernel = tf.function(_adam_weight_decay_math, jit_compile=Tru
 @tf.function(jit_compile=True, autograph=False)
 def _adam_weight_decay_in_place(variable, m, v, *arguments):
     """`_adam_weight_decay_math` writing into the variables' own buffers (XLA aliases
-    them), a third faster than new buffers assigned afterwards."""
+    them), faster than new buffers assigned afterwards."""
     new_value, next_m, next_v = _adam_weight_decay_math(
         variable.read_value(), m.read_value(), v.read_value(), *arguments)
     m.assign(next_m)

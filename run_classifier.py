@@ -11,6 +11,7 @@ checkpoint kept, and `--export_dir`, a SavedModel that classifies raw strings.
 
 import collections
 import csv
+import functools
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -628,22 +629,17 @@ def _pad_for_tpu(examples, batch_size, strategy):
     return examples
 
 
-def main(_):
-    logging.set_verbosity(logging.INFO)
-    if not FLAGS.do_train and not FLAGS.do_eval and not FLAGS.do_predict:
-        raise ValueError("At least one of `do_train`, `do_eval` or `do_predict' must be True.")
-    if not FLAGS.skip_case_check:
-        tokenization.validate_case_matches_checkpoint(FLAGS.do_lower_case, FLAGS.init_checkpoint)
-    engine = training.EngineConfig.from_flags(FLAGS)
+def _check_flags():
+    """Checks the flags and reads config, task and vocab before anything is written.
+
+    Returns (bert_config, processor, tokenizer).
+    """
     bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
     modeling.check_max_seq_length(bert_config, FLAGS.max_seq_length)
     processor = get_processor(FLAGS.task_name, FLAGS.text_a_column, FLAGS.text_b_column, FLAGS.label_column,
                               FLAGS.labels, FLAGS.has_header)
     if not tf.io.gfile.isdir(FLAGS.data_dir):
         raise ValueError(f"--data_dir={FLAGS.data_dir} is not a directory")
-    label_list = processor.get_labels()
-    is_regression = processor.is_regression
-    num_labels = 1 if is_regression else len(label_list)
     tokenizer = tokenization.FullTokenizer(vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case)
     modeling.check_vocab_size(bert_config, len(tokenizer.vocab), FLAGS.vocab_file)
     training.validate_run_flags(train_batch_size=FLAGS.train_batch_size, eval_batch_size=FLAGS.eval_batch_size,
@@ -653,104 +649,139 @@ def main(_):
         raise ValueError(f"--eval_every_steps={FLAGS.eval_every_steps} must be at least 1")
     if FLAGS.export_dir:
         cli.check_export_dir(FLAGS.export_dir, [("data_dir", FLAGS.data_dir), ("output_dir", FLAGS.output_dir),
-                                            ("init_checkpoint", FLAGS.init_checkpoint or ""),
-                                            ("vocab_file", FLAGS.vocab_file),
-                                            ("bert_config_file", FLAGS.bert_config_file)])
+                                                ("init_checkpoint", FLAGS.init_checkpoint or ""),
+                                                ("vocab_file", FLAGS.vocab_file),
+                                                ("bert_config_file", FLAGS.bert_config_file)])
+    return bert_config, processor, tokenizer
 
-    # Read every input before writing anything, so a bad file leaves output_dir untouched.
-    train_examples = processor.get_train_examples(FLAGS.data_dir) if FLAGS.do_train else None
-    eval_examples = (processor.get_dev_examples(FLAGS.data_dir)
-                     if FLAGS.do_eval or FLAGS.eval_every_steps else None)
-    predict_examples = processor.get_test_examples(FLAGS.data_dir) if FLAGS.do_predict else None
+
+def _read_examples(processor, data_dir, do_train, do_eval, do_predict):
+    """(train, dev, test) examples of the splits the run needs (None for the others)."""
+    train_examples = processor.get_train_examples(data_dir) if do_train else None
+    eval_examples = processor.get_dev_examples(data_dir) if do_eval else None
+    predict_examples = processor.get_test_examples(data_dir) if do_predict else None
     for examples, split in ((eval_examples, processor.dev), (predict_examples, processor.test)):
         if examples is not None and not examples:
-            raise ValueError(f"{os.path.join(FLAGS.data_dir, split.file)} holds no examples: nothing to "
+            raise ValueError(f"{os.path.join(data_dir, split.file)} holds no examples: nothing to "
                              f"{'evaluate' if examples is eval_examples else 'predict'}")
-    training.ensure_output_dir(FLAGS.output_dir)
+    return train_examples, eval_examples, predict_examples
 
-    strategy = training.start(engine)
-    with strategy.scope():
-        model = ClassifierModel(bert_config, num_labels, use_one_hot_embeddings=FLAGS.use_tpu)
-    name_to_features = classifier_features(FLAGS.max_seq_length, is_regression)
-    # The model reads only [CLS]: every batch runs at its real length with the same numbers.
-    length = training.real_length(engine, FLAGS.max_seq_length)
-    if length is not None:
-        logging.info("Sequence length: %s", length.describe())
-    convert = lambda examples, path: file_based_convert_examples_to_features(  # noqa: E731
-        examples, label_list, FLAGS.max_seq_length, tokenizer, path, is_regression)
 
-    def evaluate(step=None):
-        examples = _pad_for_tpu(list(eval_examples), FLAGS.eval_batch_size, strategy)
-        eval_file = os.path.join(FLAGS.output_dir, "eval.tf_record")
+class ClassifierRun:
+    """What the training, evaluation and prediction of one run share: model, task, records.
+
+    Records (train/eval/predict.tf_record) are written to `output_dir`; evaluation and
+    prediction batches run at their real length, grouped by length (`length`, None on TPU).
+    """
+
+    def __init__(self, strategy, model, processor, tokenizer, output_dir, max_seq_length, length):
+        self.strategy, self.model, self.processor, self.tokenizer = strategy, model, processor, tokenizer
+        self.label_list = processor.get_labels()
+        self.is_regression = processor.is_regression
+        self.output_dir, self.max_seq_length, self.length = output_dir, max_seq_length, length
+        self.name_to_features = classifier_features(max_seq_length, self.is_regression)
+        self.best = None  # a _BestCheckpoint while evaluating during training
+
+    def write_records(self, examples, name):
+        path = os.path.join(self.output_dir, name)
+        file_based_convert_examples_to_features(examples, self.label_list, self.max_seq_length, self.tokenizer,
+                                                path, self.is_regression)
+        return path
+
+    def loss(self, model, features, training):
+        return tf.reduce_mean(example_losses(model, features, self.is_regression, training)[0])
+
+    def _outputs(self, path, batch_size):
+        dataset = training.sequential_dataset([path], self.name_to_features, batch_size, length=self.length,
+                                              group_window=training.GROUP_WINDOW_BATCHES)
+        return run_predictions(self.strategy, self.model, dataset, self.is_regression)
+
+    def evaluate(self, eval_examples, batch_size, step=None):
+        """The eval metrics of the dev examples; `step` given: during training (records written once)."""
+        examples = _pad_for_tpu(list(eval_examples), batch_size, self.strategy)
+        eval_file = os.path.join(self.output_dir, "eval.tf_record")
         if not tf.io.gfile.exists(eval_file) or step is None:
-            convert(examples, eval_file)
+            self.write_records(examples, "eval.tf_record")
         logging.info("***** Running evaluation *****")
         logging.info("  Num examples = %d (%d actual, %d padding)", len(examples), len(eval_examples),
                      len(examples) - len(eval_examples))
-        logging.info("  Batch size = %d", FLAGS.eval_batch_size)
-        dataset = training.sequential_dataset([eval_file], name_to_features, FLAGS.eval_batch_size, length=length,
-                                              group_window=training.GROUP_WINDOW_BATCHES)
-        outputs = run_predictions(strategy, model, dataset, is_regression)
-        results = compute_metrics(outputs, outputs["labels"], outputs["is_real"], FLAGS.eval_batch_size,
-                                  is_regression, processor.metric)
-        latest = training.latest_training_checkpoint(FLAGS.output_dir)
-        results["global_step"] = step if step is not None else (
-            int(tf.train.load_checkpoint(latest).get_tensor("global_step")) if latest else 0)
+        logging.info("  Batch size = %d", batch_size)
+        outputs = self._outputs(eval_file, batch_size)
+        results = compute_metrics(outputs, outputs["labels"], outputs["is_real"], batch_size, self.is_regression,
+                                  self.processor.metric)
+        results["global_step"] = step if step is not None else training.checkpoint_step(self.output_dir)
         return results
 
-    best = _BestCheckpoint(os.path.join(FLAGS.output_dir, "best"), processor.metric)
+    def evaluate_during_training(self, eval_examples, batch_size, step):
+        """Evaluates at training step `step` and keeps the weights in output_dir/best/ if they are the best."""
+        training.check_finite_weights(self.model, step)  # never keep a diverged model as the best
+        results = self.evaluate(eval_examples, batch_size, step)
+        logging.info("Step %d: %s = %s", step, self.processor.metric, results[self.processor.metric])
+        self.best.offer(step, results, self.model)
 
-    def evaluate_during_training(step):
-        training.check_finite_weights(model, step)  # never keep a diverged model as the best
-        results = evaluate(step)
-        logging.info("Step %d: %s = %s", step, processor.metric, results[processor.metric])
-        best.offer(step, results, model)
-
-    if FLAGS.do_train:
-        num_train_steps = int(len(train_examples) / FLAGS.train_batch_size * FLAGS.num_train_epochs)
-        num_warmup_steps = int(num_train_steps * FLAGS.warmup_proportion)
-        if num_train_steps < 1:
-            raise ValueError(f"{len(train_examples)} training examples at --train_batch_size="
-                             f"{FLAGS.train_batch_size} and --num_train_epochs={FLAGS.num_train_epochs} make no "
-                             f"training step")
-        train_file = os.path.join(FLAGS.output_dir, "train.tf_record")
-        convert(train_examples, train_file)
-        logging.info("  Num examples = %d", len(train_examples))
-        data_seed = engine.data_seed
-
-        def dataset_fn(input_context, batch_size, skip_examples):
-            return training.training_dataset([train_file], name_to_features, batch_size, data_seed,
-                                             skip_examples=skip_examples, input_context=input_context,
-                                             length=length, group_by_length=FLAGS.group_by_length)
-        training.train(strategy, engine, model, lambda m, f, t: tf.reduce_mean(
-            example_losses(m, f, is_regression, t)[0]), dataset_fn, FLAGS.output_dir, num_train_steps,
-            num_warmup_steps, FLAGS.learning_rate, FLAGS.train_batch_size, init_checkpoint=FLAGS.init_checkpoint,
-            step_callback=evaluate_during_training if FLAGS.eval_every_steps else None,
-            callback_every_steps=FLAGS.eval_every_steps)
-    else:
-        training.restore_or_initialize(model, None, FLAGS.output_dir, FLAGS.init_checkpoint)
-
-    if FLAGS.do_eval:
-        training.write_eval_results(os.path.join(FLAGS.output_dir, "eval_results.txt"), evaluate())
-
-    if FLAGS.do_predict:
-        examples = _pad_for_tpu(list(predict_examples), FLAGS.predict_batch_size, strategy)
-        predict_file = os.path.join(FLAGS.output_dir, "predict.tf_record")
-        convert(examples, predict_file)
+    def predict(self, predict_examples, batch_size):
+        """Writes test_results.tsv for the test examples."""
+        examples = _pad_for_tpu(list(predict_examples), batch_size, self.strategy)
+        predict_file = self.write_records(examples, "predict.tf_record")
         logging.info("***** Running prediction*****")
         logging.info("  Num examples = %d (%d actual, %d padding)", len(examples), len(predict_examples),
                      len(examples) - len(predict_examples))
-        dataset = training.sequential_dataset([predict_file], name_to_features, FLAGS.predict_batch_size,
-                                              length=length, group_window=training.GROUP_WINDOW_BATCHES)
-        outputs = run_predictions(strategy, model, dataset, is_regression)
-        write_test_results(os.path.join(FLAGS.output_dir, "test_results.tsv"),
+        outputs = self._outputs(predict_file, batch_size)
+        write_test_results(os.path.join(self.output_dir, "test_results.tsv"),
                            outputs["predictions"][:len(predict_examples)], len(predict_examples))
 
+
+def _train(run, engine_config, train_examples, eval_examples):
+    num_train_steps, num_warmup_steps = training.epoch_steps(
+        len(train_examples), FLAGS.train_batch_size, FLAGS.num_train_epochs, FLAGS.warmup_proportion)
+    train_file = run.write_records(train_examples, "train.tf_record")
+    logging.info("  Num examples = %d", len(train_examples))
+    dataset_fn = training.tfrecord_dataset_fn([train_file], run.name_to_features, engine_config.data_seed,
+                                              length=run.length, group_by_length=FLAGS.group_by_length)
+    callback = None
+    if FLAGS.eval_every_steps:
+        callback = functools.partial(run.evaluate_during_training, eval_examples, FLAGS.eval_batch_size)
+    training.train(run.strategy, engine_config, run.model, run.loss, dataset_fn, FLAGS.output_dir, num_train_steps,
+                   num_warmup_steps, FLAGS.learning_rate, FLAGS.train_batch_size,
+                   init_checkpoint=FLAGS.init_checkpoint, step_callback=callback,
+                   callback_every_steps=FLAGS.eval_every_steps)
+
+
+def main(_):
+    logging.set_verbosity(logging.INFO)
+    if not FLAGS.do_train and not FLAGS.do_eval and not FLAGS.do_predict:
+        raise ValueError("At least one of `do_train`, `do_eval` or `do_predict' must be True.")
+    if not FLAGS.skip_case_check:
+        tokenization.validate_case_matches_checkpoint(FLAGS.do_lower_case, FLAGS.init_checkpoint)
+    engine_config = training.EngineConfig.from_flags(FLAGS)
+    bert_config, processor, tokenizer = _check_flags()
+    # Read every input before writing anything, so a bad file leaves output_dir untouched.
+    train_examples, eval_examples, predict_examples = _read_examples(
+        processor, FLAGS.data_dir, FLAGS.do_train, FLAGS.do_eval or FLAGS.eval_every_steps, FLAGS.do_predict)
+    training.ensure_output_dir(FLAGS.output_dir)
+
+    strategy = training.start(engine_config)
+    with strategy.scope():
+        model = ClassifierModel(bert_config, 1 if processor.is_regression else len(processor.get_labels()),
+                                use_one_hot_embeddings=FLAGS.use_tpu)
+    # The model reads only [CLS]: every batch runs at its real length with the same numbers.
+    length = training.real_length(engine_config, FLAGS.max_seq_length)
+    run = ClassifierRun(strategy, model, processor, tokenizer, FLAGS.output_dir, FLAGS.max_seq_length, length)
+    run.best = _BestCheckpoint(os.path.join(FLAGS.output_dir, "best"), processor.metric)
+    if FLAGS.do_train:
+        _train(run, engine_config, train_examples, eval_examples)
+    else:
+        training.restore_or_initialize(model, None, FLAGS.output_dir, FLAGS.init_checkpoint)
+    if FLAGS.do_eval:
+        training.write_eval_results(os.path.join(FLAGS.output_dir, "eval_results.txt"),
+                                    run.evaluate(eval_examples, FLAGS.eval_batch_size))
+    if FLAGS.do_predict:
+        run.predict(predict_examples, FLAGS.predict_batch_size)
     if FLAGS.export_dir:
-        if FLAGS.eval_every_steps and best.step is not None:
-            modeling.load_checkpoint(best.prefix, model)  # export the best model, not the last
+        if FLAGS.eval_every_steps and run.best.step is not None:
+            modeling.load_checkpoint(run.best.prefix, model)  # export the best model, not the last
         export_saved_model(FLAGS.export_dir, model, FLAGS.vocab_file, FLAGS.do_lower_case, FLAGS.max_seq_length,
-                           label_list, is_regression, pair=_is_pair_task(processor))
+                           processor.get_labels(), processor.is_regression, pair=_is_pair_task(processor))
 
 
 def _is_pair_task(processor):

@@ -116,7 +116,7 @@ def main(_):
     logging.set_verbosity(logging.INFO)
     if not FLAGS.do_train and not FLAGS.do_eval:
         raise ValueError("At least one of `do_train` or `do_eval` must be True.")
-    engine = training.EngineConfig.from_flags(FLAGS)
+    engine_config = training.EngineConfig.from_flags(FLAGS)
     bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
     modeling.check_max_seq_length(bert_config, FLAGS.max_seq_length)
     training.validate_run_flags(train_batch_size=FLAGS.train_batch_size if FLAGS.do_train else None,
@@ -130,35 +130,25 @@ def main(_):
     logging.info("*** Input Files ***")
     for input_file in input_files:
         logging.info("  %s", input_file)
-    strategy = training.start(engine)  # first: it configures devices, before TensorFlow runs an op
+    strategy = training.start(engine_config)  # first: it configures devices, before TensorFlow runs an op
     name_to_features = pretraining_features(FLAGS.max_seq_length, FLAGS.max_predictions_per_seq)
     training.check_tfrecords(input_files, name_to_features, vocab_size=bert_config.vocab_size)
     training.ensure_output_dir(FLAGS.output_dir)
     with strategy.scope():
         model = PretrainingModel(bert_config, use_one_hot_embeddings=FLAGS.use_tpu)
-    data_seed = engine.data_seed
     # The heads read only [CLS] and the masked positions (all inside the real tokens).
-    length = training.real_length(engine, FLAGS.max_seq_length, position_features=("masked_lm_positions",))
-    if length is not None:
-        logging.info("Sequence length: %s", length.describe())
+    length = training.real_length(engine_config, FLAGS.max_seq_length, position_features=("masked_lm_positions",))
 
     if FLAGS.do_train:
-        def dataset_fn(input_context, batch_size, skip_examples):
-            return training.check_token_ids(training.training_dataset(
-                input_files, name_to_features, batch_size, data_seed, skip_examples=skip_examples,
-                input_context=input_context, length=length), bert_config.vocab_size)
-        training.train(strategy, engine, model, pretraining_loss, dataset_fn, FLAGS.output_dir,
+        dataset_fn = training.tfrecord_dataset_fn(input_files, name_to_features, engine_config.data_seed,
+                                                  length=length, vocab_size=bert_config.vocab_size)
+        training.train(strategy, engine_config, model, pretraining_loss, dataset_fn, FLAGS.output_dir,
                        FLAGS.num_train_steps, FLAGS.num_warmup_steps, FLAGS.learning_rate, FLAGS.train_batch_size,
                        init_checkpoint=FLAGS.init_checkpoint)
 
     if FLAGS.do_eval:
         if not FLAGS.do_train:
-            training.restore_or_initialize(model, None, FLAGS.output_dir, FLAGS.init_checkpoint)
-        latest = training.latest_training_checkpoint(FLAGS.output_dir)
-        global_step = int(tf.train.load_checkpoint(latest).get_tensor("global_step")) if latest else 0
-        if not FLAGS.do_train and latest is None and not FLAGS.init_checkpoint:
-            logging.warning("Evaluating a randomly initialised model: no checkpoint in %s and no "
-                            "--init_checkpoint", FLAGS.output_dir)
+            training.restore_for_inference(model, FLAGS.output_dir, FLAGS.init_checkpoint, doing="Evaluating")
         logging.info("***** Running evaluation *****")
         logging.info("  Batch size = %d", FLAGS.eval_batch_size)
         # The original's batches (its "loss" is a mean of batch means), each cut to its real length.
@@ -166,7 +156,7 @@ def main(_):
             input_files, name_to_features, FLAGS.eval_batch_size, repeat=True, drop_remainder=True, length=length),
             bert_config.vocab_size)
         results = training.evaluate(strategy, model, pretraining_metrics, dataset, max_steps=FLAGS.max_eval_steps)
-        results["global_step"] = global_step
+        results["global_step"] = training.checkpoint_step(FLAGS.output_dir)
         if training.is_chief(strategy):
             training.write_eval_results(os.path.join(FLAGS.output_dir, "eval_results.txt"), results)
 

@@ -139,8 +139,7 @@ def split_paragraph(text):
 
 def _load_squad_json(input_file):
     try:
-        # Python's own reader for local files: GFile reads nothing from a pipe (/dev/stdin).
-        with (tf.io.gfile.GFile(input_file, "rb") if "://" in input_file else open(input_file, "rb")) as reader:
+        with cli.open_input(input_file) as reader:
             return json.loads(reader.read().decode("utf-8"))
     except (tf.errors.NotFoundError, FileNotFoundError):
         raise ValueError(f"{input_file}: no such file") from None
@@ -465,7 +464,8 @@ def _convert_chunk(indexed_examples):
 _PLACEHOLDER_ID = FIRST_UNIQUE_ID
 
 
-def _varint(value):
+def _encode_varint(value):
+    """Protobuf base-128 varint of a non-negative int."""
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -474,7 +474,7 @@ def _varint(value):
     return bytes(out)
 
 
-_PLACEHOLDER_VARINT = _varint(_PLACEHOLDER_ID)
+_PLACEHOLDER_VARINT = _encode_varint(_PLACEHOLDER_ID)
 
 
 def _split_record(feature):
@@ -490,7 +490,7 @@ def _split_record(feature):
 def _join_record(parts, unique_id):
     """The training record of `parts` (from _split_record) with `unique_id`, as serialize_feature makes it."""
     head, tail = parts
-    encoded = _varint(unique_id)
+    encoded = _encode_varint(unique_id)
     if len(encoded) == len(_PLACEHOLDER_VARINT):
         return b"".join((head, encoded, tail))
     # Never with fewer than 2**35 - 10**9 windows; rebuilt from the parsed record otherwise.
@@ -833,37 +833,25 @@ def get_final_text(pred_text, orig_text, do_lower_case, verbose_logging=False):
     return orig_text[orig_start:orig_end + 1]
 
 
-def predict_example(example, features, results, n_best_size, max_answer_length, do_lower_case,
-                    version_2_with_negative=False, null_score_diff_threshold=0.0, verbose_logging=False):
-    """The answer, n-best list and (v2.0) null score difference of one question.
+def _prelim_predictions(features, results, n_best_size, max_answer_length, version_2_with_negative):
+    """Candidate spans of every window, best first, and (v2.0) the null answer's candidate.
 
-    Args:
-        example: SquadExample.
-        features: its InputFeatures (windows), in order.
-        results: RawResult for each feature (Python float or numpy float32 logits).
-
-    Returns:
-        (answer text, n-best list of OrderedDict(text, probability, start_logit, end_logit),
-        score_diff or None in v1.1).
+    Returns (list of _PrelimPrediction sorted by start_logit + end_logit, the minimum null
+    score over the windows (1000000 when not v2.0), the null candidate or None).
     """
     prelim = []
     score_null = 1000000  # above any real score: the minimum over windows replaces it
-    min_null_feature_index = 0
-    null_start_logit = null_end_logit = 0
+    null = _PrelimPrediction(0, 0, 0, 0, 0)
     for feature_index, (feature, result) in enumerate(zip(features, results)):
         start_logits = np.asarray(result.start_logits, np.float32).tolist()
         end_logits = np.asarray(result.end_logits, np.float32).tolist()
-        start_indexes = _get_best_indexes(start_logits, n_best_size)
-        end_indexes = _get_best_indexes(end_logits, n_best_size)
-        if version_2_with_negative:
-            feature_null_score = start_logits[0] + end_logits[0]
-            if feature_null_score < score_null:
-                score_null = feature_null_score
-                min_null_feature_index = feature_index
-                null_start_logit, null_end_logit = start_logits[0], end_logits[0]
+        if version_2_with_negative and start_logits[0] + end_logits[0] < score_null:
+            score_null = start_logits[0] + end_logits[0]
+            null = _PrelimPrediction(feature_index, 0, 0, start_logits[0], end_logits[0])
         num_tokens = len(feature.tokens)
         doc_positions = feature.token_to_orig_map
-        for start_index in start_indexes:
+        end_indexes = _get_best_indexes(end_logits, n_best_size)
+        for start_index in _get_best_indexes(start_logits, n_best_size):
             # Spans must lie in this window's document pieces, start where the window has the
             # most context of all windows, and be at most max_answer_length pieces.
             if start_index >= num_tokens or start_index not in doc_positions:
@@ -878,9 +866,16 @@ def predict_example(example, features, results, n_best_size, max_answer_length, 
                 prelim.append(_PrelimPrediction(feature_index, start_index, end_index, start_logits[start_index],
                                                 end_logits[end_index]))
     if version_2_with_negative:
-        prelim.append(_PrelimPrediction(min_null_feature_index, 0, 0, null_start_logit, null_end_logit))
+        prelim.append(null)
     prelim.sort(key=lambda p: p.start_logit + p.end_logit, reverse=True)
+    return prelim, score_null, null if version_2_with_negative else None
 
+
+def _nbest_predictions(example, features, prelim, null, n_best_size, do_lower_case, verbose_logging):
+    """The n best distinct answer texts of the candidates (_NbestPrediction), best first.
+
+    `null`: the null answer's candidate (v2.0), added if no candidate is the null answer.
+    """
     seen, nbest = set(), []
     for pred in prelim:
         if len(nbest) >= n_best_size:
@@ -900,12 +895,29 @@ def predict_example(example, features, results, n_best_size, max_answer_length, 
             final_text = ""
         seen.add(final_text)
         nbest.append(_NbestPrediction(final_text, pred.start_logit, pred.end_logit))
-
-    if version_2_with_negative and "" not in seen:
-        nbest.append(_NbestPrediction("", null_start_logit, null_end_logit))
+    if null is not None and "" not in seen:
+        nbest.append(_NbestPrediction("", null.start_logit, null.end_logit))
     if not nbest:  # no valid span at all (v1.1): the original's placeholder
         nbest.append(_NbestPrediction("empty", 0.0, 0.0))
+    return nbest
 
+
+def predict_example(example, features, results, n_best_size, max_answer_length, do_lower_case,
+                    version_2_with_negative=False, null_score_diff_threshold=0.0, verbose_logging=False):
+    """The answer, n-best list and (v2.0) null score difference of one question.
+
+    Args:
+        example: SquadExample.
+        features: its InputFeatures (windows), in order.
+        results: RawResult for each feature (Python float or numpy float32 logits).
+
+    Returns:
+        (answer text, n-best list of OrderedDict(text, probability, start_logit, end_logit),
+        score_diff or None in v1.1).
+    """
+    prelim, score_null, null = _prelim_predictions(features, results, n_best_size, max_answer_length,
+                                                   version_2_with_negative)
+    nbest = _nbest_predictions(example, features, prelim, null, n_best_size, do_lower_case, verbose_logging)
     probabilities = _compute_softmax([entry.start_logit + entry.end_logit for entry in nbest])
     nbest_json = []
     for entry, probability in zip(nbest, probabilities):
@@ -920,9 +932,9 @@ def predict_example(example, features, results, n_best_size, max_answer_length, 
         return nbest_json[0]["text"], nbest_json, None
     best_non_null = next((entry for entry in nbest if entry.text), None)
     if best_non_null is None:
-        # Every n-best entry is the null answer (the original crashes here: #211, #417,
-        # #476). Nothing else can be predicted; the difference is taken against 0.0, the
-        # score of the original's "empty" placeholder.
+        # Every n-best entry is the null answer (where the original raises). Nothing else
+        # can be predicted; the difference is taken against 0.0, the score of the
+        # original's "empty" placeholder.
         return "", nbest_json, score_null
     score_diff = score_null - best_non_null.start_logit - best_non_null.end_logit
     answer = "" if score_diff > null_score_diff_threshold else best_non_null.text
@@ -1266,9 +1278,6 @@ def gold_answers_of(examples, version_2_with_negative):
     return gold or None
 
 
-# --- Generic helpers (candidates for training.py) ---------------------------------------------
-# Written here because training.py belongs to another engineer; nothing in them is SQuAD's.
-
 # --- The script -------------------------------------------------------------------------------
 
 def validate_flags_or_throw(bert_config):
@@ -1310,28 +1319,21 @@ def _log_counts(what, stats, max_query_length):
                         stats["query_truncated"], max_query_length)
 
 
-def run_training(strategy, engine, model, counts):
+def run_training(strategy, engine_config, model, counts):
     # Steps count questions, not windows, as the original.
-    num_train_steps = int(counts["num_examples"] / FLAGS.train_batch_size * FLAGS.num_train_epochs)
-    num_warmup_steps = int(num_train_steps * FLAGS.warmup_proportion)
-    if num_train_steps < 1:
-        raise ValueError(f"{counts['num_examples']} training questions at --train_batch_size={FLAGS.train_batch_size} "
-                         f"and --num_train_epochs={FLAGS.num_train_epochs} make no training step")
+    num_train_steps, num_warmup_steps = training.epoch_steps(
+        counts["num_examples"], FLAGS.train_batch_size, FLAGS.num_train_epochs, FLAGS.warmup_proportion,
+        unit="questions")
     logging.info("  Num orig examples = %d", counts["num_examples"])
     logging.info("  Num split examples = %d", counts["num_features"])
     _log_counts(FLAGS.train_file, counts, FLAGS.max_query_length)
     name_to_features = feature_spec(FLAGS.max_seq_length, is_training=True)
-    data_seed = engine.data_seed
-
     # Unlike the classifier, every batch stays at max_seq_length (no training.RealLength):
     # the original's span loss is a softmax over all positions, padding included, so cutting
     # the padding would change the loss and the trajectory. Prediction likewise: each window's
     # n_best_size start/end candidates are ranked over all positions, padding included.
-    def dataset_fn(input_context, batch_size, skip_examples):
-        return training.training_dataset([counts["path"]], name_to_features, batch_size, data_seed,
-                                         skip_examples=skip_examples, input_context=input_context)
-
-    training.train(strategy, engine, model, squad_training_loss, dataset_fn, FLAGS.output_dir, num_train_steps,
+    dataset_fn = training.tfrecord_dataset_fn([counts["path"]], name_to_features, engine_config.data_seed)
+    training.train(strategy, engine_config, model, squad_training_loss, dataset_fn, FLAGS.output_dir, num_train_steps,
                    num_warmup_steps, FLAGS.learning_rate, FLAGS.train_batch_size,
                    init_checkpoint=FLAGS.init_checkpoint)
 
@@ -1350,7 +1352,7 @@ def read_prediction_examples(predict_file, version_2_with_negative, stats):
     return examples
 
 
-def _started(iterator):
+def _first_item_made(iterator):
     """`iterator` with its first item already made (a generator's setup runs now)."""
     first = list(itertools.islice(iterator, 1))
     return itertools.chain(first, iterator)
@@ -1358,10 +1360,7 @@ def _started(iterator):
 
 def run_prediction(strategy, model, examples, features, stats):
     if not FLAGS.do_train:
-        training.restore_or_initialize(model, None, FLAGS.output_dir, FLAGS.init_checkpoint)
-        if training.latest_training_checkpoint(FLAGS.output_dir) is None and not FLAGS.init_checkpoint:
-            logging.warning("Predicting with a randomly initialised model: no checkpoint in %s and no "
-                            "--init_checkpoint", FLAGS.output_dir)
+        training.restore_for_inference(model, FLAGS.output_dir, FLAGS.init_checkpoint)
     logging.info("***** Running predictions *****")
     logging.info("  Num orig examples = %d", len(examples))
     logging.info("  Batch size = %d", FLAGS.predict_batch_size)
@@ -1396,7 +1395,7 @@ def main(_):
     validate_flags_or_throw(bert_config)
     tokenizer = tokenization.FullTokenizer(vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case)
     modeling.check_vocab_size(bert_config, len(tokenizer.vocab), FLAGS.vocab_file)
-    engine = training.EngineConfig.from_flags(FLAGS)
+    engine_config = training.EngineConfig.from_flags(FLAGS)
     train_counts = examples = features = None
     predict_stats = collections.Counter()
     if FLAGS.do_predict:  # read before anything is written: a bad file leaves output_dir as it was
@@ -1410,15 +1409,15 @@ def main(_):
     if FLAGS.do_predict:
         # The prediction windows are made while the model runs; starting the generator forks
         # its workers now.
-        features = _started(convert_examples_to_features(
+        features = _first_item_made(convert_examples_to_features(
             examples, tokenizer, FLAGS.max_seq_length, FLAGS.doc_stride, FLAGS.max_query_length, False,
             num_workers=FLAGS.num_workers, stats=predict_stats))
 
-    strategy = training.start(engine)
+    strategy = training.start(engine_config)
     with strategy.scope():
         model = SquadModel(bert_config, use_one_hot_embeddings=FLAGS.use_tpu)
     if FLAGS.do_train:
-        run_training(strategy, engine, model, train_counts)
+        run_training(strategy, engine_config, model, train_counts)
     if FLAGS.do_predict:
         run_prediction(strategy, model, examples, features, predict_stats)
 

@@ -13,6 +13,8 @@ import re
 import sys
 import unicodedata
 
+import cli
+
 # Directory names of the released checkpoints, by the casing they were trained with.
 _UNCASED_CHECKPOINTS = (
     "uncased_L-24_H-1024_A-16",
@@ -47,7 +49,7 @@ _ASCII_PUNCTUATION = frozenset(
 
 SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
-# ASCII characters that _clean_text drops (control characters other than \t, \n, \r).
+# ASCII characters that cleaning drops (control characters other than \t, \n, \r).
 _ASCII_CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -90,13 +92,8 @@ def printable_text(text):
 
 def _read_text_lines(path):
     """Reads a UTF-8 text file (local or any tf.io.gfile scheme) as a list of lines."""
-    if "://" in path:
-        import tensorflow as tf  # only remote paths (gs://, ...) need TensorFlow
-        with tf.io.gfile.GFile(path, "rb") as reader:
-            data = reader.read()
-    else:
-        with open(path, "rb") as reader:
-            data = reader.read()
+    with cli.open_input(path) as reader:  # TensorFlow only for remote paths (gs://, ...)
+        data = reader.read()
     return data.decode("utf-8", "ignore").splitlines(keepends=True)
 
 
@@ -223,8 +220,8 @@ class _CharTables:
     """
 
     def __init__(self):
-        # One pass over the code points, one category lookup each; the rules are those of
-        # _is_control, _is_whitespace and _is_punctuation (a test checks they agree).
+        # One pass over the code points, one category lookup each; the rules are the original's
+        # per-character checks (tests/test_tokenization.py holds them and checks they agree).
         by_category = collections.defaultdict(list)
         category = unicodedata.category
         for cp in range(sys.maxunicode + 1):
@@ -236,7 +233,7 @@ class _CharTables:
         nonspacing = by_category["Mn"]
         punctuation = sorted({cp for cat, cps in by_category.items() if cat.startswith("P") for cp in cps}
                              | {ord(c) for c in _ASCII_PUNCTUATION})
-        # _clean_text: drop NUL, U+FFFD and control characters, turn whitespace into " ".
+        # Cleaning: drop NUL, U+FFFD and control characters, turn whitespace into " ".
         self.clean_table = dict.fromkeys(dropped)
         self.clean_table.update(dict.fromkeys(spaces, " "))
         self.strip_accents_table = dict.fromkeys(nonspacing)
@@ -331,17 +328,6 @@ class BasicTokenizer:
             return [text]
         return self._tables.punct_split_re.findall(text)
 
-    def _tokenize_chinese_chars(self, text):
-        """Surrounds every CJK character in `text` with spaces."""
-        return self._tables.cjk_re.sub(r" \1 ", text)
-
-    def _is_chinese_char(self, cp):
-        return _is_chinese_char(cp)
-
-    def _clean_text(self, text):
-        """Drops NUL, U+FFFD and control characters; maps whitespace to a space."""
-        return text.translate(self._tables.clean_table)
-
 
 class WordpieceTokenizer:
     """Greedy longest-match-first WordPiece tokenization against a vocab."""
@@ -393,29 +379,3 @@ class WordpieceTokenizer:
             pieces.append(piece)
             start = piece_end
         return pieces
-
-
-def _is_whitespace(char):
-    """Space, tab, newline, carriage return and Unicode space separators (Zs)."""
-    if char in " \t\n\r":
-        return True
-    return unicodedata.category(char) == "Zs"
-
-
-def _is_control(char):
-    """Control and format characters (Cc, Cf), except tab, newline and return."""
-    if char in "\t\n\r":
-        return False
-    return unicodedata.category(char) in ("Cc", "Cf")
-
-
-def _is_punctuation(char):
-    """Unicode punctuation (P*) and every non-alphanumeric printable ASCII character."""
-    if char in _ASCII_PUNCTUATION:
-        return True
-    return unicodedata.category(char).startswith("P")
-
-
-def _is_chinese_char(cp):
-    """Whether code point `cp` lies in one of the CJK ideograph ranges."""
-    return any(lo <= cp <= hi for lo, hi in CJK_RANGES)

@@ -16,7 +16,7 @@ import tensorflow_text as tf_text
 from tokenization import CJK_RANGES, SPECIAL_TOKENS, char_tables, load_vocab
 
 # Bits of the per-code-point table of the in-graph tokenizer (one int32 per code point).
-_DROP = 1 << 0              # removed by _clean_text (NUL, U+FFFD, Cc/Cf but \t\n\r)
+_DROP = 1 << 0              # removed by cleaning (NUL, U+FFFD, Cc/Cf but \t\n\r)
 _SPACE = 1 << 1             # a str.split() separator: \t\n\r, Zs, U+2028, U+2029, ...
 _CJK = 1 << 2               # a CJK ideograph: a word of its own
 _PUNCTUATION = 1 << 3       # a token of its own
@@ -54,7 +54,7 @@ class _InGraphTables:
         for cp, replacement in tables.clean_table.items():
             if replacement is None:
                 code_points[cp] |= _DROP
-        # Python's str.split() also splits on U+2028/U+2029, which _clean_text keeps.
+        # Python's str.split() also splits on U+2028/U+2029, which cleaning keeps.
         spaces = [cp for cp in range(size) if chr(cp).isspace()]
         code_points[spaces] |= _SPACE
         for lo, hi in CJK_RANGES:
@@ -123,7 +123,7 @@ _IN_GRAPH_TABLES = {}
 
 
 def _in_graph_tables(do_lower_case):
-    """`_InGraphTables` for `do_lower_case`, built once per process (about 1 s)."""
+    """`_InGraphTables` for `do_lower_case`, built once per process (a pass over every code point)."""
     if do_lower_case not in _IN_GRAPH_TABLES:
         _IN_GRAPH_TABLES[do_lower_case] = _InGraphTables(do_lower_case)
     return _IN_GRAPH_TABLES[do_lower_case]
@@ -261,7 +261,7 @@ class InGraphTokenizer(tf.Module):
                 support_detokenization=False)
         else:
             # The older op (WordpieceTokenizeWithOffsets, in every TF Serving build that
-            # has tensorflow-text ops), same ids, about 20x slower than the fast one.
+            # has tensorflow-text ops), same ids, much slower than the fast one.
             table = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(tokens, tf.range(len(tokens), dtype=tf.int64)), -1)
             self._wordpiece = tf_text.WordpieceTokenizer(

@@ -343,17 +343,19 @@ class RealLength:
 
 
 def real_length(config, max_seq_length, position_features=()):
-    """The RealLength a runner uses under `config`, or None where shapes must stay fixed (TPU).
+    """The RealLength a runner uses under `config` (logged), or None where shapes must stay fixed (TPU).
 
     Under --use_xla a batch is cut to a multiple of 32 (XLA compiles each new shape: at most
     max_seq_length / 32 compiles); otherwise to a multiple of LENGTH_MULTIPLE.
     """
     if config.distribution_strategy == "tpu":
         return None
+    buckets = None
     if config.use_xla:
         buckets = list(range(XLA_BUCKET_WIDTH, max_seq_length, XLA_BUCKET_WIDTH)) + [max_seq_length]
-        return RealLength(max_seq_length, buckets=buckets, position_features=position_features)
-    return RealLength(max_seq_length, position_features=position_features)
+    length = RealLength(max_seq_length, buckets=buckets, position_features=position_features)
+    logging.info("Sequence length: %s", length.describe())
+    return length
 
 
 def training_dataset(input_files, name_to_features, batch_size, seed, skip_examples=0, input_context=None,
@@ -445,6 +447,18 @@ def _length_grouped_training_batches(records, name_to_features, batch_size, seed
     if skip_examples:
         batches = batches.skip(skip_examples // batch_size)
     return batches.map(length, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def tfrecord_dataset_fn(input_files, name_to_features, seed, length=None, group_by_length=False, vocab_size=None):
+    """The `dataset_fn` that train() takes, over TFRecord files (see training_dataset).
+
+    With `vocab_size`, every batch's token ids are checked against it (check_token_ids).
+    """
+    def dataset_fn(input_context, batch_size, skip_examples):
+        dataset = training_dataset(input_files, name_to_features, batch_size, seed, skip_examples=skip_examples,
+                                   input_context=input_context, length=length, group_by_length=group_by_length)
+        return dataset if vocab_size is None else check_token_ids(dataset, vocab_size)
+    return dataset_fn
 
 
 def _parsed(serialized, name_to_features, length):
@@ -605,6 +619,24 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint):
             raise ValueError(f"--init_checkpoint={init_checkpoint}: none of the model's variables is in it "
                              f"(is it a BERT checkpoint in the original names?)")
     return 0
+
+
+def checkpoint_step(output_dir):
+    """The global_step of output_dir's latest checkpoint (0 when it has none)."""
+    latest = latest_training_checkpoint(output_dir)
+    return int(tf.train.load_checkpoint(latest).get_tensor("global_step")) if latest else 0
+
+
+def restore_for_inference(model, output_dir, init_checkpoint, doing="Predicting"):
+    """Loads the weights a run without training evaluates or predicts with.
+
+    output_dir's latest checkpoint, else init_checkpoint; warns when there is neither (the
+    model keeps its random initialisation).
+    """
+    restore_or_initialize(model, None, output_dir, init_checkpoint)
+    if latest_training_checkpoint(output_dir) is None and not init_checkpoint:
+        logging.warning("%s with a randomly initialised model: no checkpoint in %s and no --init_checkpoint",
+                        doing, output_dir)
 
 
 # --- Training input and its saved position ----------------------------------------------
@@ -1142,6 +1174,18 @@ def _is_chief_by_tf_config():
         return True
     task = config.get("task") or {}
     return _is_chief_task(task.get("type"), task.get("index", 0), config.get("cluster") or {})
+
+
+def epoch_steps(num_examples, train_batch_size, num_train_epochs, warmup_proportion, unit="examples"):
+    """(num_train_steps, num_warmup_steps) of num_train_epochs over num_examples, as the original counts.
+
+    Raises ValueError when that makes no step (`unit` names what the examples are).
+    """
+    num_train_steps = int(num_examples / train_batch_size * num_train_epochs)
+    if num_train_steps < 1:
+        raise ValueError(f"{num_examples} training {unit} at --train_batch_size={train_batch_size} and "
+                         f"--num_train_epochs={num_train_epochs} make no training step")
+    return num_train_steps, int(num_train_steps * warmup_proportion)
 
 
 def validate_run_flags(train_batch_size=None, eval_batch_size=None, predict_batch_size=None, learning_rate=None,

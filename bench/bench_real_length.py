@@ -23,7 +23,7 @@ over rounds. The original is google-research/bert 1.0.4 from PyPI, never committ
 
     pip download --no-deps bert-tensorflow==1.0.4 -d /tmp/orig
     (cd /tmp/orig && unzip -o -q bert_tensorflow-1.0.4-py2.py3-none-any.whl)
-    .venv/bin/python bench/bench_real_length.py --orig_dir=/tmp/orig/bert
+    .venv/bin/python bench/bench_real_length.py --original_dir=/tmp/orig
 """
 
 import argparse
@@ -38,13 +38,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests", "golden"))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import corpus  # noqa: E402  (bench/corpus.py)
-import make_modeling_golden as golden  # noqa: E402  (the original under tf.compat.v1 shims)
 import modeling  # noqa: E402
 import optimization  # noqa: E402
 import results  # noqa: E402  (bench/results.py)
@@ -52,6 +50,7 @@ import run_classifier  # noqa: E402
 import tokenization  # noqa: E402
 import training  # noqa: E402
 from tests import helpers  # noqa: E402
+from tests.golden import original  # noqa: E402  (the original under tf.compat.v1 shims)
 
 v1 = tf.compat.v1
 
@@ -110,12 +109,15 @@ def histogram(lengths, width=16):
 class Original:
     """The original's classifier in a tf.compat.v1 graph: a training op and probabilities."""
 
-    def __init__(self, orig_dir, is_training):
+    def __init__(self, original_dir, is_training):
         self.graph = v1.Graph()
-        shim = golden.tf1_namespace()
+        shim = original.tf1_namespace()
         with self.graph.as_default():
-            orig_modeling = golden.load_original_modeling(orig_dir, shim)
-            create_model = original_create_model(orig_dir, shim, orig_modeling)
+            orig_modeling = original.modeling(original_dir, shim)
+            # Its one TF1 shape idiom (Dimension.value) made TF2's int.
+            (create_model,) = original.functions(
+                original_dir, "run_classifier.py", ["create_model"], shim, orig_modeling,
+                replace=[("output_layer.shape[-1].value", "int(output_layer.shape[-1])")])
             config = orig_modeling.BertConfig.from_dict(CONFIG)
             batch = TRAIN_BATCH if is_training else PREDICT_BATCH
             self.feeds = {name: v1.placeholder(tf.int32, [batch, MAX_SEQ_LENGTH], name)
@@ -125,7 +127,7 @@ class Original:
                 config, is_training, self.feeds["input_ids"], self.feeds["input_mask"], self.feeds["segment_ids"],
                 self.feeds["label_ids"], 2, False)
             if is_training:
-                optimization_module = load_original_optimization(orig_dir, shim)
+                optimization_module = original.load(original_dir, "optimization.py", shim)
                 self.train_op = optimization_module.create_optimizer(loss, LEARNING_RATE, NUM_TRAIN_STEPS,
                                                                      NUM_WARMUP_STEPS, False)
             init = v1.global_variables_initializer()
@@ -140,29 +142,6 @@ class Original:
         return {name: self.session.run(v) for name, v in self.variables.items()}
 
 
-def original_create_model(orig_dir, shim, orig_modeling):
-    """The original run_classifier.create_model; its one TF1 shape idiom (Dimension.value) made TF2's int."""
-    import ast
-    path = os.path.join(orig_dir, "run_classifier.py")
-    source = open(path).read().replace("output_layer.shape[-1].value", "int(output_layer.shape[-1])")
-    tree = ast.parse(source, path)
-    tree.body = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "create_model"]
-    namespace = {"tf": shim, "modeling": orig_modeling}
-    exec(compile(tree, path, "exec"), namespace)
-    return namespace["create_model"]
-
-
-def load_original_optimization(orig_dir, shim):
-    import types
-    path = os.path.join(orig_dir, "optimization.py")
-    source = open(path).read().replace("import tensorflow.compat.v1 as tf", "tf = _tf_shim")
-    source = source.replace("import tensorflow as tf", "tf = _tf_shim")
-    module = types.ModuleType("original_optimization")
-    module.__dict__["_tf_shim"] = shim
-    exec(compile(source, path, "exec"), module.__dict__)
-    return module
-
-
 def numpy_batches(path, batch_size, count, seed=None):
     spec = run_classifier.classifier_features(MAX_SEQ_LENGTH)
     if seed is None:
@@ -174,17 +153,17 @@ def numpy_batches(path, batch_size, count, seed=None):
 
 # --- Runners -------------------------------------------------------------------------------
 
-def train_runners(path, orig_dir, steps):
+def train_runners(path, original_dir, steps):
     """{name: run() -> seconds for `steps` steps}, each on the same stream of batches."""
     runners = {}
-    original = Original(orig_dir, True)
+    orig_graph = Original(original_dir, True)
     batches = numpy_batches(path, TRAIN_BATCH, 400, seed=7)
     position = [0]
 
     def run_original():
         start = time.perf_counter()
         for _ in range(steps):
-            original.session.run(original.train_op, original.feed(batches[position[0] % len(batches)]))
+            orig_graph.session.run(orig_graph.train_op, orig_graph.feed(batches[position[0] % len(batches)]))
             position[0] += 1
         return time.perf_counter() - start
     runners["original"] = run_original
@@ -211,19 +190,19 @@ def train_runners(path, orig_dir, steps):
     return runners
 
 
-def predict_runners(path, orig_dir, num_examples):
+def predict_runners(path, original_dir, num_examples):
     """{name: run() -> (seconds, probabilities [N, 2])} over the first num_examples records."""
     runners = {}
-    original = Original(orig_dir, False)
+    orig_graph = Original(original_dir, False)
     batches = numpy_batches(path, PREDICT_BATCH, num_examples // PREDICT_BATCH)
 
     def run_original():
         start = time.perf_counter()
-        probabilities = [original.session.run(original.probabilities, original.feed(b)) for b in batches]
+        probabilities = [orig_graph.session.run(orig_graph.probabilities, orig_graph.feed(b)) for b in batches]
         return time.perf_counter() - start, np.concatenate(probabilities)
     runners["original"] = run_original
 
-    weights = original.weights()
+    weights = orig_graph.weights()
     spec = run_classifier.classifier_features(MAX_SEQ_LENGTH)
     strategy = tf.distribute.get_strategy()
     for name, length in (("ours, padded", None),
@@ -267,7 +246,7 @@ def peak_memory_table(path, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--orig_dir", default="/tmp/orig/bert")
+    original.add_argument(parser)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--train_steps", type=int, default=10, help="steps per timed train run")
     parser.add_argument("--predict_examples", type=int, default=512)
@@ -285,8 +264,8 @@ def main():
         print(peak_rss_of_prediction(path, mode))
         return
     workloads = args.workloads.split(",")
-    if not (args.peak_memory or args.memory_of) and not os.path.exists(os.path.join(args.orig_dir, "modeling.py")):
-        raise SystemExit(f"{args.orig_dir}/modeling.py not found: see this script's docstring")
+    if not (args.peak_memory or args.memory_of):
+        original.path(args.original_dir, "modeling.py")  # exits, saying how to get it, when it is not there
     tf.random.set_seed(0)
 
     tokenizer = tokenization.FullTokenizer(helpers.real_vocab_file(), do_lower_case=True)
@@ -311,8 +290,8 @@ def main():
           f"{np.mean(lengths == MAX_SEQ_LENGTH):.1%} at max_seq_length (truncated)")
     print(histogram(lengths))
 
-    train = train_runners(train_path, args.orig_dir, args.train_steps) if "train" in workloads else {}
-    predict = predict_runners(predict_path, args.orig_dir, args.predict_examples) if "predict" in workloads else {}
+    train = train_runners(train_path, args.original_dir, args.train_steps) if "train" in workloads else {}
+    predict = predict_runners(predict_path, args.original_dir, args.predict_examples) if "predict" in workloads else {}
     first = {}
     for name, run in train.items():  # warm-up: 40 steps meet every length at least once
         start = time.perf_counter()

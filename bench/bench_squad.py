@@ -20,7 +20,7 @@ timing), write_predictions; ours run_squad.predict_and_write (windows streamed t
 through training.predict, answers written as each question completes). predictions.json
 texts are compared.
 
-    .venv/bin/python bench/bench_squad.py --orig_dir=/tmp/orig --questions=3000
+    .venv/bin/python bench/bench_squad.py --original_dir=/tmp/orig --questions=3000
     .venv/bin/python bench/bench_squad.py --part=prediction --output=/tmp/squad_entry.md && \\
         cat /tmp/squad_entry.md >> bench/RESULTS.md
 """
@@ -45,6 +45,7 @@ import numpy as np  # noqa: E402
 
 import corpus  # noqa: E402  (bench/corpus.py)
 import results  # noqa: E402  (bench/results.py)
+from tests.golden import original  # noqa: E402  (the original's loader)
 
 SETTINGS = dict(max_seq_length=384, doc_stride=128, max_query_length=64)
 MINI = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
@@ -86,9 +87,9 @@ def build_squad(path, num_questions, seed=7):
 
 # --- Children ---------------------------------------------------------------------------------
 
-def run_original(orig_dir, train_file, vocab_file, output_file):
+def run_original(original_dir, train_file, vocab_file, output_file):
     from tests.golden import squad_make_golden
-    orig, _, orig_tokenization, _ = squad_make_golden.load_original(orig_dir)
+    orig, _, orig_tokenization, _ = squad_make_golden.load_original(original_dir)
     started = time.perf_counter()
     tokenizer = orig_tokenization.FullTokenizer(vocab_file, do_lower_case=True)
     examples = orig.read_squad_examples(train_file, is_training=True)
@@ -143,9 +144,9 @@ def make_mini_checkpoint(vocab_file, directory):
 class OriginalPrediction:
     """The original's prediction path; the graph is built and the checkpoint restored once."""
 
-    def __init__(self, orig_dir, vocab_file, config_file, checkpoint):
+    def __init__(self, original_dir, vocab_file, config_file, checkpoint):
         from tests.golden import squad_make_golden
-        self.orig, modeling, tokenization, mmg = squad_make_golden.load_original(orig_dir)
+        self.orig, modeling, tokenization, mmg = squad_make_golden.load_original(original_dir)
         v1 = self.v1 = mmg.v1
         v1.logging.set_verbosity(v1.logging.ERROR)  # it logs every window of the first 20 examples
         self.tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case=True)
@@ -228,14 +229,14 @@ def output_files(output_dir):
     return [os.path.join(output_dir, f"{name}.json") for name in ("predictions", "nbest_predictions", "null_odds")]
 
 
-def compare_predictions(ours_dir, original_dir):
+def compare_predictions(ours_dir, original_output_dir):
     """(predictions.json texts identical, questions whose n-best texts differ, max abs difference)."""
     def load(directory, name):
         with open(os.path.join(directory, name)) as f:
             return json.load(f, object_pairs_hook=collections.OrderedDict)
 
-    same_predictions = load(ours_dir, "predictions.json") == load(original_dir, "predictions.json")
-    ours, theirs = load(ours_dir, "nbest_predictions.json"), load(original_dir, "nbest_predictions.json")
+    same_predictions = load(ours_dir, "predictions.json") == load(original_output_dir, "predictions.json")
+    ours, theirs = load(ours_dir, "nbest_predictions.json"), load(original_output_dir, "nbest_predictions.json")
     differing, worst = 0, 0.0
     for qas_id, entries in theirs.items():
         if [e["text"] for e in ours.get(qas_id, [])] != [e["text"] for e in entries]:
@@ -253,7 +254,7 @@ def bench_prediction(args, vocab_file):
     predict_file = os.path.join(directory, f"predict-{args.predict_questions}.json")
     questions = build_squad(predict_file, args.predict_questions, seed=11)
     checkpoint, config_file = make_mini_checkpoint(vocab_file, directory)
-    sides = {"original": OriginalPrediction(args.orig_dir, vocab_file, config_file, checkpoint),
+    sides = {"original": OriginalPrediction(args.original_dir, vocab_file, config_file, checkpoint),
              "ours": OurPrediction(vocab_file, config_file, checkpoint)}
     seconds = {name: [] for name in sides}
     counts = {}
@@ -294,7 +295,7 @@ def bench_prediction(args, vocab_file):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--orig_dir", default="/tmp/orig")
+    original.add_argument(parser)
     parser.add_argument("--questions", type=int, default=3000)
     parser.add_argument("--num_workers", type=int, default=os.cpu_count())
     parser.add_argument("--work_dir", default="/tmp/bert_bench/squad")
@@ -313,7 +314,7 @@ def main():
     if args.child:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
         if args.child == "original":
-            seconds, examples, features = run_original(args.orig_dir, train_file, vocab_file,
+            seconds, examples, features = run_original(args.original_dir, train_file, vocab_file,
                                                        os.path.join(args.work_dir, "original", "train.tf_record"))
         else:
             workers = int(args.child)
@@ -356,7 +357,7 @@ def bench_conversion(args, vocab_file, train_file):
         for name in os.listdir(directory):
             os.remove(os.path.join(directory, name))
         out = subprocess.run([sys.executable, __file__, f"--child={child}", f"--questions={args.questions}",
-                              f"--orig_dir={args.orig_dir}", f"--work_dir={args.work_dir}"],
+                              f"--original_dir={args.original_dir}", f"--work_dir={args.work_dir}"],
                              capture_output=True, text=True, check=True, cwd=ROOT)
         run = json.loads(out.stdout.strip().splitlines()[-1])
         records = parse_records(os.path.join(directory, "train.tf_record"))

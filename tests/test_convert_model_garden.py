@@ -5,7 +5,6 @@ tests/golden/make_model_garden_golden.py with tf-models-official 2.20.0)."""
 
 import os
 import re
-import subprocess
 
 import numpy as np
 import pytest
@@ -17,7 +16,6 @@ import modeling
 from tests import helpers
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = os.path.join(GOLDEN, "model_garden_tiny", "vocab.txt")
 # (fixture directory, its outputs in model_garden_golden.npz, --vocab_file): the BertEncoder one
 # has bert_config.json and vocab.txt, the BertEncoderV2 one neither (config read off the shapes),
@@ -25,11 +23,6 @@ VOCAB = os.path.join(GOLDEN, "model_garden_tiny", "vocab.txt")
 FIXTURES = [("model_garden_tiny", "model_garden", None),
             ("model_garden_v2_tiny", "model_garden_v2", VOCAB),
             ("tf_hub_tiny", "tf_hub", None)]
-
-
-def run_script(*args):
-    return subprocess.run([helpers.python(), os.path.join(ROOT, "convert_checkpoint.py")] + list(args),
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
 def checkpoint_tensors(prefix):
@@ -72,7 +65,8 @@ def test_converted_model_gives_model_garden_outputs(directory, key, vocab_file, 
 
 def test_model_garden_to_hugging_face_in_one_command_matches_the_original_route(tmp_path):
     source = os.path.join(GOLDEN, "model_garden_tiny")
-    result = run_script(f"--input_dir={source}", f"--output_dir={tmp_path / 'hf'}", "--output_format=huggingface")
+    result = helpers.run_script("convert_checkpoint.py", f"--input_dir={source}", f"--output_dir={tmp_path / 'hf'}",
+                                "--output_format=huggingface")
     assert result.returncode == 0, result.stderr[-2000:]
     hf = load_file(str(tmp_path / "hf" / "model.safetensors"))
     original = convert_checkpoint.read_model("model_garden", source)
@@ -134,8 +128,8 @@ def test_incomplete_or_foreign_encoders_are_one_line(edit, message, tmp_path):
 
 
 def test_missing_vocab_is_one_line_saying_give_vocab_file(tmp_path):
-    result = run_script(f"--input_dir={os.path.join(GOLDEN, 'model_garden_v2_tiny')}",
-                        f"--output_dir={tmp_path / 'out'}")
+    result = helpers.run_script("convert_checkpoint.py", f"--input_dir={os.path.join(GOLDEN, 'model_garden_v2_tiny')}",
+                                f"--output_dir={tmp_path / 'out'}")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("convert_checkpoint.py: error:")]
     assert len(errors) == 1 and "give --vocab_file" in errors[0], result.stderr[-2000:]

@@ -2,7 +2,6 @@
 
 import os
 import random
-import subprocess
 
 import pytest
 import tensorflow as tf
@@ -11,7 +10,6 @@ import create_pretraining_data as cpd
 from tests import helpers
 from tests.golden import make_pretraining_data_golden as golden
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN_DIR = os.path.dirname(golden.__file__)
 GOLDEN_INPUTS = [os.path.join(GOLDEN_DIR, name) for name in golden.INPUTS]
 
@@ -151,11 +149,6 @@ def test_workers_are_reproducible_and_cover_every_document(tmp_path):
     assert abs(total_1 - single) <= 0.2 * single
 
 
-def run_script(*args):
-    return subprocess.run([helpers.python(), "create_pretraining_data.py", *args], capture_output=True, text=True,
-                          cwd=ROOT)
-
-
 @pytest.mark.parametrize("case", ["no_match", "empty_input", "bad_vocab", "tiny_seq"])
 def test_user_errors_are_one_line_and_leave_no_output(tmp_path, case):
     vocab = helpers.real_vocab_file()
@@ -177,7 +170,7 @@ def test_user_errors_are_one_line_and_leave_no_output(tmp_path, case):
         args["vocab_file"] = helpers.write_vocab(tmp_path / "v.txt", ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "one"])
     elif case == "tiny_seq":
         args["max_seq_length"] = "4"
-    result = run_script(*[f"--{k}={v}" for k, v in args.items()])
+    result = helpers.run_script("create_pretraining_data.py", *[f"--{k}={v}" for k, v in args.items()])
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("create_pretraining_data.py: error: ")

@@ -4,7 +4,6 @@ what the original never had: length-sorted streaming, pooling, XLA, clear errors
 import json
 import os
 import re
-import subprocess
 
 import numpy as np
 import pytest
@@ -21,7 +20,6 @@ CONFIG = os.path.join(GOLDEN, "extract_tiny_config.json")
 CHECKPOINT = os.path.join(GOLDEN, "extract_tiny.ckpt")
 # The golden run: max_seq_length=16, batch_size=3, layers -1,-2,-3,-4 of L=4.
 MAX_SEQ_LENGTH = 16
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def read_jsonl(path):
@@ -80,11 +78,10 @@ def run_api(tmp_path, config, tokenizer, layers=(-1, -2, -3, -4), pooling=(), **
 
 def test_script_writes_the_original_json_lines(tmp_path):
     output = tmp_path / "out.jsonl"
-    result = subprocess.run(
-        [helpers.python(), os.path.join(ROOT, "extract_features.py"), f"--input_file={INPUT}",
-         f"--output_file={output}", f"--vocab_file={VOCAB}", f"--bert_config_file={CONFIG}",
-         f"--init_checkpoint={CHECKPOINT}", "--max_seq_length=16", "--batch_size=3"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120)
+    result = helpers.run_script(
+        "extract_features.py", f"--input_file={INPUT}", f"--output_file={output}", f"--vocab_file={VOCAB}",
+        f"--bert_config_file={CONFIG}", f"--init_checkpoint={CHECKPOINT}", "--max_seq_length=16", "--batch_size=3",
+        timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     golden_text = open(os.path.join(GOLDEN, "extract_golden.jsonl"), encoding="utf-8").read()
     ours_text = output.read_text(encoding="utf-8")
@@ -188,7 +185,8 @@ def test_pair_truncation_pops_the_longer_side(tokenizer):
     assert features.truncated
 
 
-def run_script(tmp_path, input_text=None, input_bytes=None, **flags):
+def run_extract_features(tmp_path, input_text=None, input_bytes=None, **flags):
+    """extract_features.py on `input_text` (or bytes) with the tiny model; the CompletedProcess."""
     path = tmp_path / "in.txt"
     if input_bytes is None:
         input_bytes = input_text.encode("utf-8")
@@ -196,9 +194,7 @@ def run_script(tmp_path, input_text=None, input_bytes=None, **flags):
     args = dict(input_file=str(path), output_file=str(tmp_path / "out.jsonl"), vocab_file=VOCAB,
                 bert_config_file=CONFIG, init_checkpoint=CHECKPOINT, max_seq_length=16, sort_window=2)
     args.update(flags)
-    return subprocess.run([helpers.python(), os.path.join(ROOT, "extract_features.py")] +
-                          [f"--{k}={v}" for k, v in args.items()],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    return helpers.run_script("extract_features.py", *helpers.flag_args(**args), timeout=120)
 
 
 def assert_one_line_error(result, tmp_path, *phrases):
@@ -212,21 +208,21 @@ def assert_one_line_error(result, tmp_path, *phrases):
 
 
 def test_empty_input_file_is_one_clear_error(tmp_path):
-    assert_one_line_error(run_script(tmp_path, ""), tmp_path, "is empty")
+    assert_one_line_error(run_extract_features(tmp_path, ""), tmp_path, "is empty")
 
 
 def test_layer_out_of_range_is_one_clear_error(tmp_path):
-    assert_one_line_error(run_script(tmp_path, "hello world\n", layers="-1,4"), tmp_path,
+    assert_one_line_error(run_extract_features(tmp_path, "hello world\n", layers="-1,4"), tmp_path,
                           "--layers=-1,4", "layer 4 is out of range", "4 layers", "-4..3")
 
 
 def test_bad_utf8_late_in_the_file_leaves_no_output(tmp_path):
     data = "hello world\n".encode("utf-8") * 5 + b"caf\xe9\n"
-    assert_one_line_error(run_script(tmp_path, input_bytes=data), tmp_path, "line 6 is not UTF-8")
+    assert_one_line_error(run_extract_features(tmp_path, input_bytes=data), tmp_path, "line 6 is not UTF-8")
 
 
 def test_unknown_pooling_mode_is_one_clear_error(tmp_path):
-    assert_one_line_error(run_script(tmp_path, "hi\n", pooling="max"), tmp_path, "--pooling=max", "cls, mean")
+    assert_one_line_error(run_extract_features(tmp_path, "hi\n", pooling="max"), tmp_path, "--pooling=max", "cls, mean")
 
 
 def test_parse_layer_indexes_rejects_words():

@@ -20,8 +20,8 @@ GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 GOLDEN_CHECKPOINT = os.path.join(GOLDEN_DIR, "modeling_tiny.ckpt")
 NUM_LABELS = 5  # the classifier head in the golden checkpoint
 
-LAYER_TOLERANCE = 1e-5  # DESIGN.md: layer outputs
-HEAD_TOLERANCE = 1e-4  # DESIGN.md: losses and probabilities
+LAYER_TOLERANCE = 1e-5  # the project's bound for layer outputs against the original's
+HEAD_TOLERANCE = 1e-4  # and for losses and probabilities
 
 
 def tiny_config(**overrides):
@@ -430,7 +430,7 @@ def test_variable_paths_are_the_original_names_even_inside_a_task_model():
 
 
 def released_configs():
-    """(name, config, millions of encoder+pooler parameters per REFERENCE.md section 9)."""
+    """(name, config, millions of encoder+pooler parameters of the released checkpoint)."""
     base = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                 intermediate_size=3072, type_vocab_size=2)
     large = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,

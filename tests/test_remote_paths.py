@@ -8,7 +8,6 @@ tf.train.load_checkpoint cannot read a checkpoint prefix there.)
 """
 
 import os
-import subprocess
 
 from tests import helpers
 
@@ -17,9 +16,8 @@ GOLDEN = "file://" + os.path.join(ROOT, "tests", "golden")
 
 
 def run_script(script, **flags):
-    args = [f"--{name}={value}" for name, value in flags.items()]
-    result = subprocess.run([helpers.python(), script, *args], capture_output=True, text=True, cwd=ROOT,
-                            timeout=600)
+    """Runs `script` with keyword flags; asserts it succeeds and returns its stderr."""
+    result = helpers.run_script(script, *helpers.flag_args(**flags), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stderr
 

@@ -16,11 +16,6 @@ GOLDEN = os.path.join(ROOT, "tests", "golden")
 MRPC_DIR = os.path.join(GOLDEN, "classifier_mrpc")
 
 
-def run_script(args, timeout=300):
-    return subprocess.run([helpers.python(), "run_classifier.py", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout)
-
-
 def golden_args(output_dir, **extra):
     args = {"task_name": "MRPC", "data_dir": MRPC_DIR, "vocab_file": os.path.join(MRPC_DIR, "vocab.txt"),
             "bert_config_file": os.path.join(GOLDEN, "classifier_tiny_config.json"),
@@ -41,7 +36,8 @@ def read_tsv_floats(path):
 
 def test_features_probabilities_and_metrics_equal_the_original(tmp_path):
     out = str(tmp_path / "out")
-    result = run_script(golden_args(out, do_eval="true", do_predict="true", eval_batch_size=5))
+    result = helpers.run_script("run_classifier.py",
+                                *golden_args(out, do_eval="true", do_predict="true", eval_batch_size=5))
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("eval", "predict"):
         assert read_examples(os.path.join(out, f"{name}.tf_record")) == read_examples(
@@ -54,8 +50,7 @@ def test_features_probabilities_and_metrics_equal_the_original(tmp_path):
     dev = np.load(os.path.join(GOLDEN, "classifier_mrpc_dev_probabilities.npy"))
     labels = np.array([int(line.split("\t")[0]) for line in open(os.path.join(MRPC_DIR, "dev.tsv"))
                        .read().splitlines()[1:]])
-    with open(os.path.join(out, "eval_results.txt")) as f:
-        results = {k: float(v) for k, v in (line.strip().split(" = ") for line in f)}
+    results = helpers.read_eval_results(os.path.join(out, "eval_results.txt"))
     assert sorted(results) == ["eval_accuracy", "eval_f1", "eval_loss", "global_step", "loss"]
     assert results["eval_accuracy"] == pytest.approx(np.mean(dev.argmax(-1) == labels), abs=1e-6)
     losses = -np.log(dev[np.arange(len(labels)), labels])
@@ -67,8 +62,9 @@ def test_features_probabilities_and_metrics_equal_the_original(tmp_path):
 
 def test_train_export_and_serve_raw_strings(tmp_path):
     out, export = str(tmp_path / "out"), str(tmp_path / "export")
-    result = run_script(golden_args(out, do_train="true", do_predict="true", train_batch_size=8,
-                                    num_train_epochs=1, export_dir=export, seed=3, log_steps=1))
+    result = helpers.run_script("run_classifier.py",
+                                *golden_args(out, do_train="true", do_predict="true", train_batch_size=8,
+                                             num_train_epochs=1, export_dir=export, seed=3, log_steps=1))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "*INIT_FROM_CKPT*" in result.stderr
     # Plain TensorFlow ops only: no XLA-compiled function (the fused training kernels) that a
@@ -95,16 +91,16 @@ def test_seed_makes_runs_repeatable_and_best_checkpoint_is_kept(tmp_path):
     runs = []
     for name in ("a", "b"):
         out = str(tmp_path / name)
-        result = run_script(golden_args(out, do_train="true", do_eval="true", train_batch_size=4,
-                                        num_train_epochs=2, seed=11, eval_every_steps=4, learning_rate=1e-3))
+        result = helpers.run_script("run_classifier.py",
+                                    *golden_args(out, do_train="true", do_eval="true", train_batch_size=4,
+                                                 num_train_epochs=2, seed=11, eval_every_steps=4, learning_rate=1e-3))
         assert result.returncode == 0, result.stderr[-3000:]
         with open(os.path.join(out, "eval_results.txt")) as f:
             runs.append(f.read())
         best = os.path.join(out, "best")
         assert tf.train.latest_checkpoint(best) is not None
-        with open(os.path.join(best, "eval_results.txt")) as f:
-            best_f1 = float(dict(line.strip().split(" = ") for line in f)["eval_f1"])
-        assert best_f1 >= float(dict(line.strip().split(" = ") for line in runs[-1].splitlines())["eval_f1"])
+        best_f1 = helpers.read_eval_results(os.path.join(best, "eval_results.txt"))["eval_f1"]
+        assert best_f1 >= helpers.read_eval_results(os.path.join(out, "eval_results.txt"))["eval_f1"]
     assert runs[0] == runs[1]
 
 
@@ -122,12 +118,12 @@ def test_regression_task_and_generic_csv(tmp_path):
     write(data / "test.tsv", header.rsplit("\t", 1)[0] + "\n" + "".join(r.rsplit("\t", 1)[0] + "\n" for r in rows[:3]))
     out = str(tmp_path / "out")
     # No init_checkpoint: the golden one's 2-label head cannot become a 1-output head.
-    result = run_script(golden_args(out, task_name="sts-b", data_dir=str(data), do_train="true", do_eval="true",
-                                    do_predict="true", train_batch_size=4, num_train_epochs=1, init_checkpoint=""))
+    result = helpers.run_script("run_classifier.py",
+                                *golden_args(out, task_name="sts-b", data_dir=str(data), do_train="true",
+                                             do_eval="true", do_predict="true", train_batch_size=4, num_train_epochs=1,
+                                             init_checkpoint=""))
     assert result.returncode == 0, result.stderr[-3000:]
-    with open(os.path.join(out, "eval_results.txt")) as f:
-        keys = [line.split(" = ")[0] for line in f]
-    assert keys == ["eval_loss", "eval_pearson", "eval_spearman", "global_step", "loss"]
+    assert list(helpers.read_eval_results(os.path.join(out, "eval_results.txt"))) == ["eval_loss", "eval_pearson", "eval_spearman", "global_step", "loss"]
     assert read_tsv_floats(os.path.join(out, "test_results.tsv")).shape == (3, 1)
 
     csv_dir = tmp_path / "csv"
@@ -222,7 +218,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, case, message):
         write(data / name, text)
     data.mkdir(exist_ok=True)
     out = tmp_path / "out"
-    result = run_script(golden_args(str(out), **args))
+    result = helpers.run_script("run_classifier.py", *golden_args(str(out), **args))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]

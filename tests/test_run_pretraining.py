@@ -39,12 +39,6 @@ def no_dropout_config_file(tmp_path):
     return str(path)
 
 
-def run_script(args, env=None, timeout=300):
-    env = dict(os.environ, **(env or {}))
-    return subprocess.run([helpers.python(), "run_pretraining.py", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=timeout)
-
-
 def base_args(config_file, output_dir, steps=6, **extra):
     args = {"input_file": ORIGINAL_RECORDS, "bert_config_file": config_file, "output_dir": output_dir,
             "do_train": "true", "train_batch_size": 8, "num_train_steps": steps, "num_warmup_steps": 2,
@@ -64,7 +58,7 @@ def logged_losses(stderr):
 
 def test_trains_on_original_records_and_writes_original_checkpoint_names(tmp_path, config_file):
     out = str(tmp_path / "out")
-    result = run_script(base_args(config_file, out, do_eval="true", max_eval_steps=3))
+    result = helpers.run_script("run_pretraining.py", *base_args(config_file, out, do_eval="true", max_eval_steps=3))
     assert result.returncode == 0, result.stderr[-3000:]
     values = checkpoint_values(os.path.join(out, "model.ckpt-6"))
     config = modeling.BertConfig.from_dict(TINY_CONFIG)
@@ -76,13 +70,11 @@ def test_trains_on_original_records_and_writes_original_checkpoint_names(tmp_pat
     assert values["global_step"] == 6 and values["global_step"].dtype == np.int64
     with open(os.path.join(out, "checkpoint")) as f:
         assert f.read().splitlines()[0] == 'model_checkpoint_path: "model.ckpt-6"'
+    results = helpers.read_eval_results(os.path.join(out, "eval_results.txt"))
+    assert list(results) == ["global_step", "loss", "masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy",
+                             "next_sentence_loss"]
     with open(os.path.join(out, "eval_results.txt")) as f:
-        lines = f.read().splitlines()
-    assert [line.split(" = ")[0] for line in lines] == [
-        "global_step", "loss", "masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy",
-        "next_sentence_loss"]
-    assert lines[0] == "global_step = 6"
-    results = {line.split(" = ")[0]: float(line.split(" = ")[1]) for line in lines}
+        assert f.readline() == "global_step = 6\n"
     assert 0 <= results["masked_lm_accuracy"] <= 1 and results["masked_lm_loss"] > 0
     # Each batch's loss is MLM + NSP; their means add up the same way.
     assert abs(results["loss"] - results["masked_lm_loss"] - results["next_sentence_loss"]) < 0.05
@@ -93,7 +85,7 @@ def test_trains_on_original_records_and_writes_original_checkpoint_names(tmp_pat
 def test_resumes_after_sigkill_with_identical_final_weights(tmp_path, config_file):
     steps = 24
     reference = str(tmp_path / "reference")
-    result = run_script(base_args(config_file, reference, steps=steps))
+    result = helpers.run_script("run_pretraining.py", *base_args(config_file, reference, steps=steps))
     assert result.returncode == 0, result.stderr[-3000:]
 
     interrupted = str(tmp_path / "interrupted")
@@ -108,7 +100,7 @@ def test_resumes_after_sigkill_with_identical_final_weights(tmp_path, config_fil
     killed = process.poll() is None
     process.send_signal(signal.SIGKILL)
     process.wait()
-    resumed = run_script(base_args(config_file, interrupted, steps=steps))
+    resumed = helpers.run_script("run_pretraining.py", *base_args(config_file, interrupted, steps=steps))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     if killed:
         assert "Resuming from" in resumed.stderr
@@ -120,9 +112,10 @@ def test_resumes_after_sigkill_with_identical_final_weights(tmp_path, config_fil
 
 
 def test_mirrored_on_two_logical_cpus_follows_the_one_device_loss_curve(tmp_path, no_dropout_config_file):
-    one = run_script(base_args(no_dropout_config_file, str(tmp_path / "one")))
-    two = run_script(base_args(no_dropout_config_file, str(tmp_path / "two"), distribution_strategy="mirrored",
-                               num_logical_cpus=2))
+    one = helpers.run_script("run_pretraining.py", *base_args(no_dropout_config_file, str(tmp_path / "one")))
+    two = helpers.run_script("run_pretraining.py",
+                             *base_args(no_dropout_config_file, str(tmp_path / "two"), distribution_strategy="mirrored",
+                                        num_logical_cpus=2))
     assert one.returncode == 0, one.stderr[-3000:]
     assert two.returncode == 0, two.stderr[-3000:]
     assert "2 replica(s)" in two.stderr
@@ -133,9 +126,11 @@ def test_mirrored_on_two_logical_cpus_follows_the_one_device_loss_curve(tmp_path
 
 def test_gradient_accumulation_equals_one_big_batch(tmp_path, no_dropout_config_file):
     # As with replicas, each micro-batch normalises its own masked-LM loss: ~2.5e-4 apart.
-    one = run_script(base_args(no_dropout_config_file, str(tmp_path / "one"), steps=3, train_batch_size=8))
-    accumulated = run_script(base_args(no_dropout_config_file, str(tmp_path / "acc"), steps=3, train_batch_size=8,
-                                       gradient_accumulation_steps=2))
+    one = helpers.run_script("run_pretraining.py",
+                             *base_args(no_dropout_config_file, str(tmp_path / "one"), steps=3, train_batch_size=8))
+    accumulated = helpers.run_script("run_pretraining.py",
+                                     *base_args(no_dropout_config_file, str(tmp_path / "acc"), steps=3,
+                                                train_batch_size=8, gradient_accumulation_steps=2))
     assert one.returncode == 0, one.stderr[-3000:]
     assert accumulated.returncode == 0, accumulated.stderr[-3000:]
     np.testing.assert_allclose(logged_losses(one.stderr), logged_losses(accumulated.stderr), rtol=1e-3)
@@ -153,7 +148,7 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, no_dropout_config_
     (["--max_seq_length=64"], "the records were written with another --max_seq_length"),
 ])
 def test_user_errors_are_one_line(tmp_path, config_file, args, message):
-    result = run_script(base_args(config_file, str(tmp_path / "out")) + args)
+    result = helpers.run_script("run_pretraining.py", *base_args(config_file, str(tmp_path / "out")) + args)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
@@ -162,7 +157,7 @@ def test_user_errors_are_one_line(tmp_path, config_file, args, message):
 
 
 def test_two_workers_on_localhost_follow_the_one_device_loss_curve(tmp_path, no_dropout_config_file):
-    one = run_script(base_args(no_dropout_config_file, str(tmp_path / "one")))
+    one = helpers.run_script("run_pretraining.py", *base_args(no_dropout_config_file, str(tmp_path / "one")))
     assert one.returncode == 0, one.stderr[-3000:]
     cluster = {"worker": [f"127.0.0.1:{port}" for port in helpers.free_ports(2)]}
     out = str(tmp_path / "multi")
@@ -189,8 +184,10 @@ def test_two_workers_on_localhost_follow_the_one_device_loss_curve(tmp_path, no_
     ({"precision": "mixed_float16"}, 2e-3),
 ])
 def test_precision_and_xla_stay_close_to_float32(tmp_path, no_dropout_config_file, extra, rtol):
-    reference = run_script(base_args(no_dropout_config_file, str(tmp_path / "f32"), steps=2))
-    variant = run_script(base_args(no_dropout_config_file, str(tmp_path / "variant"), steps=2, **extra))
+    reference = helpers.run_script("run_pretraining.py",
+                                   *base_args(no_dropout_config_file, str(tmp_path / "f32"), steps=2))
+    variant = helpers.run_script("run_pretraining.py",
+                                 *base_args(no_dropout_config_file, str(tmp_path / "variant"), steps=2, **extra))
     assert reference.returncode == 0, reference.stderr[-3000:]
     assert variant.returncode == 0, variant.stderr[-3000:]
     np.testing.assert_allclose(logged_losses(reference.stderr), logged_losses(variant.stderr), rtol=rtol)

@@ -10,7 +10,6 @@ import json
 import multiprocessing.pool
 import os
 import random
-import subprocess
 import weakref
 
 import numpy as np
@@ -55,11 +54,6 @@ def parse_records(path):
         example = tf.train.Example.FromString(record)
         records.append({name: list(f.int64_list.value) for name, f in example.features.feature.items()})
     return records
-
-
-def run_script(args, timeout=240):
-    return subprocess.run([helpers.python(), "run_squad.py", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout)
 
 
 def script_args(output_dir, **extra):
@@ -431,8 +425,9 @@ def test_gold_answers_only_when_every_question_has_them():
 
 def test_script_predicts_v2_as_the_original_and_evaluates(tmp_path):
     out = str(tmp_path / "out")
-    result = run_script(script_args(out, predict_file=squad_file("v2"), do_predict="true", num_workers=2,
-                                    version_2_with_negative="true", init_checkpoint=CHECKPOINT))
+    result = helpers.run_script("run_squad.py",
+                                *script_args(out, predict_file=squad_file("v2"), do_predict="true", num_workers=2,
+                                             version_2_with_negative="true", init_checkpoint=CHECKPOINT))
     assert result.returncode == 0, result.stderr[-3000:]
     assert assert_predictions_match(out, "v2") <= 1e-5
     with open(os.path.join(out, "eval_results.json")) as f:
@@ -446,10 +441,11 @@ def test_script_predicts_v2_as_the_original_and_evaluates(tmp_path):
 
 def test_script_trains_from_original_records_then_predicts(tmp_path):
     out = str(tmp_path / "out")
-    result = run_script(script_args(out, train_file=squad_file("v1"), predict_file=squad_file("v1"),
-                                    do_train="true", do_predict="true", init_checkpoint=CHECKPOINT,
-                                    train_batch_size=8, num_train_epochs=1.0, learning_rate=1e-3,
-                                    save_checkpoints_steps=2, seed=3))
+    result = helpers.run_script("run_squad.py",
+                                *script_args(out, train_file=squad_file("v1"), predict_file=squad_file("v1"),
+                                             do_train="true", do_predict="true", init_checkpoint=CHECKPOINT,
+                                             train_batch_size=8, num_train_epochs=1.0, learning_rate=1e-3,
+                                             save_checkpoints_steps=2, seed=3))
     assert result.returncode == 0, result.stderr[-3000:]
     # 24 questions kept / 8 * 1 epoch = 3 steps, counted from questions, not the 93 windows.
     assert "Num orig examples = 24" in result.stderr and "Num split examples = 93" in result.stderr
@@ -474,7 +470,7 @@ def test_script_bad_input_is_one_line_and_writes_nothing(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"data": [{"paragraphs": [{"context": "x", "qas": [{"id": "a"}]}]}]}')
     out = tmp_path / "out"
-    result = run_script(script_args(str(out), predict_file=str(bad), do_predict="true"))
+    result = helpers.run_script("run_squad.py", *script_args(str(out), predict_file=str(bad), do_predict="true"))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f'run_squad.py: error: {bad}: data[0].paragraphs[0].qas[0] has no "question" field (SQuAD format: '

@@ -21,6 +21,31 @@ def small_vocab_file(tmp_path_factory):
     return helpers.write_vocab(tmp_path_factory.mktemp("vocab") / "vocab.txt", SMALL_VOCAB)
 
 
+# The original's per-character rules, which tokenization.char_tables() turns into tables
+# (test_character_tables_follow_the_per_character_rules checks that they agree).
+ASCII_PUNCTUATION = frozenset(chr(cp) for cp in range(33, 127) if not chr(cp).isalnum())
+
+
+def is_whitespace(char):
+    """Space, tab, newline, carriage return and Unicode space separators (Zs)."""
+    return char in " \t\n\r" or unicodedata.category(char) == "Zs"
+
+
+def is_control(char):
+    """Control and format characters (Cc, Cf), except tab, newline and return."""
+    return char not in "\t\n\r" and unicodedata.category(char) in ("Cc", "Cf")
+
+
+def is_punctuation(char):
+    """Unicode punctuation (P*) and every non-alphanumeric printable ASCII character."""
+    return char in ASCII_PUNCTUATION or unicodedata.category(char).startswith("P")
+
+
+def is_chinese_char(cp):
+    """Whether code point `cp` lies in one of the CJK ideograph ranges."""
+    return any(lo <= cp <= hi for lo, hi in tokenization.CJK_RANGES)
+
+
 def basic(text, do_lower_case=True):
     return tokenization.BasicTokenizer(do_lower_case=do_lower_case).tokenize(text)
 
@@ -141,7 +166,7 @@ def test_non_ascii_symbols_stay_glued(char):
 def test_every_printable_ascii_non_alphanumeric_is_punctuation():
     for cp in range(33, 127):
         char = chr(cp)
-        assert tokenization._is_punctuation(char) == (not char.isalnum()), char
+        assert is_punctuation(char) == (not char.isalnum()), char
 
 
 def test_alphanumeric_characters_are_never_punctuation():
@@ -149,7 +174,7 @@ def test_alphanumeric_characters_are_never_punctuation():
     for cp in range(sys.maxunicode + 1):
         char = chr(cp)
         if char.isalnum():
-            assert not tokenization._is_punctuation(char), hex(cp)
+            assert not is_punctuation(char), hex(cp)
 
 
 def test_empty_and_whitespace_only_text():
@@ -223,12 +248,12 @@ def naive_basic_tokenize(text, do_lower_case):
     cleaned = []
     for char in text:
         cp = ord(char)
-        if cp == 0 or cp == 0xFFFD or tokenization._is_control(char):
+        if cp == 0 or cp == 0xFFFD or is_control(char):
             continue
-        cleaned.append(" " if tokenization._is_whitespace(char) else char)
+        cleaned.append(" " if is_whitespace(char) else char)
     spaced = []
     for char in cleaned:
-        if tokenization._is_chinese_char(ord(char)):
+        if is_chinese_char(ord(char)):
             spaced.extend([" ", char, " "])
         else:
             spaced.append(char)
@@ -239,7 +264,7 @@ def naive_basic_tokenize(text, do_lower_case):
                             if unicodedata.category(c) != "Mn")
         current = []
         for char in token:
-            if tokenization._is_punctuation(char):
+            if is_punctuation(char):
                 if current:
                     pieces.append("".join(current))
                     current = []
@@ -329,8 +354,8 @@ def test_character_tables_follow_the_per_character_rules():
     tables = tokenization.char_tables()
     for cp in range(sys.maxunicode + 1):
         char = chr(cp)
-        expected = None if (cp in (0, 0xFFFD) or tokenization._is_control(char)) else (
-            " " if tokenization._is_whitespace(char) else char)
+        expected = None if (cp in (0, 0xFFFD) or is_control(char)) else (
+            " " if is_whitespace(char) else char)
         assert tables.clean_table.get(cp, char) == expected, hex(cp)
     punctuation = set(tables.punctuation_codepoints)
-    assert all((cp in punctuation) == tokenization._is_punctuation(chr(cp)) for cp in range(sys.maxunicode + 1))
+    assert all((cp in punctuation) == is_punctuation(chr(cp)) for cp in range(sys.maxunicode + 1))

@@ -1,8 +1,7 @@
 """Makes the run_classifier golden files with the ORIGINAL code (run once, by hand).
 
 Not part of the project or its tests. It runs the original run_classifier.py
-(bert-tensorflow 1.0.4, TF1) through tf.compat.v1 with the shims of
-make_modeling_golden.py, on the MRPC-layout data in classifier_mrpc/:
+(bert-tensorflow 1.0.4, TF1) through tf.compat.v1 with the shims of original.py, on the MRPC-layout data in classifier_mrpc/:
 
   classifier_mrpc_eval.tf_record, classifier_mrpc_predict.tf_record
       the original's file_based_convert_examples_to_features output for dev.tsv / test.tsv
@@ -14,17 +13,15 @@ make_modeling_golden.py, on the MRPC-layout data in classifier_mrpc/:
   classifier_mrpc_dev_probabilities.npy
       the same for dev.tsv (for the eval metrics)
 
-    pip download --no-deps bert-tensorflow==1.0.4 -d /tmp/x
-    unzip -o /tmp/x/bert_tensorflow-1.0.4-py2.py3-none-any.whl -d /tmp/x/orig
-    .venv/bin/python tests/golden/make_classifier_golden.py --original_dir=/tmp/x/orig/bert
+The original: see tests/golden/original.py.
+
+    .venv/bin/python tests/golden/make_classifier_golden.py --original_dir=/tmp/orig
 """
 
 import argparse
 import json
 import os
-import re
 import sys
-import types
 
 import numpy as np
 import tensorflow as tf
@@ -33,6 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from tests.golden import make_modeling_golden as shims  # noqa: E402
+from tests.golden import original  # noqa: E402
 
 v1 = tf.compat.v1
 DATA_DIR = os.path.join(HERE, "classifier_mrpc")
@@ -46,30 +44,17 @@ def config_dict(vocab_size):
                 initializer_range=0.02)
 
 
-def load_original_script(original_dir, filename, tf_shim, modeling, tokenization):
-    """Executes an original script as a module, with `tf` = the shim (flags come from absl)."""
-    path = os.path.join(original_dir, filename)
-    source = open(path).read()
-    source = re.sub(r"(?m)^import tensorflow(\.compat\.v1)? as tf$", "tf = _tf_shim", source)
-    source = re.sub(r"(?m)^from bert import (modeling|tokenization|optimization)$", "", source)
-    module = types.ModuleType("original_" + filename[:-3])
-    module.__dict__.update(_tf_shim=tf_shim, modeling=modeling, tokenization=tokenization, optimization=None)
-    exec(compile(source, path, "exec"), module.__dict__)
-    return module
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--original_dir", default="/tmp/x/orig/bert")
+    original.add_argument(parser)
     args = parser.parse_args()
     v1.disable_v2_behavior()
-    tf_shim = shims.tf1_namespace()
+    tf_shim = original.tf1_namespace()
     tf_shim.flags = v1.flags
-    modeling = shims.load_original_modeling(args.original_dir, tf_shim)
-    sys.path.insert(0, os.path.dirname(args.original_dir))
-    import bert.tokenization as tokenization
-    tokenization.preserve_token = lambda token, vocab: False  # 1.0.4's extra flag, off
-    rc = load_original_script(args.original_dir, "run_classifier.py", tf_shim, modeling, tokenization)
+    modeling = original.modeling(args.original_dir, tf_shim)
+    tokenization = original.tokenization(args.original_dir)
+    rc = original.load(args.original_dir, "run_classifier.py", tf_shim,
+                       dict(modeling=modeling, tokenization=tokenization, optimization=None))
 
     vocab_file = os.path.join(DATA_DIR, "vocab.txt")
     tokenizer = tokenization.FullTokenizer(vocab_file=vocab_file, do_lower_case=True)

@@ -7,7 +7,7 @@ no tf.estimator, so `tf.estimator.tpu.TPUEstimator` is replaced by a small stand
 does what the CPU fallback does for predict: builds the input_fn's dataset and the
 model_fn's graph, initialises (init_from_checkpoint already ran inside the model_fn) and
 yields one example at a time. tf.contrib's layer_norm and tf.layers.dense come from the
-shims of make_modeling_golden.py. The original tokenization's `preserve_token` reads a
+shims of original.py. The original tokenization's `preserve_token` reads a
 flag of the 1.0.4 wheel only; it is patched to return False, as at HEAD.
 
 Outputs, next to this file:
@@ -18,15 +18,12 @@ Outputs, next to this file:
   extract_golden.jsonl                         the original's output (max_seq_length=16,
                                                batch_size=3, layers -1,-2,-3,-4)
 
-To regenerate:
-  pip download --no-deps bert-tensorflow==1.0.4 -d /tmp/orig
-  (cd /tmp/orig && unzip -o -q bert_tensorflow-1.0.4-py2.py3-none-any.whl)
-  .venv/bin/python tests/golden/make_extract_features_golden.py --original_dir=/tmp/orig/bert
+To regenerate (the original: see tests/golden/original.py):
+  .venv/bin/python tests/golden/make_extract_features_golden.py --original_dir=/tmp/orig
 """
 
 import argparse
 import os
-import re
 import sys
 import types
 
@@ -34,8 +31,9 @@ import numpy as np
 import tensorflow as tf
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import make_modeling_golden  # noqa: E402  (its TF1 shims)
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+from tests.golden import make_modeling_golden  # noqa: E402
+from tests.golden import original  # noqa: E402
 
 v1 = tf.compat.v1
 
@@ -103,7 +101,7 @@ class _GraphModeEstimator:
 
 
 def tf_namespace():
-    tf_shim = make_modeling_golden.tf1_namespace()
+    tf_shim = original.tf1_namespace()
     tf_shim.estimator = types.SimpleNamespace(
         ModeKeys=types.SimpleNamespace(PREDICT="infer"),
         tpu=types.SimpleNamespace(
@@ -111,19 +109,6 @@ def tf_namespace():
             RunConfig=lambda **kwargs: kwargs, TPUConfig=lambda **kwargs: kwargs,
             TPUEstimatorSpec=_PredictSpec, TPUEstimator=_GraphModeEstimator))
     return tf_shim
-
-
-def load_original(original_dir, filename, tf_shim, modules):
-    """Executes an original module with `tf` = the shim and `from bert import X` = modules[X]."""
-    path = os.path.join(original_dir, filename)
-    source = open(path, encoding="utf-8").read()
-    source = re.sub(r"(?m)^import tensorflow(\.compat\.v1)? as tf$", "tf = _tf_shim", source)
-    for name in modules:
-        source = source.replace("from bert import %s" % name, "%s = _modules[%r]" % (name, name))
-    module = types.ModuleType("original_" + filename[:-3])
-    module.__dict__.update(_tf_shim=tf_shim, _modules=modules)
-    exec(compile(source, path, "exec"), module.__dict__)
-    return module
 
 
 def write_random_checkpoint(modeling, prefix):
@@ -141,17 +126,16 @@ def write_random_checkpoint(modeling, prefix):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--original_dir", default="/tmp/orig/bert")
+    original.add_argument(parser)
     parser.add_argument("--output_dir", default=HERE)
     args = parser.parse_args()
     out = lambda name: os.path.join(args.output_dir, name)  # noqa: E731
 
     v1.disable_v2_behavior()
     tf_shim = tf_namespace()
-    modeling = make_modeling_golden.load_original_modeling(args.original_dir, tf_shim)
-    tokenization = load_original(args.original_dir, "tokenization.py", tf_shim, {})
-    tokenization.preserve_token = lambda token, vocab: False
-    extract_features = load_original(args.original_dir, "extract_features.py", tf_shim,
+    modeling = original.modeling(args.original_dir, tf_shim)
+    tokenization = original.tokenization(args.original_dir)
+    extract_features = original.load(args.original_dir, "extract_features.py", tf_shim,
                                      {"modeling": modeling, "tokenization": tokenization})
 
     with open(out("extract_tiny_vocab.txt"), "w", encoding="utf-8") as f:

@@ -12,24 +12,21 @@ Outputs, next to this file:
   modeling_tiny_config.json                       the BertConfig
   modeling_tiny_golden.npz                        inputs and every output of the original
 
-To regenerate:
-  pip download --no-deps bert-tensorflow==1.0.4 -d /tmp/x
-  unzip -o /tmp/x/bert_tensorflow-1.0.4-py2.py3-none-any.whl -d /tmp/x/orig
-  .venv/bin/python tests/golden/make_modeling_golden.py --original_dir=/tmp/x/orig/bert
+To regenerate (the original: see tests/golden/original.py):
+  .venv/bin/python tests/golden/make_modeling_golden.py --original_dir=/tmp/orig
 """
 
 import argparse
-import ast
-import json
 import os
-import re
-import types
+import sys
 
 import numpy as np
-import tensorflow as tf
 
-v1 = tf.compat.v1
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+
+from tests.golden import original  # noqa: E402
+from tests.golden.original import tf1_namespace, v1  # noqa: E402,F401  (the shims, for the other scripts)
 
 # L=2, H=32, A=4, I=37: tiny, with a head size (8) and an intermediate size that differ.
 CONFIG = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
@@ -39,63 +36,13 @@ CONFIG = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_
 BATCH, SEQ, PREDICTIONS, NUM_LABELS = 3, 11, 4, 5
 
 
-def contrib_layer_norm(inputs, begin_norm_axis=-1, begin_params_axis=-1, scope=None):
-    """tf.contrib.layers.layer_norm for the last axis: moments + batch_normalization, eps 1e-12."""
-    assert begin_norm_axis == -1 and begin_params_axis == -1
-    with v1.variable_scope(scope, default_name="LayerNorm"):
-        size = inputs.shape[-1:]
-        beta = v1.get_variable("beta", shape=size, initializer=v1.zeros_initializer())
-        gamma = v1.get_variable("gamma", shape=size, initializer=v1.ones_initializer())
-        mean, variance = v1.nn.moments(inputs, [inputs.shape.ndims - 1], keep_dims=True)
-        return v1.nn.batch_normalization(inputs, mean, variance, offset=beta, scale=gamma,
-                                         variance_epsilon=1e-12)
+# bench/bench_modeling.py's names for the loaders; it passes the bert/ directory itself.
+def load_original_modeling(bert_dir, tf_shim):
+    return original.modeling(os.path.dirname(os.path.normpath(bert_dir)), tf_shim)
 
 
-def layers_dense(inputs, units, activation=None, kernel_initializer=None, name=None):
-    """tf.layers.dense on a 2-D input: variables `<scope>/dense/kernel` and `bias`."""
-    with v1.variable_scope(name, default_name="dense"):
-        kernel = v1.get_variable("kernel", [int(inputs.shape[-1]), units],
-                                 initializer=kernel_initializer)
-        bias = v1.get_variable("bias", [units], initializer=v1.zeros_initializer())
-        outputs = v1.nn.bias_add(v1.matmul(inputs, kernel), bias)
-        return activation(outputs) if activation is not None else outputs
-
-
-def tf1_namespace():
-    """`tf` as the original code sees it: tf.compat.v1 plus the two shims."""
-    namespace = types.SimpleNamespace(
-        **{k: getattr(v1, k)
-           for k in dir(v1) if not k.startswith("__")})
-    namespace.layers = types.SimpleNamespace(dense=layers_dense)
-    namespace.contrib = types.SimpleNamespace(layers=types.SimpleNamespace(
-        layer_norm=contrib_layer_norm))
-    return namespace
-
-
-def load_original_modeling(original_dir, tf_shim):
-    """Executes the original modeling.py as a throwaway module using `tf_shim`."""
-    path = os.path.join(original_dir, "modeling.py")
-    source = open(path).read()
-    source = source.replace("from tensorflow.contrib import layers as contrib_layers",
-                            "contrib_layers = tf.contrib.layers")
-    # HEAD imports `tensorflow as tf`, the 1.0.4 wheel `tensorflow.compat.v1 as tf`.
-    source = re.sub(r"(?m)^import tensorflow(\.compat\.v1)? as tf$", "tf = _tf_shim", source)
-    module = types.ModuleType("original_modeling")
-    module.__dict__["_tf_shim"] = tf_shim
-    exec(compile(source, path, "exec"), module.__dict__)
-    return module
-
-
-def original_functions(original_dir, filename, names, tf_shim, modeling):
-    """Compiles only the named top-level functions of an original script (no flags, no main)."""
-    path = os.path.join(original_dir, filename)
-    tree = ast.parse(open(path).read(), path)
-    tree.body = [
-        node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name in names
-    ]
-    namespace = {"tf": tf_shim, "modeling": modeling}
-    exec(compile(tree, path, "exec"), namespace)
-    return [namespace[name] for name in names]
+def original_functions(bert_dir, filename, names, tf_shim, modeling):
+    return original.functions(os.path.dirname(os.path.normpath(bert_dir)), filename, names, tf_shim, modeling)
 
 
 def make_inputs(rng):
@@ -140,7 +87,7 @@ def randomize_all_variables(session, rng):
 
 def run_pretraining_graph(modeling, original_dir, tf_shim, inputs, checkpoint_prefix):
     """BertModel + MLM + NSP heads (+ the fine-tuning head variables); saves the checkpoint."""
-    gather_indexes, get_masked_lm_output, get_next_sentence_output = original_functions(
+    gather_indexes, get_masked_lm_output, get_next_sentence_output = original.functions(
         original_dir, "run_pretraining.py",
         ["gather_indexes", "get_masked_lm_output", "get_next_sentence_output"], tf_shim, modeling)
     config = modeling.BertConfig.from_dict(CONFIG)
@@ -196,22 +143,21 @@ def run_finetuning_graph(modeling, create_model, args, checkpoint_prefix):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--original_dir", default="/tmp/x/orig/bert",
-                        help="directory holding the original modeling.py and run_*.py")
+    original.add_argument(parser)
     parser.add_argument("--output_dir", default=HERE)
     args = parser.parse_args()
 
     v1.disable_v2_behavior()
     tf_shim = tf1_namespace()
-    modeling = load_original_modeling(args.original_dir, tf_shim)
+    modeling = original.modeling(args.original_dir, tf_shim)
     inputs = make_inputs(np.random.RandomState(0))
     prefix = os.path.join(args.output_dir, "modeling_tiny.ckpt")
     golden = run_pretraining_graph(modeling, args.original_dir, tf_shim, inputs, prefix)
     config = modeling.BertConfig.from_dict(CONFIG)
     feeds = lambda: [v1.constant(inputs[k]) for k in ("input_ids", "input_mask", "token_type_ids")]
 
-    (create_classifier,) = original_functions(args.original_dir, "run_classifier.py",
-                                               ["create_model"], tf_shim, modeling)
+    (create_classifier,) = original.functions(args.original_dir, "run_classifier.py",
+                                              ["create_model"], tf_shim, modeling)
     loss, per_example, logits, probabilities = run_finetuning_graph(
         modeling, create_classifier,
         lambda: [config, False] + feeds() + [v1.constant(inputs["label_ids"]), NUM_LABELS, False],
@@ -219,8 +165,8 @@ def main():
     golden.update(classifier_loss=loss, classifier_per_example_loss=per_example,
                   classifier_logits=logits, classifier_probabilities=probabilities)
 
-    (create_squad,) = original_functions(args.original_dir, "run_squad.py", ["create_model"],
-                                          tf_shim, modeling)
+    (create_squad,) = original.functions(args.original_dir, "run_squad.py", ["create_model"],
+                                         tf_shim, modeling)
     start_logits, end_logits = run_finetuning_graph(modeling, create_squad,
                                                     lambda: [config, False] + feeds() + [False],
                                                     prefix)

@@ -5,18 +5,17 @@ create_pretraining_data.py (PyPI bert-tensorflow 1.0.4, TF1 code) through
 tf.compat.v1, which is allowed here and nowhere else, and runs it on the fixture
 inputs beside this file. The tests compare our output with these records.
 
-    pip download --no-deps bert-tensorflow==1.0.4 -d /tmp/bert_orig
-    (cd /tmp/bert_orig && unzip -o -q bert_tensorflow-1.0.4-py2.py3-none-any.whl)
-    .venv/bin/python tests/golden/make_pretraining_data_golden.py /tmp/bert_orig
+The original: see tests/golden/original.py.
+
+    .venv/bin/python tests/golden/make_pretraining_data_golden.py --original_dir=/tmp/orig
 
 bert-tensorflow 1.0.4 predates whole-word masking, so for scenario `wwm` its
-masking function is replaced by one that follows the HEAD behaviour documented in
-shared/REFERENCE.md section 5.3 (candidates grouped by `##` pieces, a word skipped
-when it would overflow the budget); everything else in that run is the original's.
+masking function is replaced by one that follows create_pretraining_data.py at the
+GitHub HEAD (candidates grouped by `##` pieces, a word skipped when it would overflow
+the budget); everything else in that run is the original's.
 """
 
-import collections
-import importlib.util
+import argparse
 import os
 import sys
 
@@ -34,7 +33,7 @@ INPUTS = ["pretraining_input_1.txt", "pretraining_input_2.txt"]
 
 
 def wwm_masking(orig_module):
-    """HEAD's whole-word masking, per REFERENCE.md 5.3, bound to the original module's types."""
+    """HEAD's whole-word masking, bound to the original module's types."""
 
     def create_masked_lm_predictions(tokens, masked_lm_prob, max_predictions_per_seq, vocab_words, rng):
         cand_indexes = []
@@ -71,17 +70,14 @@ def wwm_masking(orig_module):
     return create_masked_lm_predictions
 
 
-def main(orig_dir):
+def main(original_dir):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.path.insert(0, orig_dir)
-    import bert.tokenization as orig_tokenization
-    orig_tokenization.preserve_token = lambda token, vocab: False  # 1.0.4's extra flag, off
-    spec = importlib.util.spec_from_file_location("orig_cpd", os.path.join(orig_dir, "bert", "create_pretraining_data.py"))
-    orig = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(orig)
-    original_masking = orig.create_masked_lm_predictions
     sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
     from tests import helpers
+    from tests.golden import original
+    orig_tokenization = original.tokenization(original_dir)
+    orig = original.load(original_dir, "create_pretraining_data.py", modules={"tokenization": orig_tokenization})
+    original_masking = orig.create_masked_lm_predictions
     import random
 
     vocab_file = helpers.real_vocab_file()
@@ -100,4 +96,8 @@ def main(orig_dir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "/tmp/bert_orig")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
+    from tests.golden import original
+    original.add_argument(parser)
+    main(parser.parse_args().original_dir)

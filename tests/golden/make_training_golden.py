@@ -1,7 +1,7 @@
 """Makes the training-trajectory golden files with the ORIGINAL code (run once, by hand).
 
 Not part of the project or its tests. For each case below it builds the original's training
-graph (bert-tensorflow 1.0.4 through tf.compat.v1 and the shims of make_modeling_golden.py):
+graph (bert-tensorflow 1.0.4 through tf.compat.v1 and the shims of original.py):
 the task's loss from the original's own functions, then the original `optimization.
 create_optimizer` (AdamWeightDecay, warmup + linear decay, `tf.clip_by_global_norm` at 1.0),
 starts from a checkpoint written here by the original's Saver, and runs N steps on one batch
@@ -23,9 +23,9 @@ The step counts of the classifier and SQuAD cases come from the original's own a
 (`int(examples / batch * epochs)`, `int(steps * warmup_proportion)`), so the tests also
 check that the runners turn --num_train_epochs and --warmup_proportion into the same steps.
 
-    pip download --no-deps bert-tensorflow==1.0.4 -d /tmp/x
-    unzip -o /tmp/x/bert_tensorflow-1.0.4-py2.py3-none-any.whl -d /tmp/x/orig
-    .venv/bin/python tests/golden/make_training_golden.py --original_dir=/tmp/x/orig/bert
+The original: see tests/golden/original.py.
+
+    .venv/bin/python tests/golden/make_training_golden.py --original_dir=/tmp/orig
 """
 
 import argparse
@@ -39,8 +39,7 @@ import tensorflow as tf
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
-from tests.golden import make_classifier_golden as classifier_golden  # noqa: E402
-from tests.golden import make_modeling_golden as shims  # noqa: E402
+from tests.golden import original  # noqa: E402
 
 v1 = tf.compat.v1
 
@@ -76,24 +75,22 @@ CLASSIFIER_LINE = ("1\t4\t5\tPriya took the map, turned it around, and sighed.\t
 def load_original(original_dir):
     """(modeling, optimization, run_classifier, run_squad, run_pretraining functions, tokenization)."""
     v1.disable_v2_behavior()
-    tf_shim = shims.tf1_namespace()
+    tf_shim = original.tf1_namespace()
     tf_shim.flags = v1.flags
-    modeling = shims.load_original_modeling(original_dir, tf_shim)
-    sys.path.insert(0, os.path.dirname(original_dir))
-    import bert.tokenization as tokenization
-    tokenization.preserve_token = lambda token, vocab: False  # 1.0.4's extra flag, off
-    load = classifier_golden.load_original_script
-    optimization_shim = shims.tf1_namespace()
+    modeling = original.modeling(original_dir, tf_shim)
+    tokenization = original.tokenization(original_dir)
+    modules = dict(modeling=modeling, tokenization=tokenization, optimization=None)
+    optimization_shim = original.tf1_namespace()
     optimization_shim.group = group_after_first
-    optimization = load(original_dir, "optimization.py", optimization_shim, modeling, tokenization)
+    optimization = original.load(original_dir, "optimization.py", optimization_shim, modules)
     record_learning_rate(optimization.AdamWeightDecayOptimizer)
     known_flags = set(v1.flags.FLAGS)
-    run_classifier = load(original_dir, "run_classifier.py", tf_shim, modeling, tokenization)
+    run_classifier = original.load(original_dir, "run_classifier.py", tf_shim, modules)
     for name in set(v1.flags.FLAGS) - known_flags:  # run_squad defines the same flags again
         delattr(v1.flags.FLAGS, name)
-    run_squad = load(original_dir, "run_squad.py", tf_shim, modeling, tokenization)
+    run_squad = original.load(original_dir, "run_squad.py", tf_shim, modules)
     run_squad.FLAGS(["run_squad.py", "--vocab_file=x", "--bert_config_file=x", "--output_dir=x"])
-    pretraining = shims.original_functions(
+    pretraining = original.functions(
         original_dir, "run_pretraining.py", ["gather_indexes", "get_masked_lm_output",
                                              "get_next_sentence_output"], tf_shim, modeling)
     return modeling, optimization, run_classifier, run_squad, pretraining, tokenization
@@ -226,7 +223,7 @@ def train(case, spec, features, build_loss, optimization, config_dict):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--original_dir", default="/tmp/x/orig/bert")
+    original.add_argument(parser)
     args = parser.parse_args()
     modeling, optimization, run_classifier, run_squad, pretraining, tokenization = load_original(
         args.original_dir)

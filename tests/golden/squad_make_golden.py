@@ -19,18 +19,17 @@ max_query_length 12:
   squad_<v>_fixed_{predictions,nbest_predictions,null_odds}.json
                                      write_predictions on those logits (n_best 5, max answer 5)
 
-    pip download --no-deps bert-tensorflow==1.0.4 -d /tmp/orig
-    (cd /tmp/orig && unzip -o -q bert_tensorflow-1.0.4-py2.py3-none-any.whl)
-    .venv/bin/python tests/golden/squad_make_golden.py /tmp/orig
+The original: see tests/golden/original.py.
+
+    .venv/bin/python tests/golden/squad_make_golden.py --original_dir=/tmp/orig
 """
 
+import argparse
 import collections
-import importlib.util
 import json
 import os
 import random
 import sys
-import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -127,21 +126,15 @@ def cut_vocab(full_vocab_file, texts, tokenizer):
 
 # --- The original code -----------------------------------------------------------------------
 
-def load_original(orig_dir):
-    """The original run_squad module (its modeling through make_modeling_golden's tf shims)."""
-    sys.path.insert(0, orig_dir)
+def load_original(original_dir):
+    """The original run_squad module (its modeling under the tf shims of original.py)."""
     sys.path.insert(0, ROOT)
     from tests.golden import make_modeling_golden as mmg
-    import bert.tokenization as orig_tokenization
-    orig_tokenization.preserve_token = lambda token, vocab: False  # 1.0.4's extra flag, off
-    tf_shim = mmg.tf1_namespace()
-    modeling = mmg.load_original_modeling(os.path.join(orig_dir, "bert"), tf_shim)
-    sys.modules["bert.modeling"] = modeling
-    import bert
-    bert.modeling = modeling
-    spec = importlib.util.spec_from_file_location("orig_run_squad", os.path.join(orig_dir, "bert", "run_squad.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from tests.golden import original
+    orig_tokenization = original.tokenization(original_dir)
+    modeling = original.modeling(original_dir, original.tf1_namespace())
+    module = original.load(original_dir, "run_squad.py",
+                           modules={"modeling": modeling, "tokenization": orig_tokenization})
     module.FLAGS(["run_squad.py", "--vocab_file=x", "--bert_config_file=x", "--output_dir=x"])
     return module, modeling, orig_tokenization, mmg
 
@@ -186,10 +179,10 @@ def write_original_predictions(orig, examples, features, start, end, prefix, n_b
                            prefix + "_null_odds.json")
 
 
-def main(orig_dir):
+def main(original_dir):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import numpy as np
-    orig, modeling, orig_tokenization, mmg = load_original(orig_dir)
+    orig, modeling, orig_tokenization, mmg = load_original(original_dir)
     mmg.v1.disable_v2_behavior()
     from tests import helpers
 
@@ -259,4 +252,8 @@ def main(orig_dir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "/tmp/orig")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sys.path.insert(0, ROOT)
+    from tests.golden import original
+    original.add_argument(parser)
+    main(parser.parse_args().original_dir)

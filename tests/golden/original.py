@@ -1,0 +1,138 @@
+"""The original google-research/bert code, loaded for the golden-file scripts and bench/.
+
+Not part of the project and not run by the tests. The original is bert-tensorflow 1.0.4 on
+PyPI (the same math and variable names as the GitHub HEAD), TF1 code that runs here in
+graph mode through tf.compat.v1, with two shims for what TF 2.21 no longer has (tf.contrib's
+layer_norm and tf.layers.dense, re-expressed with the same ops and variable names).
+
+Every script that runs the original takes `--original_dir`: the unzipped wheel, the
+directory that holds the `bert/` package:
+
+    pip download --no-deps bert-tensorflow==1.0.4 -d /tmp/orig
+    (cd /tmp/orig && unzip -o -q bert_tensorflow-1.0.4-py2.py3-none-any.whl)
+"""
+
+import ast
+import os
+import re
+import sys
+import types
+
+import tensorflow as tf
+
+v1 = tf.compat.v1
+
+DEFAULT_DIR = "/tmp/orig"
+HOW_TO_GET = ("pip download --no-deps bert-tensorflow==1.0.4 -d /tmp/orig && (cd /tmp/orig && unzip -o -q "
+              "bert_tensorflow-1.0.4-py2.py3-none-any.whl)")
+
+
+def add_argument(parser):
+    """Adds --original_dir to an argparse parser."""
+    parser.add_argument("--original_dir", default=DEFAULT_DIR,
+                        help="the unzipped bert-tensorflow 1.0.4 wheel (the directory holding bert/)")
+
+
+def path(original_dir, filename):
+    """original_dir/bert/filename; exits with how to get the original when it is not there."""
+    found = os.path.join(original_dir, "bert", filename)
+    if not os.path.exists(found):
+        raise SystemExit(f"{found} not found: --original_dir is the unzipped wheel ({HOW_TO_GET})")
+    return found
+
+
+# --- TF1 shims --------------------------------------------------------------------------------
+
+def contrib_layer_norm(inputs, begin_norm_axis=-1, begin_params_axis=-1, scope=None):
+    """tf.contrib.layers.layer_norm for the last axis: moments + batch_normalization, eps 1e-12."""
+    assert begin_norm_axis == -1 and begin_params_axis == -1
+    with v1.variable_scope(scope, default_name="LayerNorm"):
+        size = inputs.shape[-1:]
+        beta = v1.get_variable("beta", shape=size, initializer=v1.zeros_initializer())
+        gamma = v1.get_variable("gamma", shape=size, initializer=v1.ones_initializer())
+        mean, variance = v1.nn.moments(inputs, [inputs.shape.ndims - 1], keep_dims=True)
+        return v1.nn.batch_normalization(inputs, mean, variance, offset=beta, scale=gamma,
+                                         variance_epsilon=1e-12)
+
+
+def layers_dense(inputs, units, activation=None, kernel_initializer=None, name=None):
+    """tf.layers.dense on a 2-D input: variables `<scope>/dense/kernel` and `bias`."""
+    with v1.variable_scope(name, default_name="dense"):
+        kernel = v1.get_variable("kernel", [int(inputs.shape[-1]), units],
+                                 initializer=kernel_initializer)
+        bias = v1.get_variable("bias", [units], initializer=v1.zeros_initializer())
+        outputs = v1.nn.bias_add(v1.matmul(inputs, kernel), bias)
+        return activation(outputs) if activation is not None else outputs
+
+
+def tf1_namespace():
+    """`tf` as the original code sees it: tf.compat.v1 plus the two shims."""
+    namespace = types.SimpleNamespace(
+        **{k: getattr(v1, k)
+           for k in dir(v1) if not k.startswith("__")})
+    namespace.layers = types.SimpleNamespace(dense=layers_dense)
+    namespace.contrib = types.SimpleNamespace(layers=types.SimpleNamespace(
+        layer_norm=contrib_layer_norm))
+    return namespace
+
+
+# --- Loading ----------------------------------------------------------------------------------
+
+def load(original_dir, filename, tf_shim=None, modules=None):
+    """Executes bert/<filename> of the original as a fresh module.
+
+    Args:
+        tf_shim: what its `tensorflow` import becomes (a tf1_namespace()); None: the real
+            tf.compat.v1.
+        modules: {name: module or None} that its `from bert import name` lines get instead;
+            the lines for other names import the original's own package.
+    """
+    source_path = path(original_dir, filename)
+    source = open(source_path, encoding="utf-8").read()
+    if tf_shim is not None:
+        source = source.replace("from tensorflow.contrib import layers as contrib_layers",
+                                "contrib_layers = tf.contrib.layers")
+        # HEAD imports `tensorflow as tf`, the 1.0.4 wheel `tensorflow.compat.v1 as tf`.
+        source = re.sub(r"(?m)^import tensorflow(\.compat\.v1)? as tf$", "tf = _tf_shim", source)
+    for name in modules or {}:
+        source = re.sub(rf"(?m)^from bert import {name}$", f"{name} = _modules[{name!r}]", source)
+    if original_dir not in sys.path:
+        sys.path.insert(0, original_dir)
+    module = types.ModuleType("original_" + filename[:-3])
+    module.__dict__.update(_tf_shim=tf_shim, _modules=dict(modules or {}))
+    exec(compile(source, source_path, "exec"), module.__dict__)
+    return module
+
+
+def functions(original_dir, filename, names, tf_shim, modeling, replace=()):
+    """Compiles only the named top-level functions of an original script (no flags, no main).
+
+    `replace`: (old, new) source edits made first (such as a TF1-only idiom).
+    """
+    source_path = path(original_dir, filename)
+    source = open(source_path).read()
+    for old, new in replace:
+        source = source.replace(old, new)
+    tree = ast.parse(source, source_path)
+    tree.body = [
+        node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name in names
+    ]
+    namespace = {"tf": tf_shim, "modeling": modeling}
+    exec(compile(tree, source_path, "exec"), namespace)
+    return [namespace[name] for name in names]
+
+
+def modeling(original_dir, tf_shim):
+    """The original modeling.py under `tf_shim`."""
+    return load(original_dir, "modeling.py", tf_shim)
+
+
+def tokenization(original_dir):
+    """The original package's tokenization module (`bert.tokenization`), as 1.0.4 without its
+    extra `preserve_token` rule (off: the GitHub HEAD has none)."""
+    path(original_dir, "tokenization.py")
+    if original_dir not in sys.path:
+        sys.path.insert(0, original_dir)
+    import bert.tokenization
+    bert.tokenization.preserve_token = lambda token, vocab: False
+    return bert.tokenization
