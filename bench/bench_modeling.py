@@ -21,11 +21,12 @@ second over that rate. The inference rows also give the largest difference from 
 original's outputs with the same weights. Peak memory (ru_maxrss) comes from one
 subprocess per configuration (--no_memory to skip).
 
-The original is google-research/bert as released on PyPI, never committed here:
+The original is google-research/bert as released on PyPI, never committed here (loaded by
+tests/golden/original.py):
 
     pip download --no-deps bert-tensorflow==1.0.4 -d /tmp/orig
     (cd /tmp/orig && unzip -o -q bert_tensorflow-1.0.4-py2.py3-none-any.whl)
-    .venv/bin/python bench/bench_modeling.py --orig_dir=/tmp/orig/bert
+    .venv/bin/python bench/bench_modeling.py --original_dir=/tmp/orig
 
 KerasHub is a test dependency. Hugging Face's TF BERT needs transformers 4.57 (its last
 release with TensorFlow) and tf-keras, installed for the benchmark only, outside the venv:
@@ -33,7 +34,7 @@ release with TensorFlow) and tf-keras, installed for the benchmark only, outside
     .venv/bin/python -m pip install --no-deps --target /tmp/peers transformers==4.57.1 \
         tf-keras==2.21.0 tokenizers==0.22.2 huggingface-hub==0.36.2 filelock==4.3.1 \
         fsspec==2026.9.0 pyyaml==6.0.4 tqdm==4.70.1 hf-xet==1.8.0
-    .venv/bin/python bench/bench_modeling.py --orig_dir=/tmp/orig/bert --peers_dir=/tmp/peers
+    .venv/bin/python bench/bench_modeling.py --original_dir=/tmp/orig --peers_dir=/tmp/peers
 
 Without --peers_dir (or with transformers missing there) the Hugging Face rows are left out.
 """
@@ -48,7 +49,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -60,7 +60,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import make_modeling_golden as golden  # noqa: E402  (the original under tf.compat.v1 shims)
+import original  # noqa: E402  (tests/golden/original.py: the original under tf.compat.v1 shims)
 import modeling  # noqa: E402
 import optimization  # noqa: E402
 import results  # noqa: E402  (bench/results.py)
@@ -160,11 +160,11 @@ def timed(fn):
 # The original, in a tf.compat.v1 graph of its own.
 
 
-def original_graph(orig_dir, workload, features):
+def original_graph(original_dir, workload, features):
     graph = v1.Graph()
-    shim = golden.tf1_namespace()
+    shim = original.tf1_namespace()
     with graph.as_default():
-        orig_modeling = golden.load_original_modeling(orig_dir, shim)
+        orig_modeling = original.modeling(original_dir, shim)
         config = orig_modeling.BertConfig.from_dict(MINI if workload == "train" else BASE)
         feeds = {k: v1.constant(v) for k, v in features.items()}
         model = orig_modeling.BertModel(config=config, is_training=workload == "train",
@@ -174,11 +174,11 @@ def original_graph(orig_dir, workload, features):
                                         use_one_hot_embeddings=False)
         if workload == "train":
             # gather_indexes is compiled too: get_masked_lm_output calls it as a global.
-            get_mlm, get_nsp, _ = golden.original_functions(
-                orig_dir, "run_pretraining.py",
+            get_mlm, get_nsp, _ = original.functions(
+                original_dir, "run_pretraining.py",
                 ["get_masked_lm_output", "get_next_sentence_output", "gather_indexes"], shim,
                 orig_modeling)
-            optimizer_module = load_original_optimization(orig_dir, shim)
+            optimizer_module = original.load(original_dir, "optimization.py", shim)
             mlm_loss = get_mlm(config, model.get_sequence_output(), model.get_embedding_table(),
                                feeds["masked_lm_positions"], feeds["masked_lm_ids"],
                                feeds["masked_lm_weights"])[0]
@@ -195,19 +195,8 @@ def original_graph(orig_dir, workload, features):
     return session, fetch, variables
 
 
-def load_original_optimization(orig_dir, shim):
-    """Executes the original optimization.py as a throwaway module using `shim` as `tf`."""
-    path = os.path.join(orig_dir, "optimization.py")
-    source = open(path).read().replace("import tensorflow.compat.v1 as tf", "tf = _tf_shim")
-    source = source.replace("import tensorflow as tf", "tf = _tf_shim")
-    module = types.ModuleType("original_optimization")
-    module.__dict__["_tf_shim"] = shim
-    exec(compile(source, path, "exec"), module.__dict__)
-    return module
-
-
-def original_runner(orig_dir, workload, features, flops, sequences):
-    session, fetch, variables = original_graph(orig_dir, workload, features)
+def original_runner(original_dir, workload, features, flops, sequences):
+    session, fetch, variables = original_graph(original_dir, workload, features)
 
     def run(steps):
         for _ in range(steps):
@@ -352,7 +341,7 @@ def matmul_runner(name, m, k, n):
     return Runner(name, timed(run), 8 * 2 * m * k * n, 0)
 
 
-def build_runners(names, orig_dir, work_dir):
+def build_runners(names, original_dir, work_dir):
     rng = np.random.RandomState(12345)
     train_features = make_inputs(rng, TRAIN_BATCH, PREDICTIONS)
     infer_features = make_inputs(rng, INFER_BATCH)
@@ -367,7 +356,7 @@ def build_runners(names, orig_dir, work_dir):
     for name in names:
         workload, side, *rest = name.split("/")
         if side == "original":
-            runners[name] = original_runner(orig_dir, workload,
+            runners[name] = original_runner(original_dir, workload,
                                             train_features if workload == "train" else
                                             infer_features,
                                             train_flops if workload == "train" else infer_flops,
@@ -401,10 +390,10 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def peak_memory_mb(name, orig_dir, peers_dir, steps):
+def peak_memory_mb(name, original_dir, peers_dir, steps):
     """ru_maxrss of a fresh process that builds `name` alone and runs it."""
     result = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--orig_dir", orig_dir, "--only", name,
+        [sys.executable, os.path.abspath(__file__), "--original_dir", original_dir, "--only", name,
          "--steps_train", str(steps), "--steps_infer", str(steps)] +
         (["--peers_dir", peers_dir] if peers_dir else []),
         capture_output=True, text=True, check=False)
@@ -417,9 +406,7 @@ def peak_memory_mb(name, orig_dir, peers_dir, steps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--orig_dir", default="/tmp/orig/bert",
-                        help="directory holding the original modeling.py, run_pretraining.py, "
-                             "optimization.py")
+    original.add_argument(parser)
     parser.add_argument("--peers_dir", default="",
                         help="directory holding transformers and tf-keras for the Hugging Face "
                              "rows (see this script's docstring)")
@@ -438,8 +425,8 @@ def main():
         tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
     if args.inter_op_threads:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
-    if not os.path.exists(os.path.join(args.orig_dir, "modeling.py")):
-        raise SystemExit(f"{args.orig_dir}/modeling.py not found: see this script's docstring")
+    for filename in ("modeling.py", "run_pretraining.py", "optimization.py"):
+        original.path(args.original_dir, filename)  # exits with how to get it when missing
     if args.peers_dir:
         sys.path.insert(0, args.peers_dir)  # first: its tokenizers is the one transformers 4.57 needs
     work_dir = tempfile.mkdtemp(prefix="bench_modeling_")
@@ -451,7 +438,7 @@ def main():
 
 def run_configs(args, work_dir):
     if args.only:
-        runners = build_runners([args.only], args.orig_dir, work_dir)
+        runners = build_runners([args.only], args.original_dir, work_dir)
         runner = runners[args.only]
         runner.run(1)
         runner.run(args.steps_train if args.only.startswith("train") else args.steps_infer)
@@ -470,7 +457,7 @@ def run_configs(args, work_dir):
     # The original's inference runs first: its weights are copied into ours.
     names.sort(key=lambda n: (n.split("/")[0], n.split("/")[1] != "original"))
     started = time.perf_counter()
-    runners = build_runners(names, args.orig_dir, work_dir)
+    runners = build_runners(names, args.original_dir, work_dir)
     order = [n for n in runners]
     for name in order:  # warm-up: tracing, XLA compilation, first-touch allocations
         runners[name].run(1)
@@ -496,7 +483,7 @@ def run_configs(args, work_dir):
     memory = {}
     if not args.no_memory:
         for name in names:
-            memory[name] = peak_memory_mb(name, args.orig_dir, args.peers_dir, 2)
+            memory[name] = peak_memory_mb(name, args.original_dir, args.peers_dir, 2)
 
     rows = []
     rates = {}

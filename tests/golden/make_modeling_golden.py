@@ -36,15 +36,6 @@ CONFIG = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_
 BATCH, SEQ, PREDICTIONS, NUM_LABELS = 3, 11, 4, 5
 
 
-# bench/bench_modeling.py's names for the loaders; it passes the bert/ directory itself.
-def load_original_modeling(bert_dir, tf_shim):
-    return original.modeling(os.path.dirname(os.path.normpath(bert_dir)), tf_shim)
-
-
-def original_functions(bert_dir, filename, names, tf_shim, modeling):
-    return original.functions(os.path.dirname(os.path.normpath(bert_dir)), filename, names, tf_shim, modeling)
-
-
 def make_inputs(rng):
     lengths = [SEQ, 7, 4]  # one full row, two padded rows
     input_ids = rng.randint(1, CONFIG["vocab_size"], size=(BATCH, SEQ)).astype(np.int32)
