@@ -19,6 +19,7 @@ import tensorflow as tf
 import modeling
 import run_squad
 import tokenization
+import training
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -282,6 +283,77 @@ def test_streamed_prediction_holds_a_few_windows_and_writes_the_originals_files(
                                             "predictions.json"]
 
 
+def _load_json(path):
+    with open(path) as f:
+        return json.load(f, object_pairs_hook=collections.OrderedDict)
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_real_length_prediction_equals_the_padding_masked_model_at_full_length(version, tokenizer, tmp_path):
+    # --real_length: the model masks padding out of the span logits, and windows run sorted by
+    # length, each batch cut to its longest window. Reference: the same masked model on the
+    # padded windows in input order, through the same post-processing.
+    examples, features = prediction_features(version, tokenizer)
+    model = run_squad.SquadModel(modeling.BertConfig.from_json_file(CONFIG), mask_padding=True)
+    modeling.load_checkpoint(CHECKPOINT, model)
+    inputs = {name: tf.constant([getattr(f, name) for f in features])
+              for name in ("input_ids", "input_mask", "segment_ids")}
+    start, end = (t.numpy() for t in model(inputs, training=False))
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    paths = predict_files(reference, examples, features, results_for(features, start, end), version)
+
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    lengths = [int(sum(f.input_mask)) for f in features]
+    assert sum(n <= 56 for n in lengths) >= 4 and max(lengths) == SETTINGS["max_seq_length"]  # some cut
+    _, features = prediction_features(version, tokenizer)
+    run_squad.predict_and_write(tf.distribute.get_strategy(), model, examples, iter(features), str(cut),
+                                SETTINGS["max_seq_length"], 4, 20, 30, True, version_2_with_negative=version == "v2",
+                                length=training.RealLength(SETTINGS["max_seq_length"]))
+    assert _load_json(cut / "predictions.json") == _load_json(paths[0])
+    ours, theirs = _load_json(cut / "nbest_predictions.json"), _load_json(paths[1])
+    assert list(ours) == list(theirs)
+    for qas_id in theirs:
+        assert [e["text"] for e in ours[qas_id]] == [e["text"] for e in theirs[qas_id]]
+        for a, b in zip(ours[qas_id], theirs[qas_id]):
+            assert max(abs(a[k] - b[k]) for k in ("probability", "start_logit", "end_logit")) <= 1e-5
+    # Why it is an opt-in: the original ranks padding positions too, so its n-best lists are
+    # not these.
+    assert _load_json(golden(f"squad_{version}_model_nbest_predictions.json")) != theirs
+
+
+def test_real_length_training_step_equals_the_padded_masked_step():
+    # Under --real_length a training batch is cut to its longest window: with padding masked
+    # out of the span softmax, the loss and every gradient are those of the padded batch.
+    spec = run_squad.feature_spec(SETTINGS["max_seq_length"], is_training=True)
+    records = next(iter(training.sequential_dataset([golden("squad_v1_train.tf_record")], spec, 100)))
+    short = tf.reduce_sum(records["input_mask"], 1) < 56  # the windows of shorter documents
+    batch = {name: tf.boolean_mask(values, short) for name, values in records.items()}
+    length = training.RealLength(SETTINGS["max_seq_length"])
+    cut = length(batch)
+    assert batch["input_ids"].shape[0] >= 4 and cut["input_ids"].shape[1] == 56
+    assert tf.reduce_max(batch["end_positions"]) > 0  # answers inside the windows
+    model = run_squad.SquadModel(modeling.BertConfig.from_json_file(CONFIG), mask_padding=True)
+    modeling.load_checkpoint(CHECKPOINT, model)
+
+    def loss_and_grads(features):
+        with tf.GradientTape() as tape:
+            loss = run_squad.squad_training_loss(model, features, training=False)
+        grads = tape.gradient(loss, model.trainable_variables)
+        return loss.numpy(), [tf.convert_to_tensor(g).numpy() for g in grads if g is not None]
+
+    padded_loss, padded_grads = loss_and_grads(batch)
+    cut_loss, cut_grads = loss_and_grads(cut)
+    assert cut_loss == pytest.approx(padded_loss, rel=1e-6)
+    assert len(cut_grads) == len(padded_grads)
+    for a, b in zip(cut_grads, padded_grads):
+        np.testing.assert_allclose(a, b, atol=1e-6 + 1e-5 * np.abs(b).max())
+    # Without the mask the padding's logits count, as in the original: the cut would change the loss.
+    model.mask_padding = False
+    assert abs(loss_and_grads(cut)[0] - loss_and_grads(batch)[0]) > 1e-3
+
+
 def test_an_error_while_making_windows_is_raised_and_writes_nothing(tokenizer, tmp_path):
     examples, features = prediction_features("v1", tokenizer)
 
@@ -464,6 +536,24 @@ def test_script_trains_from_original_records_then_predicts(tmp_path):
         assert len(json.load(f)) == 25
     with open(os.path.join(out, "eval_results.json")) as f:
         assert set(json.load(f)) == {"exact_match", "f1"}
+
+
+def test_script_real_length_trains_and_predicts_at_the_real_length(tmp_path):
+    out = str(tmp_path / "out")
+    result = helpers.run_script("run_squad.py",
+                                *script_args(out, train_file=squad_file("v2"), predict_file=squad_file("v2"),
+                                             version_2_with_negative="true", do_train="true", do_predict="true",
+                                             init_checkpoint=CHECKPOINT, train_batch_size=8, num_train_epochs=1.0,
+                                             learning_rate=1e-3, real_length="true", seed=3))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Sequence length: batches run at their real length" in result.stderr
+    reader = tf.train.load_checkpoint(os.path.join(out, "model.ckpt-3"))
+    assert not np.allclose(reader.get_tensor("cls/squad/output_weights"),
+                           tf.train.load_checkpoint(CHECKPOINT).get_tensor("cls/squad/output_weights"))
+    predictions = _load_json(os.path.join(out, "predictions.json"))
+    examples = run_squad.read_squad_examples(squad_file("v2"), False, True)
+    assert list(predictions) == [e.qas_id for e in examples]
+    assert set(_load_json(os.path.join(out, "eval_results.json"))) >= {"exact", "f1", "HasAns_exact"}
 
 
 def test_script_bad_input_is_one_line_and_writes_nothing(tmp_path):
