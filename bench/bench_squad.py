@@ -56,8 +56,9 @@ MINI = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, interme
 PREDICT = dict(predict_batch_size=8, n_best_size=20, max_answer_length=30)
 
 
-def build_squad(path, num_questions, seed=7):
-    """A SQuAD 1.1 file of `num_questions` questions over corpus paragraphs."""
+def build_squad(path, num_questions, seed=7, paragraph_words=(120, 400)):
+    """A SQuAD 1.1 file of `num_questions` questions over corpus paragraphs of
+    `paragraph_words` (min, max) words, uniformly drawn."""
     rng = random.Random(seed)
     words = []
     for line in corpus.read_lines(corpus.mixed_corpus()):
@@ -65,8 +66,8 @@ def build_squad(path, num_questions, seed=7):
         if len(words) > num_questions * 120:
             break
     paragraphs, position, asked = [], 0, 0
-    while asked < num_questions and position + 400 < len(words):
-        size = rng.randint(120, 400)
+    while asked < num_questions and position + paragraph_words[1] < len(words):
+        size = rng.randint(*paragraph_words)
         context_words = words[position:position + size]
         position += size
         context = " ".join(context_words)
@@ -261,8 +262,9 @@ def bench_prediction(args, vocab_file):
     import tensorflow as tf
     directory = os.path.join(args.work_dir, "predict")
     os.makedirs(directory, exist_ok=True)
-    predict_file = os.path.join(directory, f"predict-{args.predict_questions}.json")
-    questions = build_squad(predict_file, args.predict_questions, seed=11)
+    low, high = args.paragraph_words
+    predict_file = os.path.join(directory, f"predict-{args.predict_questions}-{low}-{high}.json")
+    questions = build_squad(predict_file, args.predict_questions, seed=11, paragraph_words=(low, high))
     checkpoint, config_file = make_mini_checkpoint(vocab_file, directory)
     sides = {"original": OriginalPrediction(args.original_dir, vocab_file, config_file, checkpoint),
              "ours": OurPrediction(vocab_file, config_file, checkpoint),
@@ -297,7 +299,8 @@ def bench_prediction(args, vocab_file):
                      " / ".join(f"{x:.1f}" for x in seconds[name]), f"{base / median:.2f}x", texts, nbest])
     table = results.markdown_table(["prediction", "questions/s", "windows/s", "median s", "rounds s",
                                     "vs original", "predictions.json texts", "n-best texts"], rows)
-    summary = (f"Synthetic SQuAD 1.1 predict file: {questions} questions over mixed-corpus paragraphs, "
+    summary = (f"Synthetic SQuAD 1.1 predict file: {questions} questions over mixed-corpus paragraphs of "
+               f"{low}-{high} words, "
                f"{counts['ours'][1]} windows; real uncased vocab; BERT-Mini (L=4, H=256, A=4, I=1024) with random "
                f"weights from one checkpoint; max_seq_length {SETTINGS['max_seq_length']}, doc_stride "
                f"{SETTINGS['doc_stride']}, batch {PREDICT['predict_batch_size']}, float32. One process, "
@@ -320,6 +323,8 @@ def main():
     parser.add_argument("--no_record", action="store_true", help="print only, do not append to RESULTS.md")
     parser.add_argument("--part", choices=["conversion", "prediction", "all"], default="all")
     parser.add_argument("--predict_questions", type=int, default=200)
+    parser.add_argument("--paragraph_words", type=lambda text: tuple(int(n) for n in text.split(",")),
+                        default=(120, 400), help="MIN,MAX words of the prediction paragraphs")
     parser.add_argument("--rounds", type=int, default=3, help="timed prediction rounds per side")
     parser.add_argument("--output", default=None,
                         help="write the prediction entry here (for `cat >> bench/RESULTS.md`) instead of appending")
