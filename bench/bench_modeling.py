@@ -246,16 +246,11 @@ def ours_infer_runner(name, precision, use_xla, features, flops, weights):
         out = model(ids, input_mask=mask, token_type_ids=types_, training=False)
         return out["sequence_output"], out["pooled_output"]
 
-    def run(steps):
-        for _ in range(steps):
-            outputs = forward()
-        outputs[0].numpy()
-
-    return Runner(name, timed(run), flops, INFER_BATCH,
-                  outputs=lambda: [t.numpy() for t in forward()])
+    return inference_runner(name, forward, flops)
 
 
 def inference_runner(name, forward, flops):
+    """A Runner of `forward` (() -> (sequence output, pooled output)), fetched at the end."""
     def run(steps):
         for _ in range(steps):
             outputs = forward()
