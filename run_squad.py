@@ -1364,7 +1364,7 @@ def _log_counts(what, stats, max_query_length):
                         stats["query_truncated"], max_query_length)
 
 
-def run_training(strategy, engine_config, model, counts):
+def run_training(strategy, engine_config, model, counts, length):
     # Steps count questions, not windows, as the original.
     num_train_steps, num_warmup_steps = training.epoch_steps(
         counts["num_examples"], FLAGS.train_batch_size, FLAGS.num_train_epochs, FLAGS.warmup_proportion,
@@ -1373,11 +1373,6 @@ def run_training(strategy, engine_config, model, counts):
     logging.info("  Num split examples = %d", counts["num_features"])
     _log_counts(FLAGS.train_file, counts, FLAGS.max_query_length)
     name_to_features = feature_spec(FLAGS.max_seq_length, is_training=True)
-    # Unlike the classifier, batches stay at max_seq_length unless --real_length: the
-    # original's span loss is a softmax over all positions, padding included, so cutting the
-    # padding changes the loss and the trajectory (with --real_length the model masks the
-    # padding out, and the cut changes nothing).
-    length = training.real_length(engine_config, FLAGS.max_seq_length) if FLAGS.real_length else None
     dataset_fn = training.tfrecord_dataset_fn([counts["path"]], name_to_features, engine_config.data_seed,
                                               length=length)
     training.train(strategy, engine_config, model, squad_training_loss, dataset_fn, FLAGS.output_dir, num_train_steps,
@@ -1405,16 +1400,13 @@ def _first_item_made(iterator):
     return itertools.chain(first, iterator)
 
 
-def run_prediction(strategy, engine_config, model, examples, features, stats):
+def run_prediction(strategy, model, examples, features, stats, length):
     if not FLAGS.do_train:
         training.restore_for_inference(model, FLAGS.output_dir, FLAGS.init_checkpoint)
     logging.info("***** Running predictions *****")
     logging.info("  Num orig examples = %d", len(examples))
     logging.info("  Batch size = %d", FLAGS.predict_batch_size)
     progress = cli.ProgressLine("questions predicted", total=len(examples))
-    # Each window's n-best candidates are ranked over every position, padding included, as the
-    # original, unless --real_length (padding masked out, windows grouped by length).
-    length = training.real_length(engine_config, FLAGS.max_seq_length) if FLAGS.real_length else None
     predictions, null_odds, num_features = predict_and_write(
         strategy, model, examples, features, FLAGS.output_dir, FLAGS.max_seq_length, FLAGS.predict_batch_size,
         FLAGS.n_best_size, FLAGS.max_answer_length, FLAGS.do_lower_case, FLAGS.version_2_with_negative,
@@ -1466,10 +1458,15 @@ def main(_):
     strategy = training.start(engine_config)
     with strategy.scope():
         model = SquadModel(bert_config, use_one_hot_embeddings=FLAGS.use_tpu, mask_padding=FLAGS.real_length)
+    # Unlike the classifier, batches stay at max_seq_length unless --real_length: the
+    # original's span loss and each window's n-best candidates cover every position, padding
+    # included, so cutting the padding changes the training run and the answers. With
+    # --real_length the model masks the padding out and the cut changes nothing.
+    length = training.real_length(engine_config, FLAGS.max_seq_length) if FLAGS.real_length else None
     if FLAGS.do_train:
-        run_training(strategy, engine_config, model, train_counts)
+        run_training(strategy, engine_config, model, train_counts, length)
     if FLAGS.do_predict:
-        run_prediction(strategy, engine_config, model, examples, features, predict_stats)
+        run_prediction(strategy, model, examples, features, predict_stats, length)
 
 
 if __name__ == "__main__":

@@ -213,11 +213,15 @@ def test_predictions_on_fixed_logits_are_byte_identical_to_the_originals(version
     assert os.path.exists(paths[2]) == (version == "v2")
 
 
+def _load_json(path):
+    with open(path) as f:
+        return json.load(f, object_pairs_hook=collections.OrderedDict)
+
+
 def assert_predictions_match(output_dir, version):
     """Same texts as the original's predictions; probabilities, logits, null odds within 1e-5."""
     def load(prefix, name):
-        with open(f"{prefix}{name}.json") as f:
-            return json.load(f, object_pairs_hook=collections.OrderedDict)
+        return _load_json(f"{prefix}{name}.json")
 
     theirs_prefix = golden(f"squad_{version}_model_")
     ours_prefix = os.path.join(output_dir, "")
@@ -281,11 +285,6 @@ def test_streamed_prediction_holds_a_few_windows_and_writes_the_originals_files(
         (f["unique_id"], f["input_ids"], f["input_mask"], f["segment_ids"]) for f in expected]
     assert sorted(os.listdir(tmp_path)) == ["eval.tf_record", "nbest_predictions.json", "null_odds.json",
                                             "predictions.json"]
-
-
-def _load_json(path):
-    with open(path) as f:
-        return json.load(f, object_pairs_hook=collections.OrderedDict)
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
