@@ -27,7 +27,6 @@ import tensorflow as tf  # noqa: E402
 import fused_kernels  # noqa: E402
 import modeling  # noqa: E402
 import tokenization  # noqa: E402
-import tokenization_ingraph  # noqa: E402
 import training  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -577,6 +576,9 @@ class ClassifierExport(tf.Module):
     """
 
     def __init__(self, model, vocab_file, do_lower_case, max_seq_length, labels, is_regression, pair):
+        # Imported here: tensorflow_text adds ~120 MB to the resident memory of every process
+        # that loads it, and only an export needs it.
+        import tokenization_ingraph
         super().__init__(name="bert_classifier")
         self.model = model
         self.tokenizer = tokenization_ingraph.InGraphTokenizer(vocab_file, do_lower_case=do_lower_case)

@@ -337,8 +337,12 @@ class RealLength:
         return tf.reduce_max(self.row_lengths(features))
 
     def __call__(self, features):
-        """Cuts the sequence features of a batch (a dict of [B, ...] tensors)."""
-        length = self.batch_length(features)
+        """Cuts the sequence features of a batch (a dict of [B, ...] tensors) to its real length."""
+        return self.cut(features, self.batch_length(features))
+
+    @staticmethod
+    def cut(features, length):
+        """The batch with every sequence feature cut to `length` (no longer than any row needs)."""
         return {name: t[:, :length] if name in SEQUENCE_FEATURES else t for name, t in features.items()}
 
 
@@ -500,16 +504,20 @@ def sequential_dataset(input_files, name_to_features, batch_size, repeat=False, 
 def _length_grouped_batches(records, name_to_features, batch_size, group_window, length):
     """Windows of group_window * batch_size records, each sorted by length and re-batched.
 
-    Rows of one rounded length are batched together, as many as fit in the tokens of one
-    batch at max_seq_length (batch_size * max_seq_length / length, at least batch_size):
-    a batch of short rows holds more of them, so fewer model calls, and no batch holds more
-    tokens (nor attention scores) than a padded one. Each row's outputs depend only on
-    that row, so the batching changes no prediction beyond float rounding.
+    A batch of rows of rounded length L holds rows_for(L) = max(batch_size, batch_size *
+    max_seq_length // L) of them: as many as fit in the tokens of one batch at max_seq_length,
+    so short rows take fewer model calls and no batch holds more tokens (nor attention
+    scores) than a padded one. The rows of a length that do not fill a batch join the next
+    longer length's batches (padded to it); what is left at the window's end is one batch
+    at the window's longest length, filled up with dummy rows (EXAMPLE_POSITION -1, every
+    feature 0). So every batch of length L is [rows_for(L), L]: one shape per length, however
+    long the input. Each new shape costs memory for per-shape kernel state (oneDNN
+    primitives, XLA compiles), so bounding the shapes bounds the peak; the dummy rows cost
+    about 2% more work than a partial last batch would. Each row's outputs depend only on
+    that row, so the batching changes no prediction beyond float rounding; predict() drops
+    the dummy rows.
     """
     token_budget = batch_size * length.max_seq_length
-
-    def rows_per_batch(row_length):
-        return tf.maximum(tf.cast(batch_size, tf.int64), tf.cast(token_budget // row_length, tf.int64))
 
     def sort_window(positions, serialized):
         features = _parse_batch(serialized, name_to_features)
@@ -517,17 +525,41 @@ def _length_grouped_batches(records, name_to_features, batch_size, group_window,
         order = tf.argsort(row_lengths, stable=True)
         features = {name: tf.gather(t, order) for name, t in features.items()}
         features[EXAMPLE_POSITION] = tf.gather(positions, order)
-        rows = tf.data.Dataset.from_tensor_slices((tf.gather(row_lengths, order), features))
-        # Sorted rows: each length's rows are consecutive, so its batches come out in order.
-        batches = rows.group_by_window(
-            key_func=lambda row_length, _: tf.cast(row_length, tf.int64),
-            reduce_func=lambda key, group: group.batch(rows_per_batch(key)),
-            window_size_func=rows_per_batch)
-        return batches.map(lambda _, batch: batch)
+        starts, sizes, lengths, dummies = _grouped_batch_plan(tf.gather(row_lengths, order), batch_size, token_budget)
+        features = {name: tf.concat([t, tf.fill(tf.concat([[dummies], tf.shape(t)[1:]], 0),
+                                                 tf.constant(-1 if name == EXAMPLE_POSITION else 0, t.dtype))], 0)
+                    for name, t in features.items()}
+        plan = tf.data.Dataset.from_tensor_slices((starts, sizes, lengths))
+        return plan.map(lambda start, size, batch_length: length.cut(
+            {name: t[start:start + size] for name, t in features.items()}, batch_length))
 
     windows = records.enumerate().batch(batch_size * group_window)
-    batches = windows.flat_map(sort_window)
-    return batches.map(length, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return windows.flat_map(sort_window).prefetch(tf.data.AUTOTUNE)
+
+
+def _grouped_batch_plan(sorted_lengths, batch_size, token_budget):
+    """How _length_grouped_batches cuts one window of rows sorted by rounded length.
+
+    Returns (starts, sizes, lengths, dummies): batch i is rows [starts[i], starts[i] + sizes[i])
+    cut to lengths[i]; `dummies` rows are to be appended to the window for its last batch.
+    """
+    lengths, _, counts = tf.unique_with_counts(tf.cast(sorted_lengths, tf.int64), tf.int64)  # ascending
+    rows = tf.maximum(tf.constant(batch_size, tf.int64), token_budget // lengths)
+    # Rows of each length left over after its full batches, carried into the next length's.
+    left = tf.scan(lambda carried, count_rows: (carried + count_rows[0]) % count_rows[1], (counts, rows),
+                   initializer=tf.constant(0, tf.int64))
+    carried_in = tf.concat([[0], left[:-1]], 0)
+    full = (counts + carried_in) // rows
+    first_row = tf.cumsum(counts, exclusive=True) - carried_in
+    which = tf.repeat(tf.range(tf.size(lengths, tf.int64)), full)  # the length index of each full batch
+    nth = tf.range(tf.size(which, tf.int64)) - tf.gather(tf.cumsum(full, exclusive=True), which)
+    last = left[-1]  # rows of the window's last batch, at its longest length, filled up with dummies
+    has_last = tf.cast(last > 0, tf.int64)[tf.newaxis]
+    starts = tf.concat([tf.gather(first_row, which) + nth * tf.gather(rows, which),
+                        tf.repeat(tf.size(sorted_lengths, tf.int64)[tf.newaxis] - last, has_last)], 0)
+    sizes = tf.concat([tf.gather(rows, which), tf.repeat(rows[-1:], has_last)], 0)
+    batch_lengths = tf.concat([tf.gather(lengths, which), tf.repeat(lengths[-1:], has_last)], 0)
+    return starts, sizes, tf.cast(batch_lengths, tf.int32), tf.reduce_sum(has_last) * rows[-1] - last
 
 
 # --- Checkpoints in the original names ----------------------------------------------------
@@ -1038,11 +1070,13 @@ def _in_input_order(batches):
     """Re-yields length-sorted output batches in input order, as soon as a prefix is complete.
 
     Every output holds EXAMPLE_POSITION [B]; positions are 0, 1, 2, ... in some order, a
-    window at a time, so at most one window of outputs is held.
+    window at a time, so at most one window of outputs is held. Rows at position -1 (the
+    dummy rows that fill a window's last batch) are dropped.
     """
     pending, next_position = [], 0
     for batch in batches:
-        pending.append(batch)
+        real = batch[EXAMPLE_POSITION] >= 0
+        pending.append(batch if real.all() else {name: values[real] for name, values in batch.items()})
         positions = np.concatenate([b[EXAMPLE_POSITION] for b in pending])
         order = np.argsort(positions, kind="stable")
         ready = 0
@@ -1065,23 +1099,24 @@ class _ShapeLog:
     """Counts the sequence lengths a loop ran at, and logs them with the step's trace count."""
 
     def __init__(self, what):
-        self.what, self.lengths = what, collections.Counter()
+        self.what, self.lengths, self.shapes = what, collections.Counter(), set()
 
     def add(self, features):
         ids = features.get("input_ids") if isinstance(features, dict) else None
         if ids is None:
             return
-        lengths = [int(value.shape[1]) for value in tf.nest.flatten(ids, expand_composites=True)
-                   if hasattr(value, "shape") and len(value.shape) == 2]  # one per replica
-        if lengths:
-            self.lengths[max(lengths)] += 1
+        shapes = [tuple(value.shape) for value in tf.nest.flatten(ids, expand_composites=True)
+                  if hasattr(value, "shape") and len(value.shape) == 2]  # one per replica
+        if shapes:
+            self.lengths[max(length for _, length in shapes)] += 1
+            self.shapes.update(shapes)
 
     def log(self, step):
         if self.lengths:
             traces = step.experimental_get_tracing_count()
-            logging.info("  %s: %d batch(es) at %d length(s) (%s); step traced %d time(s) so far", self.what,
-                         sum(self.lengths.values()), len(self.lengths),
-                         ", ".join(f"{n}: {c}" for n, c in sorted(self.lengths.items())), traces)
+            logging.info("  %s: %d batch(es) at %d length(s) (%s), %d batch shape(s); step traced %d time(s) so far",
+                         self.what, sum(self.lengths.values()), len(self.lengths),
+                         ", ".join(f"{n}: {c}" for n, c in sorted(self.lengths.items())), len(self.shapes), traces)
 
 
 # --- Script plumbing ----------------------------------------------------------------------

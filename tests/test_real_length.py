@@ -130,14 +130,19 @@ def test_length_grouped_prediction_equals_padded_prediction_in_input_order(tmp_p
                                             False)
     grouped_dataset = training.sequential_dataset([predict_file], spec, 8, length=training.RealLength(MAX_SEQ_LENGTH),
                                                   group_window=3)
-    # Windows of 24 examples sorted by length; rows of one length share a batch of at most
-    # 8 * 64 tokens: 64 rows of 8 tokens, 32 of 16, ..., 8 of 64.
-    shapes = [tuple(f["input_ids"].shape) for f in grouped_dataset]
-    assert sum(rows for rows, _ in shapes) == 53
-    assert all(rows <= 8 * MAX_SEQ_LENGTH // length for rows, length in shapes)
+    # Windows of 24 examples sorted by length; a batch of length L holds the rows that fit in
+    # 8 * 64 tokens (64 rows of 8 tokens, 32 of 16, 21 of 24, ..., 8 of 64), whatever the input:
+    # one shape per length. Dummy rows (position -1, all zeros) fill each window's last batch.
+    batches = list(grouped_dataset)
+    shapes = [tuple(f["input_ids"].shape) for f in batches]
+    assert all(rows == max(8, 8 * MAX_SEQ_LENGTH // length) for rows, length in shapes)
     assert max(rows for rows, _ in shapes) > 8 and min(length for _, length in shapes) <= 32
-    first_window = [f[training.EXAMPLE_POSITION].numpy() for f in grouped_dataset]
-    assert sorted(np.concatenate(first_window)) == list(range(53))
+    positions = np.concatenate([f[training.EXAMPLE_POSITION].numpy() for f in batches])
+    assert sorted(positions[positions >= 0]) == list(range(53))
+    dummies = [f["input_mask"].numpy()[f[training.EXAMPLE_POSITION].numpy() < 0] for f in batches]
+    assert sum(len(d) for d in dummies) == len(positions) - 53 > 0 and not any(d.any() for d in dummies)
+    for f in batches:  # every real row fits its batch's length
+        assert f["input_mask"].numpy().sum(1).max() <= f["input_ids"].shape[1]
     grouped = run_classifier.run_predictions(strategy, model, grouped_dataset, False)
     assert set(grouped) == set(padded) == {"per_example_loss", "predictions", "labels", "is_real"}
     np.testing.assert_array_equal(grouped["labels"], padded["labels"])
@@ -145,11 +150,28 @@ def test_length_grouped_prediction_equals_padded_prediction_in_input_order(tmp_p
     np.testing.assert_allclose(grouped["per_example_loss"], padded["per_example_loss"], atol=1e-5, rtol=0)
 
 
+def test_a_window_is_cut_into_one_shape_per_length_with_leftovers_carried_up():
+    # Batch size 8 at max_seq_length 128: a batch of length L holds max(8, 1024 // L) rows.
+    lengths = [8] * 70 + [16] * 40 + [24] * 3 + [128] * 2
+    starts, sizes, batch_lengths, dummies = training._grouped_batch_plan(tf.constant(lengths), 8, 8 * 128)
+    # 70 rows of 8 never fill a batch of 128: they join the 40 of 16 (110 rows: one batch of
+    # 64, 46 left), those the 3 of 24 (49 rows: one batch of 42, 7 left), those the 2 of 128
+    # (9 rows: one batch of 8, and 1 row in a last batch of 8 with 7 dummies).
+    assert starts.numpy().tolist() == [0, 64, 106, 114]
+    assert sizes.numpy().tolist() == [64, 42, 8, 8]
+    assert batch_lengths.numpy().tolist() == [16, 24, 128, 128]
+    assert int(dummies) == 7
+    # A few short rows still make one whole batch of their length (no other shape).
+    starts, sizes, batch_lengths, dummies = training._grouped_batch_plan(tf.constant([8, 8, 8]), 8, 8 * 128)
+    assert (starts.numpy().tolist(), sizes.numpy().tolist(), batch_lengths.numpy().tolist(), int(dummies)) == (
+        [0], [128], [8], 125)
+
+
 def test_outputs_come_back_in_input_order_a_window_at_a_time():
     def batch(positions):
         return {training.EXAMPLE_POSITION: np.array(positions), "x": np.array(positions) * 10}
-    # Two windows: [0..4] sorted as 3 1 | 4 0 2, then [5..7] as 7 5 | 6.
-    out = list(training._in_input_order([batch([3, 1]), batch([4, 0, 2]), batch([7, 5]), batch([6])]))
+    # Two windows: [0..4] sorted as 3 1 | 4 0 2, then [5..7] as 7 5 | 6 and a dummy row (-1).
+    out = list(training._in_input_order([batch([3, 1]), batch([4, 0, 2]), batch([7, 5]), batch([6, -1])]))
     assert [b["x"].tolist() for b in out] == [[0, 10, 20, 30, 40], [50], [60, 70]]
     assert all(training.EXAMPLE_POSITION not in b for b in out)
     with pytest.raises(RuntimeError, match="never became contiguous"):
