@@ -15,8 +15,10 @@ The original: see tests/golden/original.py (--original_dir, default /tmp/orig).
 """
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -187,6 +189,7 @@ def main():
     vocab_file = helpers.real_vocab_file()
     corpus_path = corpus.mixed_corpus()
     work = tempfile.mkdtemp(prefix="bench_extract_")
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # inputs, checkpoints and JSON outputs
     rows, notes = [], []
     for size in args.sizes.split(","):
         count = getattr(args, f"lines_{size}")

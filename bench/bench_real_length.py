@@ -16,6 +16,11 @@ Model: BERT-Mini (L=4, H=256, A=4, I=1024) or with --model=base BERT-Base, float
            group_window) at multiples of 16 and of 8. Ours gets the original's weights; the
            table gives the largest probability difference from the original.
 
+--peak_memory measures memory instead: the peak RSS of padded and of length-grouped
+prediction (run_classifier.run_predictions over the records), and of the user's whole job,
+`run_classifier.py --do_predict` over the same pairs as an MRPC-layout test.tsv, each in a
+fresh process.
+
 Every configuration is built and warmed up first (warm-up covers every length, so XLA
 kernel compiles are not timed; their one-off cost is printed), then timed in interleaved
 rounds (A B C ... A B C ...) so the noise of a shared machine hits them alike; medians
@@ -222,70 +227,78 @@ def predict_runners(path, original_dir, num_examples):
     return runners
 
 
-def peak_rss_of_prediction(path, mode):
-    """Runs one prediction over `path` in this process; returns its peak RSS in MB (ru_maxrss)."""
-    import resource
+def predict_once(path, mode):
+    """Runs one prediction over the records in `path`, "padded" or "grouped" (a --peak_memory child)."""
     model = run_classifier.ClassifierModel(modeling.BertConfig.from_dict(CONFIG), 2)
     length = None if mode == "padded" else training.RealLength(MAX_SEQ_LENGTH)
     dataset = training.sequential_dataset([path], run_classifier.classifier_features(MAX_SEQ_LENGTH), PREDICT_BATCH,
                                           length=length, group_window=training.GROUP_WINDOW_BATCHES)
     run_classifier.run_predictions(tf.distribute.get_strategy(), model, dataset, False)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def peak_memory_table(path, args):
-    """Peak RSS of our padded and length-grouped prediction, each in a fresh subprocess."""
+def _peak_rss_of_child(command, log_path):
+    """Runs `command` to its end (its output to log_path); returns its peak RSS in MB (wait4's ru_maxrss)."""
     import subprocess
+    with open(log_path, "w") as log:
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        with open(log_path) as log:
+            sys.exit(f"bench_real_length.py: {os.path.basename(command[1])} failed:\n{log.read()[-3000:]}")
+    return usage.ru_maxrss / 1024
+
+
+def write_job_inputs(work, pairs):
+    """The pairs as an MRPC-layout test.tsv, and the model's bert_config.json: (data_dir, config path)."""
+    import json
+    data_dir = os.path.join(work, "job_data")
+    os.makedirs(data_dir)
+    with open(os.path.join(data_dir, "test.tsv"), "w", encoding="utf-8") as f:
+        f.write("index\t#1 ID\t#2 ID\t#1 String\t#2 String\n")
+        for i, (a, b) in enumerate(pairs):
+            f.write(f"{i}\t{i}\t{i}\t{a.replace(chr(9), ' ')}\t{b.replace(chr(9), ' ')}\n")
+    config_path = os.path.join(work, "bert_config.json")
+    with open(config_path, "w") as f:
+        json.dump(CONFIG, f)
+    return data_dir, config_path
+
+
+def peak_memory_table(work, path, pairs, args):
+    """Peak RSS of our padded and length-grouped prediction and of the user's whole prediction job.
+
+    Each runs in a fresh process: the first two are run_classifier.run_predictions over the
+    records in `path`; the job is `run_classifier.py --task_name=mrpc --do_predict` over the
+    same pairs as text (reading, tokenizing, writing predict.tf_record, predicting grouped by
+    length, writing test_results.tsv).
+    """
     rows = []
     for mode in ("padded", "grouped"):
-        output = subprocess.run([sys.executable, os.path.abspath(__file__), "--model", args.model,
-                                 "--memory_of", f"{mode}:{path}"], capture_output=True, text=True, check=True).stdout
-        rows.append([f"ours, {mode}", f"{float(output.strip().splitlines()[-1]):,.0f}"])
+        command = [sys.executable, os.path.abspath(__file__), "--model", args.model, "--memory_of", f"{mode}:{path}"]
+        peak = _peak_rss_of_child(command, os.path.join(work, f"memory_{mode}.log"))
+        rows.append([f"ours, {mode} (run_classifier.run_predictions)", f"{peak:,.0f}"])
+    data_dir, config_path = write_job_inputs(work, pairs)
+    command = [sys.executable, os.path.join(ROOT, "run_classifier.py"), "--task_name=mrpc", "--do_predict",
+               f"--data_dir={data_dir}", f"--vocab_file={helpers.real_vocab_file()}",
+               f"--bert_config_file={config_path}", f"--max_seq_length={MAX_SEQ_LENGTH}",
+               f"--predict_batch_size={PREDICT_BATCH}", f"--output_dir={os.path.join(work, 'job_output')}"]
+    peak = _peak_rss_of_child(command, os.path.join(work, "job.log"))
+    rows.append(["run_classifier.py --do_predict (the whole job, grouped)", f"{peak:,.0f}"])
     return results.markdown_table(["prediction", "peak RSS MB"], rows)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    original.add_argument(parser)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--train_steps", type=int, default=10, help="steps per timed train run")
-    parser.add_argument("--predict_examples", type=int, default=512)
-    parser.add_argument("--no_append", action="store_true", help="print only; do not append to RESULTS.md")
-    parser.add_argument("--model", choices=sorted(MODELS), default="mini")
-    parser.add_argument("--workloads", default="train,predict", help="comma-separated: train, predict")
-    parser.add_argument("--peak_memory", action="store_true",
-                        help="only measure the peak RSS of padded and length-grouped prediction (subprocesses)")
-    parser.add_argument("--memory_of", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    CONFIG.clear()
-    CONFIG.update(MODELS[args.model][0])
-    if args.memory_of:  # a child of --peak_memory
-        mode, path = args.memory_of.split(":", 1)
-        print(peak_rss_of_prediction(path, mode))
-        return
-    workloads = args.workloads.split(",")
-    if not (args.peak_memory or args.memory_of):
-        original.path(args.original_dir, "modeling.py")  # exits, saying how to get it, when it is not there
-    tf.random.set_seed(0)
+def memory_benchmark(args, work, predict_path, pairs):
+    table = peak_memory_table(work, predict_path, pairs, args)
+    body = (f"Peak RSS (ru_maxrss) of one prediction over the first {args.predict_examples} pairs at batch "
+            f"{PREDICT_BATCH}, {MODELS[args.model][1]}, each in a fresh process (model at random weights, "
+            f"no checkpoint read).\n\n{table}\n")
+    print(body)
+    if not args.no_append:
+        results.append_result("Peak memory of prediction at real length (bench_real_length.py)", body,
+                              sources=["training.py", "run_classifier.py", "bench/bench_real_length.py"])
 
-    tokenizer = tokenization.FullTokenizer(helpers.real_vocab_file(), do_lower_case=True)
-    work = tempfile.mkdtemp(prefix="bench_real_length-")
-    train_path = os.path.join(work, "train.tf_record")
-    pairs = prose_pairs(4096)
-    lengths = write_records(train_path, pairs, tokenizer)
-    predict_path = os.path.join(work, "predict.tf_record")
-    write_records(predict_path, pairs[:args.predict_examples], tokenizer)
 
-    if args.peak_memory:
-        table = peak_memory_table(predict_path, args)
-        body = (f"Peak RSS (ru_maxrss) of one prediction over the first {args.predict_examples} pairs at batch "
-                f"{PREDICT_BATCH}, {MODELS[args.model][1]}, each in a fresh process (model built at random "
-                f"weights, no checkpoint read).\n\n{table}\n")
-        print(body)
-        if not args.no_append:
-            results.append_result("Peak memory of prediction at real length (bench_real_length.py)", body,
-                                  sources=["training.py", "run_classifier.py", "bench/bench_real_length.py"])
-        return
+def speed_benchmark(args, train_path, predict_path, lengths, workloads):
     print(f"{len(lengths)} pairs, real length mean {lengths.mean():.1f}, median {np.median(lengths):.0f}, "
           f"{np.mean(lengths == MAX_SEQ_LENGTH):.1%} at max_seq_length (truncated)")
     print(histogram(lengths))
@@ -351,6 +364,43 @@ def main():
     if not args.no_append:
         results.append_result("Classifier at real length (bench_real_length.py)", body,
                               sources=["training.py", "run_classifier.py", "modeling.py", "bench/bench_real_length.py"])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    original.add_argument(parser)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--train_steps", type=int, default=10, help="steps per timed train run")
+    parser.add_argument("--predict_examples", type=int, default=512)
+    parser.add_argument("--no_append", action="store_true", help="print only; do not append to RESULTS.md")
+    parser.add_argument("--model", choices=sorted(MODELS), default="mini")
+    parser.add_argument("--workloads", default="train,predict", help="comma-separated: train, predict")
+    parser.add_argument("--peak_memory", action="store_true",
+                        help="only measure the peak RSS of padded and length-grouped prediction (subprocesses)")
+    parser.add_argument("--memory_of", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    CONFIG.clear()
+    CONFIG.update(MODELS[args.model][0])
+    if args.memory_of:  # a child of --peak_memory
+        mode, path = args.memory_of.split(":", 1)
+        predict_once(path, mode)
+        return
+    workloads = args.workloads.split(",")
+    if not args.peak_memory:
+        original.path(args.original_dir, "modeling.py")  # exits, saying how to get it, when it is not there
+    tf.random.set_seed(0)
+
+    with tempfile.TemporaryDirectory(prefix="bench_real_length-") as work:
+        tokenizer = tokenization.FullTokenizer(helpers.real_vocab_file(), do_lower_case=True)
+        train_path = os.path.join(work, "train.tf_record")
+        pairs = prose_pairs(4096)
+        lengths = write_records(train_path, pairs, tokenizer)
+        predict_path = os.path.join(work, "predict.tf_record")
+        write_records(predict_path, pairs[:args.predict_examples], tokenizer)
+        if args.peak_memory:
+            memory_benchmark(args, work, predict_path, pairs[:args.predict_examples])
+        else:
+            speed_benchmark(args, train_path, predict_path, lengths, workloads)
 
 
 if __name__ == "__main__":
