@@ -695,7 +695,7 @@ class ClassifierRun:
 
     def _outputs(self, path, batch_size):
         dataset = training.sequential_dataset([path], self.name_to_features, batch_size, length=self.length,
-                                              group_window=training.GROUP_WINDOW_BATCHES)
+                                              group_window=training.PREDICTION_WINDOW_BATCHES)
         return run_predictions(self.strategy, self.model, dataset, self.is_regression)
 
     def evaluate(self, eval_examples, batch_size, step=None):

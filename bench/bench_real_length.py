@@ -219,7 +219,7 @@ def predict_runners(path, original_dir, num_examples):
 
         def run(model=model, length=length):
             dataset = training.sequential_dataset([path], spec, PREDICT_BATCH, length=length,
-                                                  group_window=training.GROUP_WINDOW_BATCHES)
+                                                  group_window=training.PREDICTION_WINDOW_BATCHES)
             start = time.perf_counter()
             outputs = run_classifier.run_predictions(strategy, model, dataset, False)
             return time.perf_counter() - start, outputs["predictions"]
@@ -232,7 +232,7 @@ def predict_once(path, mode):
     model = run_classifier.ClassifierModel(modeling.BertConfig.from_dict(CONFIG), 2)
     length = None if mode == "padded" else training.RealLength(MAX_SEQ_LENGTH)
     dataset = training.sequential_dataset([path], run_classifier.classifier_features(MAX_SEQ_LENGTH), PREDICT_BATCH,
-                                          length=length, group_window=training.GROUP_WINDOW_BATCHES)
+                                          length=length, group_window=training.PREDICTION_WINDOW_BATCHES)
     run_classifier.run_predictions(tf.distribute.get_strategy(), model, dataset, False)
 
 
@@ -355,7 +355,7 @@ def speed_benchmark(args, train_path, predict_path, lengths, workloads):
             f"Model {MODELS[args.model][1]}, float32, dropout 0.1. train: {args.train_steps} steps of "
             f"batch {TRAIN_BATCH} per timed run (the same batches for every run); predict: the first "
             f"{args.predict_examples} examples at batch {PREDICT_BATCH}, in file order, window "
-            f"{training.GROUP_WINDOW_BATCHES} batches. {args.rounds} interleaved rounds, median shown, ratios "
+            f"{training.PREDICTION_WINDOW_BATCHES} batches. {args.rounds} interleaved rounds, median shown, ratios "
             f"also per round (min-max); warm-up s is the first runs (XLA kernel compiles for each length). "
             f"Load average (1 min) after each round: {', '.join(f'{x:.2f}' for x in loads)}: the machine was "
             f"shared with other jobs while this ran, so the timings are noisy; ratios come from the same "
