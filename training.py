@@ -999,20 +999,27 @@ def _cached_step(model, key, build):
     return steps[key]
 
 
-def _without_autotuning(dataset):
-    """`dataset` with tf.data's model-based autotuning off, for the loops that call a step per batch.
+def _loop_input(strategy, dataset):
+    """`dataset` as the loops that call a step per batch (evaluate, predict) read it.
 
-    Measured on a 2-CPU machine (TF 2.21): with autotuning on, about 3 in 10 prediction runs
-    ran every step on one core (40 instead of 23 ms per BERT-Mini batch of 8 x 128, the same
-    CPU time), whatever the pipeline (with or without prefetch or a parallel map); with it off,
-    or with autotune.cpu_budget 1, none in 20 did. Training steps (a loop inside one
-    tf.function) were not affected. Off rather than a budget of 1, which would also cap the
-    input pipeline of a many-core host. Without the tuner, AUTOTUNE parallelism is one call
-    per core and prefetch buffers grow on demand.
+    Two things here made prediction on CPU idle part of the time, measured on a 2-CPU machine
+    (TF 2.21, BERT-Mini, batches of 8 x 128: 23 ms each at full speed):
+    - tf.data's model-based autotuning: with it on, about 3 in 10 runs took 40 ms a batch with
+      the same CPU time; off (or with autotune.cpu_budget 1), none in 20. Off rather than a
+      budget of 1, which would cap the input pipeline of a many-core host; without the tuner,
+      AUTOTUNE parallelism is one call per core and prefetch buffers grow on demand.
+    - OneDeviceStrategy's distributed dataset, even with autotuning off (and without its
+      fetch to device): 3 in 9 runs 40% slower, and the first run of a process 10.9 instead of
+      6.5 s in 3 of 4 processes. With one device there is nothing to distribute: the step
+      takes the dataset's batches as they are (inputs reach a GPU inside the step).
+    Training steps read their batches otherwise (see TrainingInput) and were not affected.
     """
     options = tf.data.Options()
     options.autotune.enabled = False
-    return dataset.with_options(options)
+    dataset = dataset.with_options(options)
+    if isinstance(strategy, tf.distribute.OneDeviceStrategy):
+        return dataset
+    return strategy.experimental_distribute_dataset(dataset)
 
 
 def evaluate(strategy, model, metric_fn, dataset, max_steps=None):
@@ -1025,7 +1032,7 @@ def evaluate(strategy, model, metric_fn, dataset, max_steps=None):
     Returns:
         {name: float} = sum over batches of weighted_sum / sum of weight.
     """
-    dist_dataset = strategy.experimental_distribute_dataset(_without_autotuning(dataset))
+    dist_dataset = _loop_input(strategy, dataset)
 
     def build(model_ref):
         # reduce_retracing: batches cut to their real length come in a few shapes; after
@@ -1064,7 +1071,7 @@ def predict(strategy, model, predict_fn, dataset):
         predict_fn: (model, features) -> {name: tensor [per-replica batch, ...]}.
     """
     grouped = EXAMPLE_POSITION in dataset.element_spec
-    dist_dataset = strategy.experimental_distribute_dataset(_without_autotuning(dataset))
+    dist_dataset = _loop_input(strategy, dataset)
 
     def build(model_ref):
         def replica_step(features):
