@@ -521,8 +521,8 @@ def _length_grouped_batches(records, name_to_features, batch_size, group_window,
     at the window's longest length, filled up with dummy rows (EXAMPLE_POSITION -1, every
     feature 0). So every batch of length L is [rows_for(L), L]: one shape per length, however
     long the input. Each new shape costs memory for per-shape kernel state (oneDNN
-    primitives, XLA compiles), so bounding the shapes bounds the peak (a batch per length and
-    partial batch, as before, made 109 shapes and +270 MB out of 4,096 pairs); the carried and
+    primitives, XLA compiles), so bounding the shapes bounds the peak (batching each length's
+    leftover rows on their own made 109 shapes and +270 MB over 4,096 pairs); the carried and
     dummy rows cost a few % more tokens (see PREDICTION_WINDOW_BATCHES). Each row's outputs
     depend only on that row, so the batching changes no prediction beyond float rounding;
     predict() drops the dummy rows.
