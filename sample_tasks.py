@@ -64,17 +64,21 @@ def write_pair_task(input_file, output_dir, seed=12345, dev_fraction=0.1, test_f
     counts = {}
     for name, docs in splits.items():
         pairs = next_sentence_pairs(docs, rng)
-        path = os.path.join(output_dir, f"{name}.tsv")
-        if name == "test":
-            header = "index\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
-            rows = [(str(i), str(2 * i), str(2 * i + 1), a, b) for i, (_, a, b) in enumerate(pairs)]
-        else:
-            header = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
-            rows = [(label, str(2 * i), str(2 * i + 1), a, b) for i, (label, a, b) in enumerate(pairs)]
-        cli.write_text(path, header + "".join("\t".join(field.replace("\t", " ") for field in row) + "\n"
-                                              for row in rows))
+        write_mrpc_split(os.path.join(output_dir, f"{name}.tsv"), pairs, test=name == "test")
         counts[name] = len(pairs)
     return counts
+
+
+def write_mrpc_split(path, pairs, test=False):
+    """Writes (label, text_a, text_b) pairs as one MRPC-layout TSV split (a test split has no labels)."""
+    if test:
+        header = "index\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+        rows = [(str(i), str(2 * i), str(2 * i + 1), a, b) for i, (_, a, b) in enumerate(pairs)]
+    else:
+        header = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+        rows = [(label, str(2 * i), str(2 * i + 1), a, b) for i, (label, a, b) in enumerate(pairs)]
+    cli.write_text(path, header + "".join("\t".join(field.replace("\t", " ") for field in row) + "\n"
+                                          for row in rows))
 
 
 # A number, or a capitalised word that does not start its sentence.

@@ -52,6 +52,7 @@ import modeling  # noqa: E402
 import optimization  # noqa: E402
 import results  # noqa: E402  (bench/results.py)
 import run_classifier  # noqa: E402
+import sample_tasks  # noqa: E402
 import tokenization  # noqa: E402
 import training  # noqa: E402
 from tests import helpers  # noqa: E402
@@ -242,8 +243,7 @@ def _peak_rss_of_child(command, log_path):
     with open(log_path, "w") as log:
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode:
+    if os.waitstatus_to_exitcode(status):
         with open(log_path) as log:
             sys.exit(f"bench_real_length.py: {os.path.basename(command[1])} failed:\n{log.read()[-3000:]}")
     return usage.ru_maxrss / 1024
@@ -254,10 +254,7 @@ def write_job_inputs(work, pairs):
     import json
     data_dir = os.path.join(work, "job_data")
     os.makedirs(data_dir)
-    with open(os.path.join(data_dir, "test.tsv"), "w", encoding="utf-8") as f:
-        f.write("index\t#1 ID\t#2 ID\t#1 String\t#2 String\n")
-        for i, (a, b) in enumerate(pairs):
-            f.write(f"{i}\t{i}\t{i}\t{a.replace(chr(9), ' ')}\t{b.replace(chr(9), ' ')}\n")
+    sample_tasks.write_mrpc_split(os.path.join(data_dir, "test.tsv"), [("0", a, b) for a, b in pairs], test=True)
     config_path = os.path.join(work, "bert_config.json")
     with open(config_path, "w") as f:
         json.dump(CONFIG, f)
@@ -376,7 +373,8 @@ def main():
     parser.add_argument("--model", choices=sorted(MODELS), default="mini")
     parser.add_argument("--workloads", default="train,predict", help="comma-separated: train, predict")
     parser.add_argument("--peak_memory", action="store_true",
-                        help="only measure the peak RSS of padded and length-grouped prediction (subprocesses)")
+                        help="only measure peak RSS: padded and length-grouped prediction, and the whole "
+                             "run_classifier.py --do_predict job (each in a subprocess)")
     parser.add_argument("--memory_of", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     CONFIG.clear()
