@@ -66,6 +66,87 @@ def _next_dropout_seed():
     return state[0] + tf.constant([0, 1_000_003 * state[1]], tf.int64)
 
 
+def recompute_in_backward(function, x):
+    """`function(x)`, keeping only `x` for the backward pass, which runs `function` again.
+
+    Gradient checkpointing: nothing that `function` computes on the way is kept for the
+    gradient; the backward pass recomputes it from `x` under a tape of its own, then
+    differentiates. The recomputation draws the same dropout masks as the first pass (both
+    start from the dropout draw count this call found), and the calls after this one count on
+    from where the first pass ended, so masks, loss and gradients are the plain call's (to
+    rounding: XLA may fuse the recomputed ops otherwise). Outside a `dropout_seed` block the
+    call draws one seed of its own, which both passes use.
+
+    Args:
+        function: float tensor -> float tensor, reading any variables; it must not change state
+            (no assignments).
+        x: float tensor, the only input the backward pass keeps.
+
+    Returns:
+        function(x).
+    """
+    state = getattr(_DROPOUT_SEEDS, "state", None)
+    start = list(state) if state is not None else [
+        tf.random.uniform([2], maxval=tf.int64.max, dtype=tf.int64), 0]
+    end = []
+
+    def replay(x):
+        previous = getattr(_DROPOUT_SEEDS, "state", None)
+        _DROPOUT_SEEDS.state = list(start)
+        try:
+            y = function(x)
+            end.append(_DROPOUT_SEEDS.state[1])
+        finally:
+            _DROPOUT_SEEDS.state = previous
+        return y
+
+    @tf.custom_gradient
+    def checkpointed(x):
+        with _stop_recording():  # eagerly, the tapes would otherwise keep every intermediate
+            y = replay(x)
+
+        def backward(dy, variables=None):
+            x_again = _after(x, dy)
+            variables = list(variables or [])
+            with tf.GradientTape() as tape:
+                tape.watch(x_again)
+                tape.watch(variables)
+                y_again = replay(x_again)
+            grads = tape.gradient(y_again, [x_again] + variables, output_gradients=dy,
+                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return (grads[0], grads[1:]) if variables else grads[0]
+        return y, backward
+
+    y = checkpointed(x)
+    if state is not None:
+        state[1] = end[0]
+    return y
+
+
+def _after(x, dy):
+    """`x`, computed only once `dy` is: x + 0, the 0 made from one element of dy.
+
+    The recomputation must wait for the gradient that reaches it (else the executor may run
+    every layer's recomputation early, all alive at once), and its ops must differ from the
+    first pass's (else Grappler's or XLA's common-subexpression elimination merges them and
+    keeps the activations after all). A data dependency does both; XLA ignores control
+    dependencies. `where(e == e, 0, nan)` is 0 for any finite or infinite e, and no compiler
+    may fold it (e may be NaN).
+    """
+    first = tf.reshape(dy, [-1])[:1]
+    zero = tf.where(tf.equal(first, first), 0.0, float("nan"))
+    return x + tf.cast(tf.reduce_sum(zero), x.dtype)
+
+
+def _stop_recording():
+    """Pauses every gradient tape of this thread (tf.recompute_grad's own way; not public API)."""
+    try:
+        from tensorflow.python.eager import record  # pylint: disable=g-direct-tensorflow-import
+        return record.stop_recording()
+    except (ImportError, AttributeError):
+        return contextlib.nullcontext()
+
+
 class _DropoutMask:
     """A dropout mask as a keyed hash of each element's position: no random tensor at all.
 

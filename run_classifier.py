@@ -455,9 +455,10 @@ def classifier_features(max_seq_length, is_regression=False):
 class ClassifierModel(keras.layers.Layer):
     """BERT with the classifier head (root-scope `output_weights` / `output_bias`)."""
 
-    def __init__(self, config, num_labels, use_one_hot_embeddings=False, **kwargs):
+    def __init__(self, config, num_labels, use_one_hot_embeddings=False, gradient_checkpointing=False, **kwargs):
         super().__init__(name="classifier_model", **kwargs)
-        self.bert = modeling.BertModel(config, use_one_hot_embeddings=use_one_hot_embeddings)
+        self.bert = modeling.BertModel(config, use_one_hot_embeddings=use_one_hot_embeddings,
+                                       gradient_checkpointing=gradient_checkpointing)
         self.head = modeling.ClassifierHead(num_labels, config.hidden_size,
                                             dropout_rate=config.hidden_dropout_prob)
 
@@ -765,7 +766,8 @@ def main(_):
     strategy = training.start(engine_config)
     with strategy.scope():
         model = ClassifierModel(bert_config, 1 if processor.is_regression else len(processor.get_labels()),
-                                use_one_hot_embeddings=FLAGS.use_tpu)
+                                use_one_hot_embeddings=FLAGS.use_tpu,
+                                gradient_checkpointing=engine_config.gradient_checkpointing)
     # The model reads only [CLS]: every batch runs at its real length with the same numbers.
     length = training.real_length(engine_config, FLAGS.max_seq_length)
     run = ClassifierRun(strategy, model, processor, tokenizer, FLAGS.output_dir, FLAGS.max_seq_length, length)

@@ -62,9 +62,10 @@ def pretraining_features(max_seq_length, max_predictions_per_seq):
 class PretrainingModel(keras.layers.Layer):
     """BERT with the masked-LM (`cls/predictions`) and next-sentence (`cls/seq_relationship`) heads."""
 
-    def __init__(self, config, use_one_hot_embeddings=False, **kwargs):
+    def __init__(self, config, use_one_hot_embeddings=False, gradient_checkpointing=False, **kwargs):
         super().__init__(name="pretraining", **kwargs)
-        self.bert = modeling.BertModel(config, use_one_hot_embeddings=use_one_hot_embeddings)
+        self.bert = modeling.BertModel(config, use_one_hot_embeddings=use_one_hot_embeddings,
+                                       gradient_checkpointing=gradient_checkpointing)
         self.masked_lm = modeling.MaskedLMHead(config, self.bert.embedding_table)
         self.next_sentence = modeling.NextSentenceHead(config)
 
@@ -135,7 +136,8 @@ def main(_):
     training.check_tfrecords(input_files, name_to_features, vocab_size=bert_config.vocab_size)
     training.ensure_output_dir(FLAGS.output_dir)
     with strategy.scope():
-        model = PretrainingModel(bert_config, use_one_hot_embeddings=FLAGS.use_tpu)
+        model = PretrainingModel(bert_config, use_one_hot_embeddings=FLAGS.use_tpu,
+                                 gradient_checkpointing=engine_config.gradient_checkpointing)
     # The heads read only [CLS] and the masked positions (all inside the real tokens).
     length = training.real_length(engine_config, FLAGS.max_seq_length, position_features=("masked_lm_positions",))
 

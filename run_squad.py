@@ -749,9 +749,11 @@ class SquadModel(keras.layers.Layer):
     position has its own logit.
     """
 
-    def __init__(self, config, use_one_hot_embeddings=False, mask_padding=False, **kwargs):
+    def __init__(self, config, use_one_hot_embeddings=False, mask_padding=False, gradient_checkpointing=False,
+                 **kwargs):
         super().__init__(name=kwargs.pop("name", "squad_model"), **kwargs)
-        self.bert = modeling.BertModel(config, use_one_hot_embeddings=use_one_hot_embeddings)
+        self.bert = modeling.BertModel(config, use_one_hot_embeddings=use_one_hot_embeddings,
+                                       gradient_checkpointing=gradient_checkpointing)
         self.squad = modeling.SquadHead(config.hidden_size)
         self.mask_padding = mask_padding
 
@@ -1457,7 +1459,8 @@ def main(_):
 
     strategy = training.start(engine_config)
     with strategy.scope():
-        model = SquadModel(bert_config, use_one_hot_embeddings=FLAGS.use_tpu, mask_padding=FLAGS.real_length)
+        model = SquadModel(bert_config, use_one_hot_embeddings=FLAGS.use_tpu, mask_padding=FLAGS.real_length,
+                           gradient_checkpointing=engine_config.gradient_checkpointing)
     # Unlike the classifier, batches stay at max_seq_length unless --real_length: the
     # original's span loss and each window's n-best candidates cover every position, padding
     # included, so cutting the padding changes the training run and the answers. With

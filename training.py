@@ -61,6 +61,10 @@ def define_engine_flags(flags):
     flags.DEFINE_integer("gradient_accumulation_steps", 1,
                          "Average the gradients of this many micro-batches (each train_batch_size / N) into "
                          "one update of the full train_batch_size.")
+    flags.DEFINE_bool("gradient_checkpointing", False,
+                      "Keep only each Transformer layer's input for the backward pass, which recomputes the "
+                      "layer: a quarter or less of the activation memory for about one more forward pass of "
+                      "time, the same numbers (BERT-Large at 384-512 tokens with the paper's batch sizes).")
     flags.DEFINE_integer("log_steps", 100, "Log loss, examples/s and ETA every this many steps.")
     flags.DEFINE_integer("keep_checkpoint_max", 5, "How many recent checkpoints to keep in output_dir.")
     flags.DEFINE_integer("seed", None, "Seed for weight initialisation, dropout and input shuffling "
@@ -73,7 +77,7 @@ class EngineConfig:
     def __init__(self, distribution_strategy=None, use_tpu=False, tpu_name=None, tpu_zone=None,
                  gcp_project=None, master=None, num_logical_cpus=1, precision="float32", use_xla=False,
                  optimizer="adamw", gradient_accumulation_steps=1, log_steps=100, keep_checkpoint_max=5,
-                 save_checkpoints_steps=1000, iterations_per_loop=1000, seed=None):
+                 save_checkpoints_steps=1000, iterations_per_loop=1000, seed=None, gradient_checkpointing=False):
         self.distribution_strategy = distribution_strategy or ("tpu" if use_tpu else "one_device")
         self.tpu_name, self.tpu_zone, self.gcp_project, self.master = tpu_name, tpu_zone, gcp_project, master
         self.num_logical_cpus = num_logical_cpus
@@ -81,6 +85,7 @@ class EngineConfig:
         self.use_xla = use_xla
         self.optimizer = optimizer
         self.gradient_accumulation_steps = gradient_accumulation_steps
+        self.gradient_checkpointing = bool(gradient_checkpointing)
         self.log_steps = log_steps
         self.keep_checkpoint_max = keep_checkpoint_max
         self.save_checkpoints_steps = save_checkpoints_steps
@@ -111,7 +116,8 @@ class EngineConfig:
                    gradient_accumulation_steps=get("gradient_accumulation_steps", 1),
                    log_steps=get("log_steps", 100), keep_checkpoint_max=get("keep_checkpoint_max", 5),
                    save_checkpoints_steps=get("save_checkpoints_steps", 1000),
-                   iterations_per_loop=get("iterations_per_loop", 1000), seed=get("seed"))
+                   iterations_per_loop=get("iterations_per_loop", 1000), seed=get("seed"),
+                   gradient_checkpointing=get("gradient_checkpointing", False))
 
 
 # --- Strategy and precision -------------------------------------------------------------
@@ -717,25 +723,48 @@ class TrainingInput:
             return
         context = tf.distribute.InputContext(self.pipelines, self.index, strategy.num_replicas_in_sync)
         per_replica = context.get_per_replica_batch_size(micro_batch)
+        # Saved with the position: a position holds batches already made at one size, and fits
+        # only a pipeline built with the records it skipped at its start.
+        self.batch_size = tf.Variable(per_replica, dtype=tf.int64, trainable=False)
+        self.skipped = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.iterator = self._resume(lambda skip: dataset_fn(context, per_replica, skip), step, consumed)
         if self.pipelines > 1:
             self._barrier = tf.function(lambda: strategy.reduce(
                 tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None))
 
+    def _position(self, iterator=None):
+        return tf.train.Checkpoint(input=iterator or self.iterator, batch_size=self.batch_size, skipped=self.skipped)
+
+    def _start(self, make_dataset, skip):
+        self.skipped.assign(skip)
+        return iter(make_dataset(skip))
+
     def _resume(self, make_dataset, step, consumed):
         """An iterator at the position saved with checkpoint `step`, or as near as can be had."""
         if step == 0:
-            return iter(make_dataset(0))
+            return self._start(make_dataset, 0)
         prefix = input_position_prefix(self.output_dir, step, self.index, self.pipelines)
         if tf.io.gfile.exists(prefix + ".index"):
-            iterator = iter(make_dataset(0))
+            reader = tf.train.load_checkpoint(prefix)
+            saved = {name: int(reader.get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE"))
+                     for name in ("batch_size", "skipped") if reader.has_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE")}
+            wanted = int(self.batch_size.numpy())
+            if saved.get("batch_size", wanted) != wanted:
+                # Another --train_batch_size, --gradient_accumulation_steps or replica count (a rerun
+                # after running out of memory, say): the saved batches are of the old size.
+                logging.warning("Input position %s was saved with %d example(s) per replica and micro-batch, this "
+                                "run has %d: continuing from the records consumed", prefix, saved["batch_size"],
+                                wanted)
+                return self._start(make_dataset, consumed)
+            iterator = self._start(make_dataset, saved.get("skipped", 0))
             try:
-                tf.train.Checkpoint(input=iterator).read(prefix).assert_consumed()
+                self._position(iterator).read(prefix).assert_consumed()
                 logging.info("Input position restored from %s", prefix)
                 return iterator
             except (tf.errors.OpError, AssertionError, ValueError) as e:
                 logging.warning("Input position %s does not fit this input pipeline (%s); continuing from the "
                                 "records consumed", prefix, cli.describe_error(e))
+                self.batch_size.assign(wanted)
         else:
             saved = tf.io.gfile.glob(input_position_prefix(self.output_dir, step, "*", "*") + ".index")
             counts = sorted({int(re.search(r"-of-(\d+)\.index$", path).group(1)) for path in saved})
@@ -745,7 +774,7 @@ class TrainingInput:
             else:
                 logging.warning("No input position saved with step %d (a checkpoint from elsewhere): continuing "
                                 "from the records consumed", step)
-        return iter(make_dataset(consumed))
+        return self._start(make_dataset, consumed)
 
     def next_batch(self):
         """The next global batch, per replica (called inside the training tf.function)."""
@@ -763,7 +792,7 @@ class TrainingInput:
             return
         prefix = input_position_prefix(self.output_dir, step, self.index, self.pipelines)
         tf.io.gfile.makedirs(os.path.dirname(prefix))
-        tf.train.Checkpoint(input=self.iterator).write(prefix)
+        self._position().write(prefix)
         if self.pipelines > 1:
             self._barrier()
 
@@ -778,20 +807,45 @@ class TrainingProgress:
         self.start_step = start_step
         self.start_time = time.monotonic()
         self.writer = tf.summary.create_file_writer(output_dir) if write_summaries else None
+        self.memory_devices = _devices_with_memory_stats()
 
     def log(self, step, loss, learning_rate, steps_done, seconds):
         examples_per_sec = steps_done * self.batch_size / max(seconds, 1e-9)
         elapsed = time.monotonic() - self.start_time
         rate = (step - self.start_step) / max(elapsed, 1e-9)
         eta = (self.total_steps - step) / rate if rate > 0 else float("inf")
-        logging.info("step = %d/%d, loss = %.6f, lr = %.3g, examples/sec = %.1f, ETA %s",
-                     step, self.total_steps, loss, learning_rate, examples_per_sec, _format_seconds(eta))
+        # Three significant digits below 10 examples/s (BERT-Large on a CPU makes 0.2).
+        logging.info("step = %d/%d, loss = %.6f, lr = %.3g, examples/sec = %s, ETA %s%s",
+                     step, self.total_steps, loss, learning_rate,
+                     f"{examples_per_sec:.1f}" if examples_per_sec >= 10 else f"{examples_per_sec:.3g}",
+                     _format_seconds(eta), _peak_memory_note(self.memory_devices))
         if self.writer is not None:
             with self.writer.as_default(step=step):
                 for name, value in (("loss", loss), ("learning_rate", learning_rate),
                                     ("examples_per_sec", examples_per_sec)):
                     _write_scalar_summary(name, value)
             self.writer.flush()
+
+
+def _devices_with_memory_stats():
+    """The devices whose allocator TensorFlow can report a peak for: the GPUs, or else the CPU when
+    TF_CPU_ALLOCATOR_USE_BFC=true (bench/bench_memory.py sets it; TensorFlow's default CPU
+    allocator keeps no statistics)."""
+    devices = [f"GPU:{i}" for i in range(len(tf.config.list_logical_devices("GPU")))] or ["CPU:0"]
+    try:
+        for device in devices:
+            tf.config.experimental.get_memory_info(device)
+    except ValueError:  # "Allocator stats not available"
+        return []
+    return devices
+
+
+def _peak_memory_note(devices):
+    """', peak memory = N MB (DEVICE)': the most any one of `devices` has held since the process began."""
+    if not devices:
+        return ""
+    peak, device = max((tf.config.experimental.get_memory_info(d)["peak"], d) for d in devices)
+    return f", peak memory = {peak / 2**20:,.0f} MB ({device})"
 
 
 def _write_scalar_summary(name, value):
@@ -838,6 +892,7 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
         raise ValueError(f"train_batch_size={train_batch_size} must be divisible by gradient_accumulation_steps "
                          f"({accumulation}) times the number of replicas ({strategy.num_replicas_in_sync})")
     micro_batch = train_batch_size // accumulation
+    _check_gradient_checkpointing(model, config.gradient_checkpointing)
     with strategy.scope():
         optimizer = optimization.create_optimizer(learning_rate, num_train_steps, num_warmup_steps,
                                                   optimizer_type=config.optimizer)
@@ -869,7 +924,8 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
             boundary = min(boundary, _next_multiple(step, callback_every_steps))
         steps = boundary - step
         started = time.monotonic()
-        with _cluster_failures(batches.pipelines):
+        with _cluster_failures(batches.pipelines), _out_of_memory(config, step, boundary, train_batch_size,
+                                                                  strategy.num_replicas_in_sync):
             loss = float(train_loop(tf.constant(steps, tf.int32)))
         if not np.isfinite(loss):
             raise ValueError(f"training diverged: loss is {loss} at step {boundary} (lower --learning_rate, or use "
@@ -889,6 +945,47 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
                 step % callback_every_steps == 0 or step == num_train_steps):
             step_callback(step)
     return loss
+
+
+def _check_gradient_checkpointing(model, enabled):
+    """With --gradient_checkpointing, raises ValueError unless every encoder in the model does it.
+
+    The runner builds the model, so a runner that did not pass the flag on would otherwise
+    train without it, silently.
+    """
+    if not enabled:
+        return
+    # Keras has no public walk over nested layers; _flatten_layers is what its own summary uses.
+    encoders = [layer for layer in model._flatten_layers() if isinstance(layer, modeling.BertModel)]
+    if not encoders or not all(encoder.gradient_checkpointing for encoder in encoders):
+        raise ValueError("--gradient_checkpointing is set but the model has no BertModel built with "
+                         "gradient_checkpointing=True: build it with the engine's setting")
+
+
+@contextlib.contextmanager
+def _out_of_memory(config, step, boundary, train_batch_size, replicas):
+    """Turns a device's ResourceExhaustedError into one line: which steps, which batch, what to change.
+
+    Nothing is written by a failed loop (checkpoints are saved between loops), so the
+    output_dir keeps the last checkpoint, from which a rerun with the advice resumes.
+    """
+    try:
+        yield
+    except tf.errors.ResourceExhaustedError as e:
+        micro = train_batch_size // (config.gradient_accumulation_steps * replicas)
+        advice = []
+        if not config.gradient_checkpointing:
+            advice.append("--gradient_checkpointing (a quarter or less of the activations, ~1.3x the time)")
+        if config.precision == "float32":
+            advice.append("--precision=mixed_float16 on a GPU (mixed_bfloat16 on a TPU)")
+        if micro > 1 and micro % 2 == 0:
+            advice.append(f"--gradient_accumulation_steps={2 * config.gradient_accumulation_steps} (half the "
+                          f"micro-batch, the same update)")
+        advice.append("a smaller --max_seq_length")
+        raise ValueError(f"out of memory in training step {step + 1}{f'-{boundary}' if boundary > step + 1 else ''} "
+                         f"at train_batch_size={train_batch_size} ({micro} example(s) per replica and micro-batch, "
+                         f"{replicas} replica(s)): {cli.describe_op_error(e)}; to use less memory: "
+                         f"{'; '.join(advice)}") from None
 
 
 @contextlib.contextmanager

@@ -162,31 +162,16 @@ def timed(fn):
 
 def original_graph(original_dir, workload, features):
     graph = v1.Graph()
-    shim = original.tf1_namespace()
     with graph.as_default():
-        orig_modeling = original.modeling(original_dir, shim)
-        config = orig_modeling.BertConfig.from_dict(MINI if workload == "train" else BASE)
-        feeds = {k: v1.constant(v) for k, v in features.items()}
-        model = orig_modeling.BertModel(config=config, is_training=workload == "train",
-                                        input_ids=feeds["input_ids"],
-                                        input_mask=feeds["input_mask"],
-                                        token_type_ids=feeds["segment_ids"],
-                                        use_one_hot_embeddings=False)
         if workload == "train":
-            # gather_indexes is compiled too: get_masked_lm_output calls it as a global.
-            get_mlm, get_nsp, _ = original.functions(
-                original_dir, "run_pretraining.py",
-                ["get_masked_lm_output", "get_next_sentence_output", "gather_indexes"], shim,
-                orig_modeling)
-            optimizer_module = original.load(original_dir, "optimization.py", shim)
-            mlm_loss = get_mlm(config, model.get_sequence_output(), model.get_embedding_table(),
-                               feeds["masked_lm_positions"], feeds["masked_lm_ids"],
-                               feeds["masked_lm_weights"])[0]
-            nsp_loss = get_nsp(config, model.get_pooled_output(),
-                               feeds["next_sentence_labels"])[0]
-            fetch = optimizer_module.create_optimizer(mlm_loss + nsp_loss, LEARNING_RATE,
-                                                      NUM_TRAIN_STEPS, NUM_WARMUP_STEPS, False)
+            _, fetch = original.pretraining_train_op(original_dir, MINI, features, LEARNING_RATE, NUM_TRAIN_STEPS,
+                                                     NUM_WARMUP_STEPS)
         else:
+            orig_modeling = original.modeling(original_dir, original.tf1_namespace())
+            feeds = {k: v1.constant(v) for k, v in features.items()}
+            model = orig_modeling.BertModel(config=orig_modeling.BertConfig.from_dict(BASE), is_training=False,
+                                            input_ids=feeds["input_ids"], input_mask=feeds["input_mask"],
+                                            token_type_ids=feeds["segment_ids"], use_one_hot_embeddings=False)
             fetch = [model.get_sequence_output(), model.get_pooled_output()]
         init = v1.global_variables_initializer()
         variables = {v.op.name: v for v in v1.global_variables()}

@@ -136,6 +136,32 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, no_dropout_config_
     np.testing.assert_allclose(logged_losses(one.stderr), logged_losses(accumulated.stderr), rtol=1e-3)
 
 
+def test_a_rerun_with_another_micro_batch_resumes_from_the_records_consumed(tmp_path, config_file):
+    # What a user does after running out of memory: the same run again with
+    # --gradient_accumulation_steps=2 (and --gradient_checkpointing). The saved input position
+    # holds batches of 8; the rerun makes batches of 4, so it continues from the 16 records
+    # consumed instead of the position.
+    out = str(tmp_path / "out")
+    first = helpers.run_script("run_pretraining.py", *base_args(config_file, out, steps=2, save_checkpoints_steps=2))
+    assert first.returncode == 0, first.stderr[-3000:]
+    rerun = helpers.run_script("run_pretraining.py", *base_args(
+        config_file, out, steps=4, save_checkpoints_steps=2, gradient_accumulation_steps=2,
+        gradient_checkpointing="true"))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert ("input_position/model.ckpt-2.input-0-of-1 was saved with 8 example(s) per replica and micro-batch, "
+            "this run has 4: continuing from the records consumed") in rerun.stderr
+    assert training_step(out) == 4
+    # Resumed again with the rerun's settings, the position it saved fits.
+    again = helpers.run_script("run_pretraining.py", *base_args(
+        config_file, out, steps=6, save_checkpoints_steps=2, gradient_accumulation_steps=2))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Input position restored from" in again.stderr
+
+
+def training_step(output_dir):
+    return int(tf.train.load_checkpoint(output_dir).get_tensor("global_step"))
+
+
 @pytest.mark.parametrize("args, message", [
     (["--do_train=false"], "At least one of `do_train` or `do_eval` must be True"),
     (["--use_tpu"], "--use_tpu: no TPU found on this machine"),

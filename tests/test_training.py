@@ -125,6 +125,40 @@ def test_an_interrupted_run_resumes_to_the_same_weights(strategy, tmp_path):
     np.testing.assert_array_equal(resumed.bias.numpy(), uninterrupted.bias.numpy())
 
 
+def test_running_out_of_memory_names_the_step_the_batch_and_what_to_change(strategy, tmp_path):
+    # A step that asks for 64 TiB: TensorFlow raises ResourceExhaustedError, as a GPU does when
+    # a batch does not fit. The run trained to step 2 before; it resumes and fails at step 3.
+    def greedy(model, features, training):
+        huge = tf.fill([2 ** 22, 2 ** 22], features["y"][0])
+        return squared_error(model, features, training) + tf.reduce_sum(huge)
+
+    training.train(strategy, engine_config(), new_model(strategy), squared_error, dataset_fn, str(tmp_path), 2, 0,
+                   LEARNING_RATE, 4)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(ValueError) as error:
+        training.train(strategy, engine_config(), new_model(strategy), greedy, dataset_fn, str(tmp_path), STEPS, 0,
+                       LEARNING_RATE, 4)
+    message = str(error.value)
+    assert message.startswith("out of memory in training step 3 at train_batch_size=4 (4 example(s) per replica "
+                              "and micro-batch, 1 replica(s)): OOM when allocating tensor with shape[4194304,4194304]")
+    assert message.endswith("; to use less memory: --gradient_checkpointing (a quarter or less of the activations, "
+                            "~1.3x the time); --precision=mixed_float16 on a GPU (mixed_bfloat16 on a TPU); "
+                            "--gradient_accumulation_steps=2 (half the micro-batch, the same update); a smaller "
+                            "--max_seq_length")
+    assert "\n" not in message
+    # Flags already in use are not advised again, nor accumulation that cannot halve the micro-batch.
+    with pytest.raises(ValueError) as error:
+        training.train(strategy, engine_config(precision="mixed_bfloat16", gradient_accumulation_steps=4),
+                       new_model(strategy), greedy, dataset_fn, str(tmp_path), STEPS, 0, LEARNING_RATE, 4)
+    assert str(error.value).endswith("to use less memory: --gradient_checkpointing (a quarter or less of the "
+                                     "activations, ~1.3x the time); a smaller --max_seq_length")
+    assert "1 example(s) per replica and micro-batch" in str(error.value)
+    # The checkpoint of step 2 is still the newest: a rerun with the advice resumes from it.
+    assert training.checkpoint_step(str(tmp_path)) == 2
+    assert [name for name in sorted(os.listdir(tmp_path)) if "ckpt" in name] == [
+        name for name in before if "ckpt" in name]
+
+
 def test_restore_evaluate_and_predict(strategy, tmp_path):
     train(strategy, new_model(strategy), tmp_path)
     w, b = reference_weights()

@@ -10,7 +10,8 @@ warmup and decay boundaries, and the classifier and SQuAD cases also check that
 Tolerances: every weight within 1e-5 of the original's; every Adam moment within 1e-4
 relative (moments expose a wrong clip factor or loss scale that Adam's normalised step hides).
 Variants that must reach the same weights: --gradient_accumulation_steps=2 (two micro-batches
-of the same examples) and a mirrored run over 2 logical CPUs (each replica half the batch).
+of the same examples), a mirrored run over 2 logical CPUs (each replica half the batch) and
+--gradient_checkpointing (each layer recomputed in the backward pass).
 """
 
 import json
@@ -146,6 +147,7 @@ VARIANTS = {
     "one_device": {},
     "gradient_accumulation": {"gradient_accumulation_steps": 2},
     "mirrored_two_cpus": {"distribution_strategy": "mirrored", "num_logical_cpus": 2},
+    "gradient_checkpointing": {"gradient_checkpointing": "true"},
 }
 
 
@@ -187,7 +189,7 @@ def test_classifier_epochs_warmup_and_steps_equal_the_original(tmp_path, variant
     assert_matches_the_original(output_dir, expected)
 
 
-@pytest.mark.parametrize("variant", ["one_device", "gradient_accumulation"])
+@pytest.mark.parametrize("variant", ["one_device", "gradient_accumulation", "gradient_checkpointing"])
 def test_squad_epochs_warmup_and_steps_equal_the_original(tmp_path, variant):
     expected = golden("squad")
     output_dir = str(tmp_path / "out")

@@ -136,3 +136,31 @@ def tokenization(original_dir):
     import bert.tokenization
     bert.tokenization.preserve_token = lambda token, vocab: False
     return bert.tokenization
+
+
+def pretraining_train_op(original_dir, config_dict, features, learning_rate, num_train_steps, num_warmup_steps,
+                         is_training=True):
+    """Builds the original's MLM+NSP training in the current tf.compat.v1 graph: (loss, train_op).
+
+    Its modeling.py with `is_training` (dropout on when True), run_pretraining.py's two heads and
+    optimization.py's create_optimizer (AdamWeightDecay, clip at 1.0), fed by `features`
+    ({name: array} of one batch, as graph constants). What run_pretraining.py's model_fn builds.
+    """
+    shim = tf1_namespace()
+    orig_modeling = modeling(original_dir, shim)
+    config = orig_modeling.BertConfig.from_dict(config_dict)
+    feeds = {k: v1.constant(v) for k, v in features.items()}
+    model = orig_modeling.BertModel(config=config, is_training=is_training, input_ids=feeds["input_ids"],
+                                    input_mask=feeds["input_mask"], token_type_ids=feeds["segment_ids"],
+                                    use_one_hot_embeddings=False)
+    # gather_indexes is compiled too: get_masked_lm_output calls it as a global.
+    get_mlm, get_nsp, _ = functions(original_dir, "run_pretraining.py",
+                                    ["get_masked_lm_output", "get_next_sentence_output", "gather_indexes"], shim,
+                                    orig_modeling)
+    mlm_loss = get_mlm(config, model.get_sequence_output(), model.get_embedding_table(),
+                       feeds["masked_lm_positions"], feeds["masked_lm_ids"], feeds["masked_lm_weights"])[0]
+    nsp_loss = get_nsp(config, model.get_pooled_output(), feeds["next_sentence_labels"])[0]
+    loss = mlm_loss + nsp_loss
+    train_op = load(original_dir, "optimization.py", shim).create_optimizer(
+        loss, learning_rate, num_train_steps, num_warmup_steps, False)
+    return loss, train_op
