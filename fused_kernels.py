@@ -11,8 +11,9 @@ math: SavedModel exports are traced that way, so any TensorFlow runtime serves t
 layers in modeling.py call the face and never choose between the two.
 
 Dropout masks are keyed hashes of each element's position (`_DropoutMask`), drawn from
-`dropout_seed`, so a resumed run redraws the masks of an uninterrupted one. Shape letters
-as in modeling.py; kernels take 2-D [rows, width] inputs.
+`dropout_seed`, so a resumed run redraws the masks of an uninterrupted one, and gradient
+checkpointing (`recompute_in_backward`) redraws in the backward pass the masks of the
+forward. Shape letters as in modeling.py; kernels take 2-D [rows, width] inputs.
 """
 
 import contextlib

@@ -14,7 +14,10 @@ would have to hold; ours logs it in its step lines, the original's child reads i
 steps. And the child's peak RSS (wait4's ru_maxrss), which adds the runtime, the graph and
 malloc's fragmentation. A straight line through the (batch, TensorFlow peak) points of a
 configuration gives its memory per example (the slope) and its fixed memory (the intercept);
-from those the largest batch that fits 12 and 16 GiB is computed, not measured. Step time is the median
+from those the largest batch that fits 12 and 16 GiB (less 1 GiB for what a GPU holds besides
+tensors) is computed, not measured. Below a few examples the peak can be the optimizer's update
+rather than the activations (with checkpointing most of all): fit through batches where the
+activations dominate, and measure a claimed batch directly. Step time is the median
 of the steps after the first (which traces); configurations of one (model, length, batch)
 run in alternating order over --rounds, so the noise of a shared machine hits them alike.
 
@@ -25,7 +28,8 @@ run in alternating order over --rounds, so the noise of a shared machine hits th
         --variants=float32+gc,mixed_bfloat16+gc
 
 Variants: `original`, or ours as PRECISION[+gc][+xla] (gc: --gradient_checkpointing, xla:
---use_xla). The parent process never imports TensorFlow (a child's ru_maxrss would start
+--use_xla), or `baseline`: float32 from another checkout of this project (--baseline_dir, e.g. a
+`git worktree` of an earlier commit), to compare a change side by side. The parent process never imports TensorFlow (a child's ru_maxrss would start
 from the parent's).
 """
 
@@ -58,13 +62,18 @@ PREDICTIONS = {128: 20, 256: 40, 384: 60, 512: 80}
 LEARNING_RATE, NUM_TRAIN_STEPS, NUM_WARMUP_STEPS = 1e-4, 100000, 1000
 GIB = 1024
 CAPACITIES_GIB = (12, 16)
+# What a GPU's memory holds besides TensorFlow's tensors (CUDA context, cuBLAS/cuDNN workspaces),
+# left out of a capacity before computing what fits.
+RESERVE_MB = 1024
 DEFAULT_VARIANTS = "original,float32,float32+gc,mixed_bfloat16,mixed_bfloat16+gc"
 
 
 def parse_variant(variant):
-    """'original' -> None; 'PRECISION[+gc][+xla]' -> the run_pretraining.py flags it means."""
+    """'original' -> None; 'baseline' or 'PRECISION[+gc][+xla]' -> the run_pretraining.py flags it means."""
     if variant == "original":
         return None
+    if variant == "baseline":
+        return ["--precision=float32"]
     precision, *options = variant.split("+")
     if precision not in ("float32", "mixed_float16", "mixed_bfloat16") or set(options) - {"gc", "xla"}:
         raise SystemExit(f"unknown variant {variant}: use original or PRECISION[+gc][+xla]")
@@ -162,7 +171,8 @@ def measure(variant, model, seq, batch, steps, work, args):
         return tensorflow_peak(output), rss, seconds[1:]
     output_dir = os.path.join(work, "output")
     shutil.rmtree(output_dir, ignore_errors=True)
-    command = [sys.executable, os.path.join(ROOT, "run_pretraining.py"), "--do_train",
+    root = args.baseline_dir if variant == "baseline" else ROOT
+    command = [sys.executable, os.path.join(root, "run_pretraining.py"), "--do_train",
                f"--input_file={os.path.join(work, f'records_{seq}.tfrecord')}",
                f"--bert_config_file={os.path.join(work, f'{model}_config.json')}", f"--output_dir={output_dir}",
                f"--train_batch_size={batch}", f"--max_seq_length={seq}",
@@ -244,7 +254,8 @@ def tables(args, measured):
     run_rows = []
     for (model, seq, variant, batch), run in measured.items():
         original = measured.get((model, seq, "original", batch))
-        plain = measured.get((model, seq, variant.replace("+gc", ""), batch)) if "+gc" in variant else None
+        plain = measured.get((model, seq, variant.replace("+gc", ""), batch)) if "+gc" in variant else (
+            measured.get((model, seq, "baseline", batch)) if variant == "float32" else None)
         step = run.step()
         run_rows.append([model, seq, variant, batch, _mb(run.peak), _mb(run.rss),
                          "n/a" if step is None else f"{step:.2f}",
@@ -260,10 +271,10 @@ def tables(args, measured):
                 if per_example is None:
                     continue
                 fit_rows.append([model, seq, variant, f"{per_example:,.0f}", f"{fixed:,.0f}"] +
-                                [largest_batch(per_example, fixed, gib * GIB) for gib in CAPACITIES_GIB])
+                                [largest_batch(per_example, fixed, gib * GIB - RESERVE_MB) for gib in CAPACITIES_GIB])
     run_table = results.markdown_table(
         ["model", "seq", "variant", "batch", "TF peak MB", "peak RSS MB", "median step s", "speed vs original",
-         "time vs without gc"], run_rows)
+         "time vs without gc (float32: vs baseline)"], run_rows)
     fit_table = results.markdown_table(
         ["model", "seq", "variant", "MB per example", "fixed MB"] +
         [f"largest batch in {gib} GiB (computed)" for gib in CAPACITIES_GIB], fit_rows)
@@ -279,6 +290,7 @@ def main():
     parser.add_argument("--batches", default="2,4", help="comma-separated batch sizes (two or more give the slope)")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS,
                         help="comma-separated: original, or PRECISION[+gc][+xla]")
+    parser.add_argument("--baseline_dir", help="another checkout of this project, for the variant `baseline`")
     parser.add_argument("--steps", type=int, default=3, help="training steps per process (the first is not timed)")
     parser.add_argument("--rounds", type=int, default=1, help="processes per configuration, in alternating order")
     parser.add_argument("--allocator", choices=["bfc", "default"], default="bfc",
@@ -304,6 +316,8 @@ def main():
         parse_variant(variant)
     if set(args.models) - set(MODELS) or set(args.lengths) - set(PREDICTIONS):
         raise SystemExit(f"--models from {sorted(MODELS)}, --lengths from {sorted(PREDICTIONS)}")
+    if "baseline" in args.variants and not os.path.exists(os.path.join(args.baseline_dir or "", "run_pretraining.py")):
+        raise SystemExit("the variant baseline needs --baseline_dir, a checkout holding run_pretraining.py")
     if "original" in args.variants and not os.path.exists(os.path.join(args.original_dir, "bert", "modeling.py")):
         raise SystemExit(f"{args.original_dir}/bert/modeling.py not found: see this script's docstring")
     work = tempfile.mkdtemp(prefix="bench_memory_")
@@ -325,8 +339,8 @@ def main():
             f"AdamWeightDecay. TF peak = the most TensorFlow's allocator held (CPU allocator: "
             f"{args.allocator}); peak RSS = the child's ru_maxrss; step = median of the steps after the first, "
             f"{args.rounds} round(s) in alternating order. Per example and fixed: least-squares line through "
-            f"the TF peaks at batches {args.batches}; the largest batches are computed from that line, not "
-            f"measured.\n\n"
+            f"the TF peaks at batches {args.batches}; the largest batches are computed from that line with "
+            f"{RESERVE_MB} MB of each capacity held back, not measured.\n\n"
             f"{run_table}\n\n{fit_table}\n")
     results.append_result("Memory of a pretraining step (bench_memory.py)", body,
                           sources=["modeling.py", "fused_kernels.py", "training.py", "bench/bench_memory.py"])

@@ -9,6 +9,7 @@ trajectory against the original's own training with it on is in test_training_pa
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -180,7 +181,8 @@ def test_checkpointing_keeps_a_fraction_of_the_activations(xla):
 
 # --- Through the command line ------------------------------------------------------------------
 
-def _pretrain(tmp_path, name, steps, **flags):
+def _pretrain(tmp_path, name, steps, env=None, **flags):
+    """run_pretraining.py on the original's records (tiny model, dropout 0.1): (output_dir, its log)."""
     config = tmp_path / "bert_config.json"
     config.write_text(json.dumps(TINY_CONFIG))  # dropout 0.1
     output_dir = str(tmp_path / name)
@@ -188,9 +190,9 @@ def _pretrain(tmp_path, name, steps, **flags):
                 train_batch_size=8, num_train_steps=steps, num_warmup_steps=2, learning_rate=1e-3,
                 save_checkpoints_steps=2, log_steps=1, seed=7)
     args.update(flags)
-    result = helpers.run_script("run_pretraining.py", *helpers.flag_args(**args), timeout=600)
+    result = helpers.run_script("run_pretraining.py", *helpers.flag_args(**args), env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    return output_dir
+    return output_dir, result.stderr
 
 
 def _assert_same_checkpoints(prefix, reference_prefix, atol=1e-6):
@@ -203,8 +205,8 @@ def _assert_same_checkpoints(prefix, reference_prefix, atol=1e-6):
 def test_a_checkpointed_run_resumed_midway_follows_the_plain_run(tmp_path):
     # Dropout on, real-length batches (the records' lengths vary), 4 steps; the checkpointed
     # run stops after 2 and resumes: weights and Adam slots equal the plain run's.
-    plain = _pretrain(tmp_path, "plain", 4)
-    checkpointed = _pretrain(tmp_path, "checkpointed", 2, gradient_checkpointing="true")
+    plain, _ = _pretrain(tmp_path, "plain", 4)
+    checkpointed, _ = _pretrain(tmp_path, "checkpointed", 2, gradient_checkpointing="true")
     _pretrain(tmp_path, "checkpointed", 4, gradient_checkpointing="true")
     _assert_same_checkpoints(os.path.join(checkpointed, "model.ckpt-4"), os.path.join(plain, "model.ckpt-4"))
     start = checkpoint_values(os.path.join(plain, "model.ckpt-2"))
@@ -218,9 +220,19 @@ def test_a_checkpointed_run_resumed_midway_follows_the_plain_run(tmp_path):
     dict(precision="mixed_float16"),
 ], ids=["accumulation_mirrored", "bfloat16_xla", "float16_loss_scale"])
 def test_checkpointing_composes_with_the_engine(tmp_path, flags):
-    plain = _pretrain(tmp_path, "plain", 2, **flags)
-    checkpointed = _pretrain(tmp_path, "checkpointed", 2, gradient_checkpointing="true", **flags)
+    plain, _ = _pretrain(tmp_path, "plain", 2, **flags)
+    checkpointed, _ = _pretrain(tmp_path, "checkpointed", 2, gradient_checkpointing="true", **flags)
     _assert_same_checkpoints(os.path.join(checkpointed, "model.ckpt-2"), os.path.join(plain, "model.ckpt-2"))
+
+
+def test_the_step_log_shows_the_peak_memory_where_tensorflow_counts_it(tmp_path):
+    # On a GPU TensorFlow always counts; on the CPU only with TF_CPU_ALLOCATOR_USE_BFC=true.
+    _, log = _pretrain(tmp_path, "counted", 1, env={"TF_CPU_ALLOCATOR_USE_BFC": "true"})
+    peaks = re.findall(r"step = 1/1, loss = [\d.]+, lr = \S+, examples/sec = [\d.]+, ETA \S+, peak memory = "
+                       r"([\d,]+) MB \(CPU:0\)", log)
+    assert len(peaks) == 1 and 1 <= int(peaks[0].replace(",", "")) < 2000, log[-2000:]
+    _, log = _pretrain(tmp_path, "not_counted", 1, env={"TF_CPU_ALLOCATOR_USE_BFC": "false"})
+    assert re.search(r"step = 1/1, .*ETA \S+\n", log) and "peak memory" not in log
 
 
 def test_the_engine_refuses_the_flag_for_a_model_that_ignores_it(tmp_path):
