@@ -828,9 +828,9 @@ class TrainingProgress:
 
 
 def _devices_with_memory_stats():
-    """The devices whose allocator TensorFlow can report a peak for: the GPUs, or else the CPU when
-    TF_CPU_ALLOCATOR_USE_BFC=true (bench/bench_memory.py sets it; TensorFlow's default CPU
-    allocator keeps no statistics)."""
+    """The devices whose allocator TensorFlow can report a peak for: the GPUs, or else the CPU
+    when its allocator keeps statistics (the BFC allocator does: TF_CPU_ALLOCATOR_USE_BFC=true,
+    which bench/bench_memory.py sets; whether the default one does depends on the build)."""
     devices = [f"GPU:{i}" for i in range(len(tf.config.list_logical_devices("GPU")))] or ["CPU:0"]
     try:
         for device in devices:
