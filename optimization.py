@@ -219,28 +219,33 @@ class _AdamMomentsOptimizer(keras.optimizers.Optimizer):
         grads_and_vars = self._all_reduce_sum_gradients(
             list(zip(grads, trainable_variables))
         )
-        if self.global_clipnorm:
-            # tf.clip_by_global_norm's factor, applied inside each variable's update rather
-            # than as one more pass over every gradient; it travels with the learning rate
-            # through the cross-replica merge.
-            norm = tf.linalg.global_norm([grad for grad, _ in grads_and_vars])
-            clip_norm = tf.cast(self.global_clipnorm, norm.dtype)
-            scale = clip_norm * tf.minimum(1.0 / norm, 1.0 / clip_norm)
-            scale += norm - norm  # NaN when the norm is not finite, as tf.clip_by_global_norm
-            learning_rate = (learning_rate, scale)
+        clip_scale = _global_clip_scale(grads_and_vars, self.global_clipnorm) if self.global_clipnorm else None
         tf.__internal__.distribute.interim.maybe_merge_call(
-            self._distributed_tf_update_step,
+            self._update_variables,
             self._distribution_strategy,
             grads_and_vars,
             learning_rate,
+            clip_scale,
         )
 
-    @staticmethod
-    def _rate_and_clip(learning_rate):
-        """update_step's learning rate and global-norm clip factor (None: no clipping)."""
-        if isinstance(learning_rate, (tuple, list)):
-            return learning_rate[0], learning_rate[1]
-        return learning_rate, None
+    def _update_variables(self, distribution, grads_and_vars, learning_rate, clip_scale):
+        # Keras' _distributed_tf_update_step, with the clip factor as an argument of its own.
+        for grad, var in grads_and_vars:
+            distribution.extended.update(
+                var, self._clipped_update_step, args=(grad, learning_rate, clip_scale), group=False
+            )
+
+    def _clipped_update_step(self, variable, gradient, learning_rate, clip_scale):
+        return self.apply_update(gradient, variable, learning_rate, clip_scale)
+
+    def update_step(self, gradient, variable, learning_rate):
+        # Keras' entry point, for a caller that steps the optimizer without the merge above.
+        return self.apply_update(gradient, variable, learning_rate, None)
+
+    def apply_update(self, gradient, variable, learning_rate, clip_scale):
+        """Updates `variable` from its summed `gradient`, scaled by `clip_scale` (the global-norm
+        clip factor; None: no clipping), at `learning_rate`."""
+        raise NotImplementedError
 
     def _update_moments(self, gradient, variable):
         """Updates adam_m and adam_v from the dense `gradient`; returns their new values."""
@@ -317,8 +322,7 @@ class AdamWeightDecay(_AdamMomentsOptimizer):
             **kwargs,
         )
 
-    def update_step(self, gradient, variable, learning_rate):
-        learning_rate, clip_scale = self._rate_and_clip(learning_rate)
+    def apply_update(self, gradient, variable, learning_rate, clip_scale):
         index = self._get_variable_index(variable)
         decay = self.weight_decay_rate if self._uses_weight_decay[index] else 0.0
         arguments = (_dense_gradient(gradient, variable), clip_scale,
@@ -361,6 +365,16 @@ def _dense_gradient(gradient, variable):
     # Sparse gradients (embedding lookups) become dense, as in the original: every row's
     # moments decay at every step.
     return tf.cast(tf.convert_to_tensor(gradient), variable.dtype)
+
+
+def _global_clip_scale(grads_and_vars, clip_norm):
+    """tf.clip_by_global_norm's factor for the summed gradients (NaN when their norm is not
+    finite, as there), applied inside each variable's update rather than as one more pass over
+    every gradient."""
+    norm = tf.linalg.global_norm([grad for grad, _ in grads_and_vars])
+    clip_norm = tf.cast(clip_norm, norm.dtype)
+    scale = clip_norm * tf.minimum(1.0 / norm, 1.0 / clip_norm)
+    return scale + (norm - norm)
 
 
 def _clipped(gradient, clip_scale):
@@ -468,8 +482,7 @@ class Lamb(_AdamMomentsOptimizer):
             for name in self._slot_names
         ]
 
-    def update_step(self, gradient, variable, learning_rate):
-        learning_rate, clip_scale = self._rate_and_clip(learning_rate)
+    def apply_update(self, gradient, variable, learning_rate, clip_scale):
         gradient = _clipped(_dense_gradient(gradient, variable), clip_scale)
         next_m, next_v = self._update_moments(gradient, variable)
         index = self._get_variable_index(variable)
