@@ -1,7 +1,7 @@
 """extract_features.py end to end (read, tokenize, model, JSON, write) against the original.
 
 The original runs its own extract_features.py main() in TF1 graph mode (tf.compat.v1, the
-stand-in estimator of tests/golden/make_extract_features_golden.py); ours runs
+GraphModeEstimator of tests/golden/original.py); ours runs
 extract_features.extract_features. Each side runs in its own process on the same lines of
 the bench corpus, with the same random checkpoint, at BERT-Mini (L=4, H=256) and BERT-Base
 (L=12, H=768) shapes, max_seq_length 128, batch 32, layers -1,-2,-3,-4. Timed from after
@@ -41,13 +41,12 @@ STAGES = ("setup", "read and tokenize", "model", "JSON and write")
 def run_original(args):
     """Child: the original's main() with timers around its stages; prints the timings as JSON."""
     import tensorflow as tf
-    from tests.golden import make_extract_features_golden as golden
 
     v1 = tf.compat.v1
     v1.disable_v2_behavior()
     seconds = dict.fromkeys(STAGES, 0.0)
 
-    class TimedEstimator(golden._GraphModeEstimator):
+    class TimedEstimator(original.GraphModeEstimator):
         def predict(self, input_fn, yield_single_examples=True):
             start = time.perf_counter()
             params = {"batch_size": self.batch_size}
@@ -68,7 +67,7 @@ def run_original(args):
                         for i in range(len(batch["unique_id"])):
                             yield {name: value[i] for name, value in batch.items()}
 
-    tf_shim = golden.tf_namespace()
+    tf_shim = original.estimator_namespace()
     tf_shim.estimator.tpu.TPUEstimator = TimedEstimator
     modeling = original.modeling(args.original_dir, tf_shim)
     tokenization = original.tokenization(args.original_dir)

@@ -92,8 +92,7 @@ def build_squad(path, num_questions, seed=7, paragraph_words=(120, 400)):
 # --- Children ---------------------------------------------------------------------------------
 
 def run_original(original_dir, train_file, vocab_file, output_file):
-    from tests.golden import squad_make_golden
-    orig, _, orig_tokenization, _ = squad_make_golden.load_original(original_dir)
+    orig, _, orig_tokenization = original.run_squad(original_dir)
     started = time.perf_counter()
     tokenizer = orig_tokenization.FullTokenizer(vocab_file, do_lower_case=True)
     examples = orig.read_squad_examples(train_file, is_training=True)
@@ -149,9 +148,8 @@ class OriginalPrediction:
     """The original's prediction path; the graph is built and the checkpoint restored once."""
 
     def __init__(self, original_dir, vocab_file, config_file, checkpoint):
-        from tests.golden import squad_make_golden
-        self.orig, modeling, tokenization, mmg = squad_make_golden.load_original(original_dir)
-        v1 = self.v1 = mmg.v1
+        self.orig, modeling, tokenization = original.run_squad(original_dir)
+        v1 = self.v1 = original.v1
         v1.logging.set_verbosity(v1.logging.ERROR)  # it logs every window of the first 20 examples
         self.tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case=True)
         config = modeling.BertConfig.from_json_file(config_file)

@@ -25,7 +25,6 @@ To regenerate (the original: see tests/golden/original.py):
 import argparse
 import os
 import sys
-import types
 
 import numpy as np
 import tensorflow as tf
@@ -70,47 +69,6 @@ INPUT_LINES = [
 ]
 
 
-class _PredictSpec:
-    def __init__(self, mode, predictions, scaffold_fn=None):
-        self.mode, self.predictions, self.scaffold_fn = mode, predictions, scaffold_fn
-
-
-class _GraphModeEstimator:
-    """What TPUEstimator.predict does with use_tpu=False, in a tf.compat.v1 Session."""
-
-    def __init__(self, use_tpu, model_fn, config, predict_batch_size):
-        assert not use_tpu
-        self.model_fn, self.batch_size = model_fn, predict_batch_size
-
-    def predict(self, input_fn, yield_single_examples=True):
-        assert yield_single_examples
-        params = {"batch_size": self.batch_size}
-        with v1.Graph().as_default():
-            dataset = input_fn(params)
-            features = v1.data.make_one_shot_iterator(dataset).get_next()
-            spec = self.model_fn(features, None, "infer", params)
-            with v1.Session() as session:
-                session.run(v1.global_variables_initializer())
-                while True:
-                    try:
-                        batch = session.run(spec.predictions)
-                    except v1.errors.OutOfRangeError:
-                        return
-                    for i in range(len(batch["unique_id"])):
-                        yield {name: value[i] for name, value in batch.items()}
-
-
-def tf_namespace():
-    tf_shim = original.tf1_namespace()
-    tf_shim.estimator = types.SimpleNamespace(
-        ModeKeys=types.SimpleNamespace(PREDICT="infer"),
-        tpu=types.SimpleNamespace(
-            InputPipelineConfig=types.SimpleNamespace(PER_HOST_V2=2),
-            RunConfig=lambda **kwargs: kwargs, TPUConfig=lambda **kwargs: kwargs,
-            TPUEstimatorSpec=_PredictSpec, TPUEstimator=_GraphModeEstimator))
-    return tf_shim
-
-
 def write_random_checkpoint(modeling, prefix):
     """The original BertModel with N(0, 0.2^2) weights (gamma around 1), saved by its Saver."""
     with v1.Graph().as_default():
@@ -132,7 +90,7 @@ def main():
     out = lambda name: os.path.join(args.output_dir, name)  # noqa: E731
 
     v1.disable_v2_behavior()
-    tf_shim = tf_namespace()
+    tf_shim = original.estimator_namespace()
     modeling = original.modeling(args.original_dir, tf_shim)
     tokenization = original.tokenization(args.original_dir)
     extract_features = original.load(args.original_dir, "extract_features.py", tf_shim,

@@ -138,6 +138,60 @@ def tokenization(original_dir):
     return bert.tokenization
 
 
+class PredictSpec:
+    """What TPUEstimatorSpec carries for prediction."""
+
+    def __init__(self, mode, predictions, scaffold_fn=None):
+        self.mode, self.predictions, self.scaffold_fn = mode, predictions, scaffold_fn
+
+
+class GraphModeEstimator:
+    """What TPUEstimator.predict does with use_tpu=False, in a tf.compat.v1 Session."""
+
+    def __init__(self, use_tpu, model_fn, config, predict_batch_size):
+        assert not use_tpu
+        self.model_fn, self.batch_size = model_fn, predict_batch_size
+
+    def predict(self, input_fn, yield_single_examples=True):
+        assert yield_single_examples
+        params = {"batch_size": self.batch_size}
+        with v1.Graph().as_default():
+            dataset = input_fn(params)
+            features = v1.data.make_one_shot_iterator(dataset).get_next()
+            spec = self.model_fn(features, None, "infer", params)
+            with v1.Session() as session:
+                session.run(v1.global_variables_initializer())
+                while True:
+                    try:
+                        batch = session.run(spec.predictions)
+                    except v1.errors.OutOfRangeError:
+                        return
+                    for i in range(len(batch["unique_id"])):
+                        yield {name: value[i] for name, value in batch.items()}
+
+
+def estimator_namespace():
+    """tf1_namespace() with an `estimator` whose TPUEstimator is GraphModeEstimator (prediction only)."""
+    tf_shim = tf1_namespace()
+    tf_shim.estimator = types.SimpleNamespace(
+        ModeKeys=types.SimpleNamespace(PREDICT="infer"),
+        tpu=types.SimpleNamespace(
+            InputPipelineConfig=types.SimpleNamespace(PER_HOST_V2=2),
+            RunConfig=lambda **kwargs: kwargs, TPUConfig=lambda **kwargs: kwargs,
+            TPUEstimatorSpec=PredictSpec, TPUEstimator=GraphModeEstimator))
+    return tf_shim
+
+
+def run_squad(original_dir):
+    """(the original run_squad module, its modeling under tf1_namespace(), its tokenization), its
+    absl flags parsed with placeholders for the required ones."""
+    orig_tokenization = tokenization(original_dir)
+    orig_modeling = modeling(original_dir, tf1_namespace())
+    module = load(original_dir, "run_squad.py", modules={"modeling": orig_modeling, "tokenization": orig_tokenization})
+    module.FLAGS(["run_squad.py", "--vocab_file=x", "--bert_config_file=x", "--output_dir=x"])
+    return module, orig_modeling, orig_tokenization
+
+
 def pretraining_train_op(original_dir, config_dict, features, learning_rate, num_train_steps, num_warmup_steps,
                          is_training=True):
     """Builds the original's MLM+NSP training in the current tf.compat.v1 graph: (loss, train_op).

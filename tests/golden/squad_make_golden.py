@@ -127,16 +127,11 @@ def cut_vocab(full_vocab_file, texts, tokenizer):
 # --- The original code -----------------------------------------------------------------------
 
 def load_original(original_dir):
-    """The original run_squad module (its modeling under the tf shims of original.py)."""
+    """The original run_squad module, its modeling and tokenization, and make_modeling_golden."""
     sys.path.insert(0, ROOT)
     from tests.golden import make_modeling_golden as mmg
     from tests.golden import original
-    orig_tokenization = original.tokenization(original_dir)
-    modeling = original.modeling(original_dir, original.tf1_namespace())
-    module = original.load(original_dir, "run_squad.py",
-                           modules={"modeling": modeling, "tokenization": orig_tokenization})
-    module.FLAGS(["run_squad.py", "--vocab_file=x", "--bert_config_file=x", "--output_dir=x"])
-    return module, modeling, orig_tokenization, mmg
+    return (*original.run_squad(original_dir), mmg)
 
 
 def feature_json(feature):
