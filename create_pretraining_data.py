@@ -654,6 +654,7 @@ def create_pretraining_data(input_files, output_files, vocab_file, do_lower_case
     check_flags(max_seq_length, max_predictions_per_seq, masked_lm_prob, short_seq_prob, dupe_factor,
                 num_workers)
     tokenizer = tokenization.FullTokenizer(vocab_file=vocab_file, do_lower_case=do_lower_case)
+    tokenization.check_special_tokens(tokenizer.vocab, vocab_file)
     vocab = PretrainingVocab(tokenizer.vocab)
     encoder = ExampleEncoder(max_seq_length, max_predictions_per_seq, vocab.size)
     seen = {}

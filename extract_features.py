@@ -607,6 +607,7 @@ def main(_):
     if output_dir and not tf.io.gfile.isdir(output_dir):
         raise ValueError(f"--output_file={FLAGS.output_file}: directory {output_dir} does not exist")
     tokenizer = tokenization.FullTokenizer(vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case)
+    tokenization.check_special_tokens(tokenizer.vocab, FLAGS.vocab_file, tokenization.TASK_TOKENS)
     modeling.check_vocab_size(bert_config, len(tokenizer.vocab), FLAGS.vocab_file)
     strategy = None
     if FLAGS.use_tpu:

@@ -644,6 +644,7 @@ def _check_flags():
     if not tf.io.gfile.isdir(FLAGS.data_dir):
         raise ValueError(f"--data_dir={FLAGS.data_dir} is not a directory")
     tokenizer = tokenization.FullTokenizer(vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case)
+    tokenization.check_special_tokens(tokenizer.vocab, FLAGS.vocab_file, tokenization.TASK_TOKENS)
     modeling.check_vocab_size(bert_config, len(tokenizer.vocab), FLAGS.vocab_file)
     training.validate_run_flags(train_batch_size=FLAGS.train_batch_size, eval_batch_size=FLAGS.eval_batch_size,
                                 predict_batch_size=FLAGS.predict_batch_size, learning_rate=FLAGS.learning_rate,

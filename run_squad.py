@@ -1438,6 +1438,7 @@ def main(_):
     bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
     validate_flags_or_throw(bert_config)
     tokenizer = tokenization.FullTokenizer(vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case)
+    tokenization.check_special_tokens(tokenizer.vocab, FLAGS.vocab_file, tokenization.TASK_TOKENS)
     modeling.check_vocab_size(bert_config, len(tokenizer.vocab), FLAGS.vocab_file)
     engine_config = training.EngineConfig.from_flags(FLAGS)
     train_counts = examples = features = None
