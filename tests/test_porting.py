@@ -4,6 +4,8 @@ Each case states what a program written for google-research/bert calls and what 
 returned for it (values produced by the original code: tests/golden/make_original_api_golden.py).
 """
 
+import os
+
 import pytest
 
 from tests import helpers
@@ -60,3 +62,32 @@ def test_character_classes_of_the_original_test(char, whitespace, control, punct
     assert tokenization._is_whitespace(char) == whitespace
     assert tokenization._is_control(char) == control
     assert tokenization._is_punctuation(char) == punctuation
+
+
+# --- create_pretraining_data: the original's functions on token strings ------------------------
+
+@pytest.mark.parametrize("scenario", ["plain", "short_cased", "wwm"])
+def test_create_training_instances_and_writer_give_the_original_records(tmp_path, scenario):
+    import random
+    import tensorflow as tf
+    from bert import create_pretraining_data, tokenization
+    from tests.golden import make_pretraining_data_golden as golden
+    s = golden.SCENARIOS[scenario]
+    here = os.path.dirname(golden.__file__)
+    tokenizer = tokenization.FullTokenizer(helpers.real_vocab_file(), do_lower_case=s["do_lower_case"])
+    instances = create_pretraining_data.create_training_instances(
+        [os.path.join(here, name) for name in golden.INPUTS], tokenizer, s["max_seq_length"], s["dupe_factor"],
+        s["short_seq_prob"], s["masked_lm_prob"], s["max_predictions_per_seq"], random.Random(s["random_seed"]),
+        **({"do_whole_word_mask": True} if scenario == "wwm" else {}))
+    assert isinstance(instances[0], create_pretraining_data.TrainingInstance)
+    assert instances[0].tokens[0] == "[CLS]" and str(instances[0]).startswith("tokens: [CLS] ")
+    outputs = [str(tmp_path / f"out_{k}.tfrecord") for k in range(s["outputs"])]
+    create_pretraining_data.write_instance_to_example_files(
+        instances, tokenizer, s["max_seq_length"], s["max_predictions_per_seq"], outputs)
+    total = 0
+    for k, path in enumerate(outputs):
+        ours = [r.numpy() for r in tf.data.TFRecordDataset(path)]
+        expected = [r.numpy() for r in tf.data.TFRecordDataset(os.path.join(here, f"pretraining_{scenario}_{k}.tfrecord"))]
+        assert [tf.train.Example.FromString(r) for r in ours] == [tf.train.Example.FromString(r) for r in expected]
+        total += len(ours)
+    assert total == len(instances) > 100
