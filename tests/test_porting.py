@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 
+import porting
 from tests import helpers
 
 GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
@@ -251,7 +252,7 @@ def test_adam_weight_decay_optimizer_takes_the_original_arguments(golden):
 
 # --- TF1-only names: one line that says what to use instead ----------------------------------
 
-@pytest.mark.parametrize("module, name", sorted(__import__("porting").TF1_ONLY))
+@pytest.mark.parametrize("module, name", sorted(porting.TF1_ONLY))
 def test_tf1_only_names_point_to_their_replacement(module, name):
     import importlib
     with pytest.raises(AttributeError) as raised:
@@ -330,3 +331,61 @@ def test_readme_porting_examples_run(tiny_bert_dir):
     assert len(records) == len(pretraining_data["instances"]) > 0
     assert [sentence for sentence, _ in notebook["predictions"]] == notebook["pred_sentences"]
     assert {label for _, label in notebook["predictions"]} <= {0, 1}
+
+
+# --- run_squad: the original's eager conversion, FeatureWriter and write_predictions ------------
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_squad_feature_writer_and_predictions_as_the_original(version, tmp_path):
+    import json
+    import random
+    import tensorflow as tf
+    from bert import run_squad, tokenization
+    v2 = {"version_2_with_negative": True} if version == "v2" else {}
+    tokenizer = tokenization.FullTokenizer(os.path.join(GOLDEN_DIR, "squad_vocab.txt"), do_lower_case=True)
+    input_file = os.path.join(GOLDEN_DIR, f"squad_{version}.json")
+    train_examples = run_squad.read_squad_examples(input_file, is_training=True, **v2)
+    random.Random(12345).shuffle(train_examples)
+    writer = run_squad.FeatureWriter(str(tmp_path / "train.tf_record"), is_training=True)
+    assert run_squad.convert_examples_to_features(train_examples, tokenizer, 64, 16, 12, True,
+                                                  writer.process_feature) is None
+    writer.close()
+    records = [r.numpy() for r in tf.data.TFRecordDataset(str(tmp_path / "train.tf_record"))]
+    expected = [r.numpy() for r in tf.data.TFRecordDataset(os.path.join(GOLDEN_DIR, f"squad_{version}_train.tf_record"))]
+    assert writer.num_features == len(records) == len(expected)
+    assert [tf.train.Example.FromString(r) for r in records] == [tf.train.Example.FromString(r) for r in expected]
+
+    examples = run_squad.read_squad_examples(input_file, is_training=False, **v2)
+    features = []
+    run_squad.convert_examples_to_features(examples, tokenizer, 64, 16, 12, False, features.append)
+    logits = np.load(os.path.join(GOLDEN_DIR, f"squad_{version}_model.npz"))
+    results = [run_squad.RawResult(unique_id=f.unique_id, start_logits=[float(x) for x in s],
+                                   end_logits=[float(x) for x in e])
+               for f, s, e in zip(features, logits["start_logits"], logits["end_logits"])]
+    out = {name: str(tmp_path / f"{name}.json") for name in ("predictions", "nbest_predictions", "null_odds")}
+    run_squad.write_predictions(examples, features, results, 20, 30, True, out["predictions"],
+                                out["nbest_predictions"], out["null_odds"], **v2)
+    for name in ("predictions", "nbest_predictions") + (("null_odds",) if v2 else ()):
+        with open(out[name]) as ours, open(os.path.join(GOLDEN_DIR, f"squad_{version}_model_{name}.json")) as theirs:
+            assert json.load(ours) == json.load(theirs), name
+
+
+def test_a_processor_written_for_the_original_runs(tmp_path):
+    from bert import run_classifier, tokenization
+
+    class SentimentProcessor(run_classifier.DataProcessor):  # as tutorials wrote them for the original
+        def get_train_examples(self, data_dir):
+            return self._create_examples(self._read_tsv(os.path.join(data_dir, "train.tsv")), "train")
+
+        def get_labels(self):
+            return ["neg", "pos"]
+
+        def _create_examples(self, lines, set_type):
+            return [run_classifier.InputExample(guid=f"{set_type}-{i}", text_a=tokenization.convert_to_unicode(line[1]),
+                                                text_b=None, label=tokenization.convert_to_unicode(line[0]))
+                    for i, line in enumerate(lines)]
+
+    (tmp_path / "train.tsv").write_text("pos\ta good day\nneg\ta bad night\n", encoding="utf-8")
+    examples = SentimentProcessor().get_train_examples(str(tmp_path))
+    assert [(e.guid, e.text_a, e.label) for e in examples] == [("train-0", "a good day", "pos"),
+                                                               ("train-1", "a bad night", "neg")]
