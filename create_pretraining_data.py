@@ -782,6 +782,10 @@ class TrainingInstance:
         return self.__str__()
 
 
+# The original's record of one masked position (its masking function builds a list of them).
+MaskedLmInstance = collections.namedtuple("MaskedLmInstance", ["index", "label"])
+
+
 class _WordIds:
     """Ids for token strings, standing in for PretrainingVocab: the id of a word is its first
     position in `vocab_words` (random replacements draw among those), and a token outside

@@ -526,7 +526,7 @@ def create_optimizer(
     Returns:
       An `AdamWeightDecay` or `Lamb` driven by `LinearDecayWithWarmup`.
     """
-    if not isinstance(optimizer_type, str):  # the original's (loss, init_lr, num_train_steps, num_warmup_steps, ...)
+    if isinstance(optimizer_type, (int, float)):  # num_warmup_steps: the original's (loss, init_lr, steps, warmup)
         raise TypeError("create_optimizer(loss, init_lr, num_train_steps, num_warmup_steps, use_tpu) was TF1-only "
                         "(it returned a train_op); here create_optimizer(init_lr, num_train_steps, "
                         "num_warmup_steps) returns a Keras optimizer: call its apply_gradients(zip(grads, vars))")
