@@ -221,6 +221,8 @@ def main(original_dir):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     v1.disable_eager_execution()
     tokenization = original.tokenization(original_dir)
+    # This repository has a bert/ package too: the answers must come from the original's.
+    assert os.path.samefile(os.path.dirname(tokenization.__file__), os.path.join(original_dir, "bert"))
     answers = {"pretraining_data": pretraining_data_answers(original_dir, tokenization),
                "extract_features": extract_features_answers(original_dir, tokenization),
                "classifier": classifier_answers(original_dir, tokenization)}
