@@ -11,8 +11,8 @@ checkpoint kept, and `--export_dir`, a SavedModel that classifies raw strings.
 
 import collections
 import csv
-import io
 import functools
+import io
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

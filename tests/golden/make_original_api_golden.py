@@ -40,7 +40,8 @@ DOCUMENTS = [
 EXTRACT_LINES = ["The quick brown fox jumps over the lazy dog.", "", "Is this Jacksonville? ||| No, it is not.",
                  "a ||| b ||| c", "  hello world  ", "run ||| "]
 CLASSIFIER_ROWS = [["label", "a", "b"], ["1", "The quick brown fox jumps over the lazy dog.", "Hello world!"],
-                   ["0", "unwanted running", ""], ["1", '"quoted" text', "a b c d e f g a b c d e f g"]]
+                   ["0", "unwanted running", ""], ["1", '"quoted" text', "a b c d e f g a b c d e f g"],
+                   ["0", "a line\u2028separator", "next\x85line"]]  # one row each: lines end at \n only
 # Tiny pretraining heads: H=8, V=13, B=2, S=5, P=3.
 HEAD_CONFIG = dict(vocab_size=13, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
                    hidden_act="gelu", initializer_range=0.02)
