@@ -57,8 +57,8 @@ def define_flags():
 _LOGGED_EXAMPLES = 20
 
 
-class TrainingInstance:
-    """One pretraining example, as vocab ids.
+class InstanceIds:
+    """One pretraining example, as vocab ids (the fast path's TrainingInstance).
 
     Attributes:
       token_ids: [CLS] A [SEP] B [SEP] after masking (list of int).
@@ -204,9 +204,9 @@ def _tokenize_chunks(tokenizer, lines, pool):
 
 # --- Creating instances ---------------------------------------------------------------
 
-def create_instances_from_document(all_documents, document_index, max_seq_length, short_seq_prob,
-                                   masked_lm_prob, max_predictions_per_seq, vocab, rng,
-                                   do_whole_word_mask=False):
+def create_instances_from_document_with_vocab(all_documents, document_index, max_seq_length, short_seq_prob,
+                                              masked_lm_prob, max_predictions_per_seq, vocab, rng,
+                                              do_whole_word_mask=False):
     """Creates the training instances of one document, drawing from `rng` as the original.
 
     Segments are gathered into a chunk until it reaches a target length; the chunk is
@@ -264,9 +264,9 @@ def create_instances_from_document(all_documents, document_index, max_seq_length
             truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
             token_ids = [vocab.cls_id] + tokens_a + [vocab.sep_id] + tokens_b + [vocab.sep_id]
             segment_ids = [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
-            token_ids, positions, labels = create_masked_lm_predictions(
+            token_ids, positions, labels = create_masked_lm_predictions_with_vocab(
                 token_ids, masked_lm_prob, max_predictions_per_seq, vocab, rng, do_whole_word_mask)
-            instances.append(TrainingInstance(token_ids, segment_ids, is_random_next, positions, labels))
+            instances.append(InstanceIds(token_ids, segment_ids, is_random_next, positions, labels))
             current_chunk = []
             current_length = 0
         i += 1
@@ -294,8 +294,8 @@ def shuffle(rng, items):
         items[i], items[j] = items[j], items[i]
 
 
-def create_masked_lm_predictions(token_ids, masked_lm_prob, max_predictions_per_seq, vocab, rng,
-                                 do_whole_word_mask=False):
+def create_masked_lm_predictions_with_vocab(token_ids, masked_lm_prob, max_predictions_per_seq, vocab, rng,
+                                            do_whole_word_mask=False):
     """Masks a random ~`masked_lm_prob` of the tokens: 80% [MASK], 10% kept, 10% random.
 
     Returns:
@@ -516,7 +516,7 @@ def create_training_records(documents, vocab, encoder, rng, dupe_factor, max_seq
         document_indexes = range(len(documents))
     for _ in range(dupe_factor):
         for document_index in document_indexes:
-            for instance in create_instances_from_document(
+            for instance in create_instances_from_document_with_vocab(
                     documents, document_index, max_seq_length, short_seq_prob, masked_lm_prob,
                     max_predictions_per_seq, vocab, rng, do_whole_word_mask):
                 spill.append(encoder.encode(instance))
@@ -654,6 +654,7 @@ def create_pretraining_data(input_files, output_files, vocab_file, do_lower_case
     check_flags(max_seq_length, max_predictions_per_seq, masked_lm_prob, short_seq_prob, dupe_factor,
                 num_workers)
     tokenizer = tokenization.FullTokenizer(vocab_file=vocab_file, do_lower_case=do_lower_case)
+    tokenization.check_special_tokens(tokenizer.vocab, vocab_file)
     vocab = PretrainingVocab(tokenizer.vocab)
     encoder = ExampleEncoder(max_seq_length, max_predictions_per_seq, vocab.size)
     seen = {}
@@ -753,6 +754,160 @@ def _create_with_workers(documents, vocab, encoder, random_seed, dupe_factor, ma
             f.close()
         for path, _ in shards:
             os.remove(path)
+
+
+# --- The original's Python API ------------------------------------------------------------
+# Token strings in and out, as programs written against the original expect; each function
+# encodes to ids, runs the fast path above and decodes, so both give the same draws.
+
+class TrainingInstance:
+    """One pretraining example as token strings, as the original's (print() shows it the same way)."""
+
+    def __init__(self, tokens, segment_ids, masked_lm_positions, masked_lm_labels, is_random_next):
+        self.tokens = tokens
+        self.segment_ids = segment_ids
+        self.is_random_next = is_random_next
+        self.masked_lm_positions = masked_lm_positions
+        self.masked_lm_labels = masked_lm_labels
+
+    def __str__(self):
+        def joined(values):
+            return " ".join(tokenization.printable_text(str(value)) for value in values)
+        return (f"tokens: {joined(self.tokens)}\nsegment_ids: {joined(self.segment_ids)}\n"
+                f"is_random_next: {self.is_random_next}\n"
+                f"masked_lm_positions: {joined(self.masked_lm_positions)}\n"
+                f"masked_lm_labels: {joined(self.masked_lm_labels)}\n\n")
+
+    def __repr__(self):
+        return self.__str__()
+
+
+# The original's record of one masked position (its masking function builds a list of them).
+MaskedLmInstance = collections.namedtuple("MaskedLmInstance", ["index", "label"])
+
+
+class _WordIds:
+    """Ids for token strings, standing in for PretrainingVocab: the id of a word is its first
+    position in `vocab_words` (random replacements draw among those), and a token outside
+    `vocab_words` gets a new id past the end."""
+
+    def __init__(self, vocab_words):
+        self.words = list(vocab_words)
+        self.size = len(self.words)
+        self._ids = {}
+        for index, word in enumerate(self.words):
+            self._ids.setdefault(word, index)
+        self.is_continuation = [word.startswith("##") for word in self.words]
+        self.cls_id, self.sep_id, self.mask_id = self.encode(["[CLS]", "[SEP]", "[MASK]"])
+
+    def encode(self, tokens):
+        ids = []
+        for token in tokens:
+            token_id = self._ids.get(token)
+            if token_id is None:
+                token_id = self._ids[token] = len(self.words)
+                self.words.append(token)
+                self.is_continuation.append(token.startswith("##"))
+            ids.append(token_id)
+        return ids
+
+    def decode(self, ids):
+        return [self.words[i] for i in ids]
+
+
+class _EncodedDocuments:
+    """`all_documents` (lists of token-string segments) seen as id segments, one document at a time."""
+
+    def __init__(self, all_documents, word_ids):
+        self._documents = all_documents
+        self._word_ids = word_ids
+
+    def __len__(self):
+        return len(self._documents)
+
+    def __getitem__(self, index):
+        return [self._word_ids.encode(segment) for segment in self._documents[index]]
+
+
+def _instance_as_tokens(instance, decode):
+    return TrainingInstance(decode(instance.token_ids), instance.segment_ids, instance.masked_lm_positions,
+                            decode(instance.masked_lm_labels), instance.is_random_next)
+
+
+def create_masked_lm_predictions(tokens, masked_lm_prob, max_predictions_per_seq, vocab_words, rng,
+                                 do_whole_word_mask=False):
+    """The original's masking on token strings: (output tokens, masked positions, original tokens there)."""
+    word_ids = _WordIds(vocab_words)
+    output_ids, positions, labels = create_masked_lm_predictions_with_vocab(
+        word_ids.encode(tokens), masked_lm_prob, max_predictions_per_seq, word_ids, rng, do_whole_word_mask)
+    return word_ids.decode(output_ids), positions, word_ids.decode(labels)
+
+
+def create_instances_from_document(all_documents, document_index, max_seq_length, short_seq_prob,
+                                   masked_lm_prob, max_predictions_per_seq, vocab_words, rng,
+                                   do_whole_word_mask=False):
+    """The original's instances of one document, as TrainingInstance (documents: lists of token lists)."""
+    word_ids = _WordIds(vocab_words)
+    instances = create_instances_from_document_with_vocab(
+        _EncodedDocuments(all_documents, word_ids), document_index, max_seq_length, short_seq_prob,
+        masked_lm_prob, max_predictions_per_seq, word_ids, rng, do_whole_word_mask)
+    return [_instance_as_tokens(instance, word_ids.decode) for instance in instances]
+
+
+def create_training_instances(input_files, tokenizer, max_seq_length, dupe_factor, short_seq_prob,
+                              masked_lm_prob, max_predictions_per_seq, rng, do_whole_word_mask=False):
+    """Reads and tokenizes `input_files` and returns every TrainingInstance, shuffled, as the original.
+
+    The same files, tokenizer settings and `rng` state give the original's instances in its order.
+    """
+    tokenization.check_special_tokens(tokenizer.vocab, getattr(tokenizer, "vocab_file", "of the tokenizer"))
+    documents = read_documents(input_files, tokenizer)
+    rng.shuffle(documents)
+    vocab = PretrainingVocab(tokenizer.vocab)
+    instances = []
+    for _ in range(dupe_factor):
+        for document_index in range(len(documents)):
+            instances.extend(create_instances_from_document_with_vocab(
+                documents, document_index, max_seq_length, short_seq_prob, masked_lm_prob,
+                max_predictions_per_seq, vocab, rng, do_whole_word_mask))
+    rng.shuffle(instances)
+    inv_vocab = tokenizer.inv_vocab
+    return [_instance_as_tokens(instance, lambda ids: [inv_vocab[i] for i in ids]) for instance in instances]
+
+
+def create_int_feature(values):
+    """A tf.train.Feature holding `values` as int64."""
+    tf = cli.import_tensorflow()
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
+
+
+def create_float_feature(values):
+    """A tf.train.Feature holding `values` as float32."""
+    tf = cli.import_tensorflow()
+    return tf.train.Feature(float_list=tf.train.FloatList(value=list(values)))
+
+
+def _serialize_instance(instance, tokenizer, encoder):
+    """A TrainingInstance as a serialized tf.train.Example with the original's features."""
+    tf = cli.import_tensorflow()
+    token_ids = tokenizer.convert_tokens_to_ids(instance.tokens)
+    if len(token_ids) > encoder.max_seq_length:
+        raise ValueError(f"an instance has {len(token_ids)} tokens, more than max_seq_length="
+                         f"{encoder.max_seq_length}")
+    ids = InstanceIds(token_ids, list(instance.segment_ids), instance.is_random_next,
+                      list(instance.masked_lm_positions), tokenizer.convert_tokens_to_ids(instance.masked_lm_labels))
+    feature = collections.OrderedDict()
+    for name, values in encoder.features(ids).items():
+        feature[name] = (create_float_feature if name == "masked_lm_weights" else create_int_feature)(values)
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def write_instance_to_example_files(instances, tokenizer, max_seq_length, max_predictions_per_seq, output_files):
+    """Writes TrainingInstances round-robin to `output_files` as tf.train.Example records, as the original."""
+    encoder = ExampleEncoder(max_seq_length, max_predictions_per_seq, len(tokenizer.vocab))
+    records = (_serialize_instance(instance, tokenizer, encoder) for instance in instances)
+    total = write_records(records, list(output_files), _example_logger(tokenizer.inv_vocab))
+    logging.info("Wrote %d total instances", total)
 
 
 def main(_):

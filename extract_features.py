@@ -73,9 +73,9 @@ def define_flags():
 
 InputExample = collections.namedtuple("InputExample", ["unique_id", "text_a", "text_b"])
 
-InputFeatures = collections.namedtuple(
-    "InputFeatures", ["unique_id", "tokens", "input_ids", "input_type_ids", "truncated"])
-InputFeatures.__doc__ = """One line as WordPiece tokens, unpadded.
+LineFeatures = collections.namedtuple(
+    "LineFeatures", ["unique_id", "tokens", "input_ids", "input_type_ids", "truncated"])
+LineFeatures.__doc__ = """One line as WordPiece tokens, unpadded (the streaming path's InputFeatures).
 
 tokens: `[CLS] A [SEP]` or `[CLS] A [SEP] B [SEP]`; input_ids and input_type_ids: one per
 token; truncated: whether tokens were dropped to fit max_seq_length.
@@ -149,8 +149,44 @@ def convert_example_to_features(example, seq_length, tokenizer):
     if tokens_b:
         tokens += tokens_b + ["[SEP]"]
         input_type_ids += [1] * (len(tokens_b) + 1)
-    return InputFeatures(example.unique_id, tokens, tokenizer.convert_tokens_to_ids(tokens), input_type_ids,
-                         truncated)
+    return LineFeatures(example.unique_id, tokens, tokenizer.convert_tokens_to_ids(tokens), input_type_ids,
+                        truncated)
+
+
+# ------------------------------------------------------------------------------------------
+# The original's Python API: whole files in memory, every row padded to seq_length.
+
+
+class InputFeatures:
+    """One example padded to seq_length, as the original's (tokens are not padded)."""
+
+    def __init__(self, unique_id, tokens, input_ids, input_mask, input_type_ids):
+        self.unique_id = unique_id
+        self.tokens = tokens
+        self.input_ids = input_ids
+        self.input_mask = input_mask
+        self.input_type_ids = input_type_ids
+
+
+def read_examples(input_file):
+    """Every line of `input_file` as an InputExample (unique_id 0, 1, ...; "A ||| B" is a pair)."""
+    return [example_from_line(unique_id, line) for unique_id, line in enumerate(read_lines(input_file))]
+
+
+_truncate_seq_pair = truncate_seq_pair  # the original's name
+
+
+def convert_examples_to_features(examples, seq_length, tokenizer):
+    """InputFeatures of `examples`: [CLS] A [SEP] (B [SEP]), truncated and zero-padded to seq_length."""
+    features = []
+    for index, example in enumerate(examples):
+        line = convert_example_to_features(example, seq_length, tokenizer)
+        padding = [0] * (seq_length - len(line.input_ids))
+        features.append(InputFeatures(line.unique_id, line.tokens, line.input_ids + padding,
+                                      [1] * len(line.input_ids) + padding, line.input_type_ids + padding))
+        if index < 5:
+            log_example(features[-1])
+    return features
 
 
 def log_example(features):
@@ -162,10 +198,10 @@ def log_example(features):
 
 
 def length_sorted_batches(window, batch_size, pad_to_multiple=8, max_seq_length=None):
-    """Splits a window of `InputFeatures` into batches of similar length, padded.
+    """Splits a window of `LineFeatures` into batches of similar length, padded.
 
     Args:
-        window: list of `InputFeatures`.
+        window: list of `LineFeatures`.
         batch_size: rows per batch (the last may have fewer).
         pad_to_multiple: each batch is padded to its longest row rounded up to this
             (fewer distinct shapes, fewer XLA compilations); capped at max_seq_length.
@@ -395,7 +431,7 @@ def json_lines(features, layer_values, layer_indexes, pooled=None):
     """The original's JSON lines for a batch of input lines (plus `pooled` when given).
 
     Args:
-        features: list of B `InputFeatures`.
+        features: list of B `LineFeatures`.
         layer_values: float [B, S, len(layer_indexes), H], S >= every line's token count.
         layer_indexes: the --layers values, written as each layer's "index".
         pooled: optional {mode: float [B, len(layer_indexes), H]}, written after the
@@ -486,7 +522,7 @@ class _LineNotes:
 
 
 def _read_window(line_iter, first_index, size, max_seq_length, tokenizer, notes):
-    """The InputFeatures of the next `size` lines (fewer at the end), linex_index from first_index."""
+    """The LineFeatures of the next `size` lines (fewer at the end), linex_index from first_index."""
     window = []
     for line in line_iter:
         features = convert_example_to_features(example_from_line(first_index + len(window), line),
@@ -607,6 +643,7 @@ def main(_):
     if output_dir and not tf.io.gfile.isdir(output_dir):
         raise ValueError(f"--output_file={FLAGS.output_file}: directory {output_dir} does not exist")
     tokenizer = tokenization.FullTokenizer(vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case)
+    tokenization.check_special_tokens(tokenizer.vocab, FLAGS.vocab_file, tokenization.TASK_TOKENS)
     modeling.check_vocab_size(bert_config, len(tokenizer.vocab), FLAGS.vocab_file)
     strategy = None
     if FLAGS.use_tpu:
@@ -619,6 +656,12 @@ def main(_):
     extract_features(FLAGS.input_file, FLAGS.output_file, extractor, tokenizer,
                      max_seq_length=FLAGS.max_seq_length, batch_size=FLAGS.batch_size,
                      sort_window=FLAGS.sort_window, fixed_shapes=FLAGS.use_tpu)
+
+
+def __getattr__(name):
+    """The original's TF1-only names end here with a one-line pointer to their replacement."""
+    import porting  # only when a name is missing: the module's own imports stay as they are
+    raise porting.missing_name(__name__, name)
 
 
 if __name__ == "__main__":

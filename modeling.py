@@ -216,12 +216,13 @@ _ACTIVATIONS = {
 }
 
 
-def get_activation(activation):
+def get_activation(activation_string):
     """Maps a `hidden_act` string to a function; None means identity.
 
     A callable is returned unchanged; None, "" and "linear" give None. Names are
     case-insensitive. Raises ValueError for any other name.
     """
+    activation = activation_string
     if activation is None or callable(activation):
         return activation
     if not isinstance(activation, str):
@@ -485,6 +486,7 @@ class BertModel(keras.layers.Layer):
                 one more forward pass of time. No effect on inference.
             **kwargs: Keras layer arguments such as `dtype` (a mixed-precision policy).
         """
+        _refuse_tf1_call_style(name, kwargs)
         super().__init__(name=name, **kwargs)
         validate_config(config)
         self.config = copy.deepcopy(config)
@@ -1003,3 +1005,95 @@ def save_checkpoint(prefix, tensors):
         if tf.io.gfile.exists(temp_dir):
             tf.io.gfile.rmtree(temp_dir)
     return prefix
+
+
+# ----------------------------------------------------------------------------------------
+# The original's tensor functions, for code written against it (issue 23). Eager TF2, same
+# signatures and numbers; the layers above do not use them. TF1-only names: porting.py.
+
+
+def dropout(input_tensor, dropout_prob):
+    """Drops each element with probability `dropout_prob` (None or 0: `input_tensor` as is)."""
+    if dropout_prob is None or dropout_prob == 0.0:
+        return input_tensor
+    return tf.nn.dropout(input_tensor, rate=dropout_prob)
+
+
+def layer_norm(input_tensor, name=None):
+    """Normalises the last axis (epsilon 1e-12) with a fresh LayerNorm's gamma = 1 and beta = 0.
+
+    The original created the gamma/beta variables under `name` in the graph; eagerly there is
+    nowhere to keep them, so this is that layer at initialisation. `LayerNorm(size, path)`
+    holds trained parameters.
+    """
+    del name  # a variable scope in the original
+    mean, variance = tf.nn.moments(input_tensor, axes=[-1], keepdims=True)
+    return (input_tensor - mean) * tf.math.rsqrt(variance + LAYER_NORM_EPSILON)
+
+
+def layer_norm_and_dropout(input_tensor, dropout_prob, name=None):
+    """`layer_norm`, then `dropout`."""
+    return dropout(layer_norm(input_tensor, name), dropout_prob)
+
+
+def get_shape_list(tensor, expected_rank=None, name=None):
+    """Dimensions of `tensor`: Python ints where static, scalar tensors where not."""
+    if expected_rank is not None:
+        assert_rank(tensor, expected_rank, name)
+    return _shape_list(tensor)
+
+
+def assert_rank(tensor, expected_rank, name=None):
+    """Raises ValueError unless the rank of `tensor` is `expected_rank` (an int or a list of ints)."""
+    expected = [expected_rank] if isinstance(expected_rank, int) else list(expected_rank)
+    rank = tensor.shape.rank
+    if rank not in expected:
+        raise ValueError(f"tensor {name or getattr(tensor, 'name', '')} has rank {rank} (shape {tensor.shape}), "
+                         f"expected rank {' or '.join(str(r) for r in expected)}")
+
+
+def reshape_to_matrix(input_tensor):
+    """[..., W] -> [N, W] (a rank-2 tensor is returned as it is)."""
+    if input_tensor.shape.rank < 2:
+        raise ValueError(f"reshape_to_matrix needs a tensor of rank 2 or more, got shape {input_tensor.shape}")
+    if input_tensor.shape.rank == 2:
+        return input_tensor
+    return tf.reshape(input_tensor, [-1, input_tensor.shape[-1]])
+
+
+def reshape_from_matrix(output_tensor, orig_shape_list):
+    """[N, W] -> orig_shape_list[:-1] + [W]: undoes `reshape_to_matrix`."""
+    if len(orig_shape_list) == 2:
+        return output_tensor
+    width = _shape_list(output_tensor)[-1]
+    return tf.reshape(output_tensor, list(orig_shape_list[:-1]) + [width])
+
+
+def create_attention_mask_from_input_mask(from_tensor, to_mask):
+    """float32 [B, F, T] mask, 1 where a `from_tensor` [B, F, ...] position may attend to `to_mask` [B, T]."""
+    batch_size, from_seq_length = _shape_list(from_tensor)[:2]
+    to_seq_length = _shape_list(to_mask)[1]
+    to_mask = tf.cast(tf.reshape(to_mask, [batch_size, 1, to_seq_length]), tf.float32)
+    return tf.ones([batch_size, from_seq_length, 1], tf.float32) * to_mask  # [B, F, T]
+
+
+# Keyword arguments of the original's graph-building BertModel(config, is_training, input_ids, ...).
+_TF1_BERT_MODEL_ARGUMENTS = ("is_training", "input_ids", "input_mask", "token_type_ids", "scope")
+
+
+def _refuse_tf1_call_style(name, kwargs):
+    """One line for `BertModel(config=..., is_training=..., input_ids=...)`, the original's graph builder.
+
+    Positionally, `BertModel(config, is_training, input_ids)` puts a tensor where `name` goes.
+    """
+    if not isinstance(name, str) or any(argument in kwargs for argument in _TF1_BERT_MODEL_ARGUMENTS):
+        raise TypeError("BertModel(config, is_training, input_ids, ...) was the TF1 graph builder; here build "
+                        "model = BertModel(config) once, then out = model(input_ids, input_mask=..., "
+                        "token_type_ids=..., training=is_training) and read out['sequence_output'], "
+                        "out['pooled_output'], out['encoder_layers'] (see README, Porting)")
+
+
+def __getattr__(name):
+    """The original's TF1-only names end here with a one-line pointer to their replacement."""
+    import porting  # only when a name is missing: the module's own imports stay as they are
+    raise porting.missing_name(__name__, name)

@@ -539,6 +539,10 @@ def create_optimizer(
     Returns:
       An `AdamWeightDecay` or `Lamb` driven by `LinearDecayWithWarmup`.
     """
+    if isinstance(optimizer_type, (int, float)):  # num_warmup_steps: the original's (loss, init_lr, steps, warmup)
+        raise TypeError("create_optimizer(loss, init_lr, num_train_steps, num_warmup_steps, use_tpu) was TF1-only "
+                        "(it returned a train_op); here create_optimizer(init_lr, num_train_steps, "
+                        "num_warmup_steps) returns a Keras optimizer: call its apply_gradients(zip(grads, vars))")
     schedule = LinearDecayWithWarmup(init_lr, num_train_steps, num_warmup_steps)
     optimizer_classes = {"adamw": AdamWeightDecay, "lamb": Lamb}
     if optimizer_type not in optimizer_classes:
@@ -554,3 +558,25 @@ def create_optimizer(
         exclude_from_weight_decay=list(exclude_from_weight_decay or []),
         global_clipnorm=clip_norm,
     )
+
+
+# --- The original's names (issue 23) -----------------------------------------------------------
+
+
+class AdamWeightDecayOptimizer(AdamWeightDecay):
+    """The original's class name and arguments for `AdamWeightDecay` (same update, no bias correction).
+
+    `apply_gradients(grads_and_vars, global_step=None, name=None)` as the original's: the
+    optimizer counts its own iterations, so `global_step` is not incremented (the original
+    left that to `create_optimizer` too).
+    """
+
+    def __init__(self, learning_rate, weight_decay_rate=0.0, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
+                 exclude_from_weight_decay=None, name="AdamWeightDecayOptimizer", **kwargs):
+        super().__init__(learning_rate=learning_rate, weight_decay_rate=weight_decay_rate, beta_1=beta_1,
+                         beta_2=beta_2, epsilon=epsilon, exclude_from_weight_decay=exclude_from_weight_decay,
+                         name=name, **kwargs)
+
+    def apply_gradients(self, grads_and_vars, global_step=None, name=None):
+        del global_step, name  # TF1 graph arguments
+        return super().apply_gradients(list(grads_and_vars))

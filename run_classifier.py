@@ -12,6 +12,7 @@ checkpoint kept, and `--export_dir`, a SavedModel that classifies raw strings.
 import collections
 import csv
 import functools
+import io
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -147,7 +148,12 @@ class DataProcessor:
         return list(self.labels)
 
     @classmethod
-    def _read_tsv(cls, input_file, quotechar=None, delimiter="\t"):
+    def _read_tsv(cls, input_file, quotechar=None):
+        """Reads a tab separated file into a list of rows (lists of str), as the original."""
+        return [row for _, row in cls._read_rows(input_file, quotechar)]
+
+    @classmethod
+    def _read_rows(cls, input_file, quotechar=None, delimiter="\t"):
         """Reads a delimited file into a list of (line number, columns); quoting off by default."""
         try:
             with tf.io.gfile.GFile(input_file, "rb") as f:
@@ -159,7 +165,8 @@ class DataProcessor:
         except UnicodeDecodeError as e:
             line = data[:e.start].count(b"\n") + 1
             raise ValueError(f"{input_file}:{line}: not valid UTF-8") from None
-        reader = csv.reader(text.splitlines(), delimiter=delimiter, quotechar=quotechar,
+        # Lines end at \n, \r or \r\n only, as a file read in text mode (not at U+2028 and the like).
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar=quotechar,
                             quoting=csv.QUOTE_NONE if quotechar is None else csv.QUOTE_MINIMAL)
         return [(reader.line_num, row) for row in reader]
 
@@ -167,7 +174,7 @@ class DataProcessor:
         path = os.path.join(data_dir, split.file)
         if not tf.io.gfile.exists(path):
             raise ValueError(f"{path} not found: task {self.name} expects {split.file} in --data_dir")
-        return path, self._read_tsv(path, **self._reader_options())
+        return path, self._read_rows(path, **self._reader_options())
 
     def _reader_options(self):
         return {}
@@ -644,6 +651,7 @@ def _check_flags():
     if not tf.io.gfile.isdir(FLAGS.data_dir):
         raise ValueError(f"--data_dir={FLAGS.data_dir} is not a directory")
     tokenizer = tokenization.FullTokenizer(vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case)
+    tokenization.check_special_tokens(tokenizer.vocab, FLAGS.vocab_file, tokenization.TASK_TOKENS)
     modeling.check_vocab_size(bert_config, len(tokenizer.vocab), FLAGS.vocab_file)
     training.validate_run_flags(train_batch_size=FLAGS.train_batch_size, eval_batch_size=FLAGS.eval_batch_size,
                                 predict_batch_size=FLAGS.predict_batch_size, learning_rate=FLAGS.learning_rate,
@@ -829,6 +837,12 @@ class _BestCheckpoint:
         training.write_eval_results(os.path.join(self.directory, "eval_results.txt"), results)
         self.step, self.value, self.prefix = step, value, prefix
         logging.info("New best %s = %s at step %d -> %s", self.metric, value, step, prefix)
+
+
+def __getattr__(name):
+    """The original's TF1-only names end here with a one-line pointer to their replacement."""
+    import porting  # only when a name is missing: the module's own imports stay as they are
+    raise porting.missing_name(__name__, name)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,40 @@ def pretraining_metrics(model, features):
     }
 
 
+# --- The original's head functions, eager (issue 23) -------------------------------------------
+# Each takes the project's head layer as `head`; without one it builds a fresh head (new random
+# weights under the original's variable names), as a first call of the original in a new graph.
+
+def gather_indexes(sequence_tensor, positions):
+    """Gathers float [B, S, H] at int [B, P] positions into [B*P, H]."""
+    return modeling.gather_indexes(sequence_tensor, positions)
+
+
+def get_masked_lm_output(bert_config, input_tensor, output_weights, positions, label_ids, label_weights, head=None):
+    """The original's masked-LM output: (loss, per_example_loss [B*P], log_probs [B*P, V]).
+
+    Args:
+        input_tensor: float [B, S, H] sequence output; output_weights: the word embeddings [V, H].
+        positions, label_ids: int [B, P]; label_weights: float [B, P].
+        head: a `modeling.MaskedLMHead` (its trained `cls/predictions/...` weights).
+    """
+    head = head if head is not None else modeling.MaskedLMHead(bert_config, output_weights)
+    logits = head(input_tensor, positions)  # [B, P, V]
+    loss, per_example_loss, log_probs = modeling.masked_lm_loss(logits, label_ids, label_weights)
+    return loss, tf.reshape(per_example_loss, [-1]), tf.reshape(log_probs, [-1, bert_config.vocab_size])
+
+
+def get_next_sentence_output(bert_config, input_tensor, labels, head=None):
+    """The original's next-sentence output: (loss, per_example_loss [B], log_probs [B, 2]).
+
+    Args:
+        input_tensor: float [B, H] pooled output; labels: int [B] or [B, 1] (0: B follows A).
+        head: a `modeling.NextSentenceHead` (its trained `cls/seq_relationship/...` weights).
+    """
+    head = head if head is not None else modeling.NextSentenceHead(bert_config)
+    return modeling.next_sentence_loss(head(input_tensor), labels)
+
+
 def main(_):
     logging.set_verbosity(logging.INFO)
     if not FLAGS.do_train and not FLAGS.do_eval:
@@ -161,6 +195,12 @@ def main(_):
         results["global_step"] = training.checkpoint_step(FLAGS.output_dir)
         if training.is_chief(strategy):
             training.write_eval_results(os.path.join(FLAGS.output_dir, "eval_results.txt"), results)
+
+
+def __getattr__(name):
+    """The original's TF1-only names end here with a one-line pointer to their replacement."""
+    import porting  # only when a name is missing: the module's own imports stay as they are
+    raise porting.missing_name(__name__, name)
 
 
 if __name__ == "__main__":

@@ -549,8 +549,8 @@ def _ordered_results(pool, function, items, in_flight):
         yield pending.popleft().get()
 
 
-def convert_examples_to_features(examples, tokenizer, max_seq_length, doc_stride, max_query_length, is_training,
-                                 output_fn=None, num_workers=1, stats=None, progress=None):
+def stream_features(examples, tokenizer, max_seq_length, doc_stride, max_query_length, is_training,
+                    output_fn=None, num_workers=1, stats=None, progress=None):
     """Yields the windows of `examples` in order, numbered from 1000000000 (as the original).
 
     The first 20 examples' windows are logged as the original logs them. With
@@ -595,6 +595,37 @@ def convert_examples_to_features(examples, tokenizer, max_seq_length, doc_stride
             pool.join()
 
 
+def convert_examples_to_features(examples, tokenizer, max_seq_length, doc_stride, max_query_length, is_training,
+                                 output_fn):
+    """The original's conversion: calls `output_fn` with every window's InputFeatures, in order.
+
+    Eager, as the original; `stream_features` is the same conversion as a generator.
+    """
+    for _ in stream_features(examples, tokenizer, max_seq_length, doc_stride, max_query_length, is_training,
+                             output_fn):
+        pass
+
+
+class FeatureWriter:
+    """Writes InputFeatures to a TFRecord of tf.train.Examples (the train/eval.tf_record schema).
+
+    As the original's, records go straight to `filename`; `num_features` counts them.
+    """
+
+    def __init__(self, filename, is_training):
+        self.filename = filename
+        self.is_training = is_training
+        self.num_features = 0
+        self._writer = tf.io.TFRecordWriter(filename)
+
+    def process_feature(self, feature):
+        self.num_features += 1
+        self._writer.write(serialize_feature(feature, self.is_training))
+
+    def close(self):
+        self._writer.close()
+
+
 def _feature_pool(tokenizer, settings, num_workers, examples=None):
     """Forked workers: they share the tokenizer's tables (and `examples`) without pickling them.
 
@@ -614,13 +645,13 @@ def training_records(examples, tokenizer, max_seq_length, doc_stride, max_query_
                      progress=None):
     """Yields the serialized training records (serialize_feature) of `examples`' windows, in order.
 
-    The same bytes, logging and `stats` as serializing convert_examples_to_features(...,
+    The same bytes, logging and `stats` as serializing stream_features(...,
     is_training=True). With `num_workers` > 1 the workers serialize the records and send
     only their bytes; memory holds only the chunks in flight (two per worker, of 64
     examples each).
     """
     if num_workers <= 1:
-        features = convert_examples_to_features(examples, tokenizer, max_seq_length, doc_stride, max_query_length,
+        features = stream_features(examples, tokenizer, max_seq_length, doc_stride, max_query_length,
                                                 True, stats=stats, progress=progress)
         for feature in features:
             yield serialize_feature(feature, True)
@@ -995,7 +1026,7 @@ def write_streamed_predictions(examples, window_results, n_best_size, max_answer
     Args:
         examples: the SquadExamples, in order.
         window_results: iterable of (InputFeatures, RawResult), the windows of each example
-            consecutive and the examples in order (as convert_examples_to_features yields them).
+            consecutive and the examples in order (as stream_features yields them).
         progress: optional callable called with 1 for every question answered.
 
     Returns:
@@ -1161,7 +1192,7 @@ def predict_and_write(strategy, model, examples, features, output_dir, max_seq_l
     Args:
         examples: the SquadExamples, in order.
         features: iterable of their InputFeatures in order, typically the generator
-            convert_examples_to_features(examples, ...): windows are made, run and
+            stream_features(examples, ...): windows are made, run and
             answered a batch at a time.
         length: optional training.RealLength for predict_windows (--real_length).
 
@@ -1438,6 +1469,7 @@ def main(_):
     bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
     validate_flags_or_throw(bert_config)
     tokenizer = tokenization.FullTokenizer(vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case)
+    tokenization.check_special_tokens(tokenizer.vocab, FLAGS.vocab_file, tokenization.TASK_TOKENS)
     modeling.check_vocab_size(bert_config, len(tokenizer.vocab), FLAGS.vocab_file)
     engine_config = training.EngineConfig.from_flags(FLAGS)
     train_counts = examples = features = None
@@ -1453,7 +1485,7 @@ def main(_):
     if FLAGS.do_predict:
         # The prediction windows are made while the model runs; starting the generator forks
         # its workers now.
-        features = _first_item_made(convert_examples_to_features(
+        features = _first_item_made(stream_features(
             examples, tokenizer, FLAGS.max_seq_length, FLAGS.doc_stride, FLAGS.max_query_length, False,
             num_workers=FLAGS.num_workers, stats=predict_stats))
 
@@ -1470,6 +1502,12 @@ def main(_):
         run_training(strategy, engine_config, model, train_counts, length)
     if FLAGS.do_predict:
         run_prediction(strategy, model, examples, features, predict_stats, length)
+
+
+def __getattr__(name):
+    """The original's TF1-only names end here with a one-line pointer to their replacement."""
+    import porting  # only when a name is missing: the module's own imports stay as they are
+    raise porting.missing_name(__name__, name)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ _ASCII_PUNCTUATION = frozenset(
 )
 
 SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# What fine-tuning and feature extraction need ([MASK] only matters for pretraining data).
+TASK_TOKENS = ("[UNK]", "[CLS]", "[SEP]")
 
 # ASCII characters that cleaning drops (control characters other than \t, \n, \r).
 _ASCII_CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -143,6 +145,32 @@ def whitespace_tokenize(text):
     return text.split()
 
 
+def check_special_tokens(vocab, vocab_file, needed=SPECIAL_TOKENS):
+    """Raises ValueError, naming the file, if `vocab` (token -> id) lacks a token of `needed`."""
+    missing = [token for token in needed if token not in vocab]
+    if missing:
+        raise ValueError(
+            f"vocab file {vocab_file} lacks {', '.join(missing)}: a BERT vocab needs "
+            f"{', '.join(needed)}")
+
+
+def _is_whitespace(char):
+    """True for the characters the tokenizer splits on: space, tab, newline, CR and Unicode Zs."""
+    return char in " \t\n\r" or unicodedata.category(char) == "Zs"
+
+
+def _is_control(char):
+    """True for the control and format characters that cleaning drops (tab, newline, CR are kept)."""
+    if char in "\t\n\r":
+        return False
+    return unicodedata.category(char) in ("Cc", "Cf")
+
+
+def _is_punctuation(char):
+    """True for Unicode punctuation and for every non-alphanumeric printable ASCII symbol."""
+    return char in _ASCII_PUNCTUATION or unicodedata.category(char).startswith("P")
+
+
 class FullTokenizer:
     """End-to-end tokenization: BasicTokenizer, then WordPiece on each piece.
 
@@ -155,12 +183,10 @@ class FullTokenizer:
     _CACHE_LIMIT = 1 << 20  # distinct words remembered before the cache starts over
 
     def __init__(self, vocab_file, do_lower_case=True):
+        # Any vocab is accepted, as the original does; the scripts that need [CLS], [SEP] or
+        # [MASK] call check_special_tokens themselves.
+        self.vocab_file = vocab_file
         self.vocab = load_vocab(vocab_file)
-        missing = [token for token in SPECIAL_TOKENS if token not in self.vocab]
-        if missing:
-            raise ValueError(
-                f"vocab file {vocab_file} lacks {', '.join(missing)}: a BERT vocab needs "
-                f"{', '.join(SPECIAL_TOKENS)}")
         self.inv_vocab = {index: token for token, index in self.vocab.items()}
         self.basic_tokenizer = BasicTokenizer(do_lower_case=do_lower_case)
         self.wordpiece_tokenizer = WordpieceTokenizer(vocab=self.vocab)
@@ -292,9 +318,7 @@ class BasicTokenizer:
         # ASCII without control characters: cleaning and CJK spacing change nothing.
         if text.isascii() and not _ASCII_CONTROL_RE.search(text):
             return text.split()
-        text = text.translate(self._tables.clean_table)
-        text = self._tables.cjk_re.sub(r" \1 ", text)
-        return text.split()
+        return self._tokenize_chinese_chars(self._clean_text(text)).split()
 
     def _tokenize_word(self, word):
         """Basic tokens of one whitespace-free word (cached: words repeat a lot)."""
@@ -315,6 +339,18 @@ class BasicTokenizer:
             tokens = tuple(tokens)
             self._cache[word] = tokens
         return tokens
+
+    def _tokenize_chinese_chars(self, text):
+        """Surrounds every CJK ideograph in `text` with spaces."""
+        return self._tables.cjk_re.sub(r" \1 ", text)
+
+    def _is_chinese_char(self, cp):
+        """True if the code point `cp` (an int) lies in one of the CJK_RANGES."""
+        return any(lo <= cp <= hi for lo, hi in CJK_RANGES)
+
+    def _clean_text(self, text):
+        """Drops NUL, U+FFFD and control characters; turns every whitespace character into " "."""
+        return text.translate(self._tables.clean_table)
 
     def _run_strip_accents(self, text):
         """NFD-normalizes `text` and drops nonspacing marks (category Mn)."""

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from tokenization import CJK_RANGES, SPECIAL_TOKENS, char_tables, load_vocab
+from tokenization import CJK_RANGES, char_tables, check_special_tokens, load_vocab
 
 # Bits of the per-code-point table of the in-graph tokenizer (one int32 per code point).
 _DROP = 1 << 0              # removed by cleaning (NUL, U+FFFD, Cc/Cf but \t\n\r)
@@ -218,11 +218,7 @@ class InGraphTokenizer(tf.Module):
         if max_input_chars_per_word < 1:
             raise ValueError(f"max_input_chars_per_word must be at least 1, got {max_input_chars_per_word}")
         vocab = load_vocab(vocab_file)
-        missing = [token for token in SPECIAL_TOKENS if token not in vocab]
-        if missing:
-            raise ValueError(
-                f"vocab file {vocab_file} lacks {', '.join(missing)}: a BERT vocab needs "
-                f"{', '.join(SPECIAL_TOKENS)}")
+        check_special_tokens(vocab, vocab_file)
         self.do_lower_case = bool(do_lower_case)
         self.max_input_chars_per_word = int(max_input_chars_per_word)
         self.vocab_size = len(vocab)

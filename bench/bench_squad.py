@@ -222,8 +222,8 @@ class OurPrediction:
         run_squad = self.run_squad
         stats = collections.Counter()
         examples = run_squad.read_prediction_examples(predict_file, False, stats)
-        features = run_squad.convert_examples_to_features(examples, self.tokenizer, is_training=False,
-                                                          stats=stats, **SETTINGS)
+        features = run_squad.stream_features(examples, self.tokenizer, is_training=False,
+                                             stats=stats, **SETTINGS)
         _, _, num_features = run_squad.predict_and_write(
             self.strategy, self.model, examples, features, output_dir, SETTINGS["max_seq_length"],
             PREDICT["predict_batch_size"], PREDICT["n_best_size"], PREDICT["max_answer_length"], True,

@@ -90,7 +90,7 @@ def test_documents_continue_across_files_without_a_trailing_blank_line():
 def test_masked_count_uses_python3_rounding():
     vocab = cpd.PretrainingVocab(cpd.tokenization.load_vocab(helpers.real_vocab_file()))
     tokens = [vocab.cls_id] + [2000 + i for i in range(27)] + [vocab.sep_id, vocab.sep_id]  # 30 tokens
-    _, positions, labels = cpd.create_masked_lm_predictions(tokens, 0.15, 20, vocab, random.Random(3))
+    _, positions, labels = cpd.create_masked_lm_predictions_with_vocab(tokens, 0.15, 20, vocab, random.Random(3))
     assert len(positions) == 4  # round(4.5) == 4 in Python 3
     assert labels == [tokens[p] for p in positions]
 
@@ -101,7 +101,7 @@ def test_whole_word_masking_keeps_pieces_together():
     words = [["una", "##ffa", "##ble"], ["jim"], ["henson"], ["token", "##izer"], ["hello"]] * 4
     tokens = [vocab.cls_id] + [vocab_tokens[p] for word in words for p in word] + [vocab.sep_id]
     for seed in range(20):
-        _, positions, _ = cpd.create_masked_lm_predictions(tokens, 0.3, 20, vocab, random.Random(seed), True)
+        _, positions, _ = cpd.create_masked_lm_predictions_with_vocab(tokens, 0.3, 20, vocab, random.Random(seed), True)
         masked = set(positions)
         start = 1
         for word in words:
@@ -121,7 +121,7 @@ def test_truncate_seq_pair_trims_the_longer_side():
 
 def test_hand_written_encoder_matches_protobuf():
     encoder = cpd.ExampleEncoder(max_seq_length=8, max_predictions_per_seq=3, vocab_size=40000)
-    instance = cpd.TrainingInstance([101, 103, 7592, 102, 30000, 102], [0, 0, 0, 0, 1, 1], True, [1, 4], [2088, 2])
+    instance = cpd.InstanceIds([101, 103, 7592, 102, 30000, 102], [0, 0, 0, 0, 1, 1], True, [1, 4], [2088, 2])
     parsed = tf.train.Example.FromString(encoder.encode(instance))
     expected = tf.train.Example()
     for name, values in encoder.features(instance).items():

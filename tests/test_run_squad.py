@@ -45,7 +45,7 @@ def tokenizer():
 
 def prediction_features(version, tokenizer):
     examples = run_squad.read_squad_examples(squad_file(version), False, version == "v2")
-    features = list(run_squad.convert_examples_to_features(examples, tokenizer, is_training=False, **SETTINGS))
+    features = list(run_squad.stream_features(examples, tokenizer, is_training=False, **SETTINGS))
     return examples, features
 
 
@@ -270,7 +270,7 @@ def test_streamed_prediction_holds_a_few_windows_and_writes_the_originals_files(
             most_alive[0] = max(most_alive[0], len(alive))
             yield feature
 
-    features = run_squad.convert_examples_to_features(examples, tokenizer, is_training=False, **SETTINGS)
+    features = run_squad.stream_features(examples, tokenizer, is_training=False, **SETTINGS)
     predictions, null_odds, num_windows = run_squad.predict_and_write(
         tf.distribute.get_strategy(), model, examples, counted(features), str(tmp_path), SETTINGS["max_seq_length"],
         2, 20, 30, True, version_2_with_negative=True)
@@ -572,7 +572,7 @@ def test_worker_records_equal_serialized_features(tokenizer):
     examples = run_squad.read_squad_examples(squad_file("v2"), True, True)
     settings = dict(max_seq_length=48, doc_stride=8, max_query_length=12)
     expected = [run_squad.serialize_feature(f, True)
-                for f in run_squad.convert_examples_to_features(examples, tokenizer, is_training=True, **settings)]
+                for f in run_squad.stream_features(examples, tokenizer, is_training=True, **settings)]
     from_list = list(run_squad.training_records(examples, tokenizer, num_workers=2, **settings))
     from_iterator = list(run_squad.training_records(iter(examples), tokenizer, num_workers=2, **settings))
     assert from_list == expected and from_iterator == expected

@@ -323,10 +323,36 @@ def test_missing_vocab_file_names_the_file(tmp_path):
         tokenization.load_vocab(str(tmp_path / "nothere.txt"))
 
 
-def test_vocab_without_special_tokens_is_refused(tmp_path):
+def test_full_tokenizer_accepts_any_vocab_as_the_original(tmp_path):
+    path = helpers.write_vocab(tmp_path / "vocab.txt", ["[PAD]", "hello", "!"])
+    assert tokenization.FullTokenizer(path).tokenize("Hello!") == ["hello", "!"]
+
+
+def test_check_special_tokens_names_what_is_missing(tmp_path):
     path = helpers.write_vocab(tmp_path / "vocab.txt", ["[PAD]", "[CLS]", "[SEP]", "hello"])
-    with pytest.raises(ValueError, match=r"lacks \[UNK\], \[MASK\]"):
-        tokenization.FullTokenizer(path)
+    vocab = tokenization.FullTokenizer(path).vocab
+    with pytest.raises(ValueError, match=r"vocab file .*vocab.txt lacks \[UNK\], \[MASK\]: a BERT vocab needs"):
+        tokenization.check_special_tokens(vocab, path)
+    with pytest.raises(ValueError, match=r"lacks \[UNK\]: a BERT vocab needs \[UNK\], \[CLS\], \[SEP\]$"):
+        tokenization.check_special_tokens(vocab, path, tokenization.TASK_TOKENS)
+    tokenization.check_special_tokens(vocab, path, ("[CLS]", "[SEP]"))
+
+
+def test_character_class_functions_follow_the_per_character_rules():
+    for cp in list(range(0x30000)) + [0xE0001, 0xE0020, 0xF0000, sys.maxunicode]:
+        char = chr(cp)
+        assert tokenization._is_whitespace(char) == is_whitespace(char), hex(cp)
+        assert tokenization._is_control(char) == is_control(char), hex(cp)
+        assert tokenization._is_punctuation(char) == is_punctuation(char), hex(cp)
+
+
+def test_basic_tokenizer_keeps_the_original_private_steps():
+    tokenizer = tokenization.BasicTokenizer()
+    assert tokenizer._clean_text("a\x00b\u200bc\td\ufffd") == "abc d"
+    assert tokenizer._tokenize_chinese_chars("ah\u535a\u63a8zz") == "ah \u535a  \u63a8 zz"
+    assert tokenizer._is_chinese_char(0x535A) and not tokenizer._is_chinese_char(0xAC00)
+    assert tokenizer._run_strip_accents("h\u00e9llo") == "hello"
+    assert tokenizer._run_split_on_punc("a,b!!") == ["a", ",", "b", "!", "!"]
 
 
 @pytest.mark.parametrize("do_lower_case, checkpoint, ok", [
