@@ -9,6 +9,7 @@ or v2.0 rules and writes `eval_results.json`.
 
 import collections
 import contextlib
+import dataclasses
 import gc
 import itertools
 import json
@@ -889,7 +890,25 @@ def get_final_text(pred_text, orig_text, do_lower_case, verbose_logging=False):
     return orig_text[orig_start:orig_end + 1]
 
 
-def _prelim_predictions(features, results, n_best_size, max_answer_length, version_2_with_negative):
+@dataclasses.dataclass(frozen=True)
+class AnswerSettings:
+    """How an answer is chosen from a question's window logits: the original's flags of the same
+    names, and their defaults."""
+
+    n_best_size: int = 20
+    max_answer_length: int = 30
+    do_lower_case: bool = True
+    version_2_with_negative: bool = False
+    null_score_diff_threshold: float = 0.0
+    verbose_logging: bool = False
+
+    @classmethod
+    def from_flags(cls, flag_values):
+        """The settings that absl `flag_values` (run_squad.py's FLAGS) hold."""
+        return cls(**{field.name: flag_values[field.name].value for field in dataclasses.fields(cls)})
+
+
+def _prelim_predictions(features, results, settings):
     """Candidate spans of every window, best first, and (v2.0) the null answer's candidate.
 
     Returns (list of _PrelimPrediction sorted by start_logit + end_logit, the minimum null
@@ -901,13 +920,13 @@ def _prelim_predictions(features, results, n_best_size, max_answer_length, versi
     for feature_index, (feature, result) in enumerate(zip(features, results)):
         start_logits = np.asarray(result.start_logits, np.float32).tolist()
         end_logits = np.asarray(result.end_logits, np.float32).tolist()
-        if version_2_with_negative and start_logits[0] + end_logits[0] < score_null:
+        if settings.version_2_with_negative and start_logits[0] + end_logits[0] < score_null:
             score_null = start_logits[0] + end_logits[0]
             null = _PrelimPrediction(feature_index, 0, 0, start_logits[0], end_logits[0])
         num_tokens = len(feature.tokens)
         doc_positions = feature.token_to_orig_map
-        end_indexes = _get_best_indexes(end_logits, n_best_size)
-        for start_index in _get_best_indexes(start_logits, n_best_size):
+        end_indexes = _get_best_indexes(end_logits, settings.n_best_size)
+        for start_index in _get_best_indexes(start_logits, settings.n_best_size):
             # Spans must lie in this window's document pieces, start where the window has the
             # most context of all windows, and be at most max_answer_length pieces.
             if start_index >= num_tokens or start_index not in doc_positions:
@@ -917,24 +936,24 @@ def _prelim_predictions(features, results, n_best_size, max_answer_length, versi
             for end_index in end_indexes:
                 if end_index >= num_tokens or end_index not in doc_positions:
                     continue
-                if end_index < start_index or end_index - start_index + 1 > max_answer_length:
+                if end_index < start_index or end_index - start_index + 1 > settings.max_answer_length:
                     continue
                 prelim.append(_PrelimPrediction(feature_index, start_index, end_index, start_logits[start_index],
                                                 end_logits[end_index]))
-    if version_2_with_negative:
+    if settings.version_2_with_negative:
         prelim.append(null)
     prelim.sort(key=lambda p: p.start_logit + p.end_logit, reverse=True)
-    return prelim, score_null, null if version_2_with_negative else None
+    return prelim, score_null, null if settings.version_2_with_negative else None
 
 
-def _nbest_predictions(example, features, prelim, null, n_best_size, do_lower_case, verbose_logging):
+def _nbest_predictions(example, features, prelim, null, settings):
     """The n best distinct answer texts of the candidates (_NbestPrediction), best first.
 
     `null`: the null answer's candidate (v2.0), added if no candidate is the null answer.
     """
     seen, nbest = set(), []
     for pred in prelim:
-        if len(nbest) >= n_best_size:
+        if len(nbest) >= settings.n_best_size:
             break
         if pred.start_index > 0:
             feature = features[pred.feature_index]
@@ -944,7 +963,7 @@ def _nbest_predictions(example, features, prelim, null, n_best_size, do_lower_ca
             orig_start = feature.token_to_orig_map[pred.start_index]
             orig_end = feature.token_to_orig_map[pred.end_index]
             orig_text = " ".join(example.doc_tokens[orig_start:orig_end + 1])
-            final_text = get_final_text(tok_text, orig_text, do_lower_case, verbose_logging)
+            final_text = get_final_text(tok_text, orig_text, settings.do_lower_case, settings.verbose_logging)
             if final_text in seen:
                 continue
         else:
@@ -958,22 +977,21 @@ def _nbest_predictions(example, features, prelim, null, n_best_size, do_lower_ca
     return nbest
 
 
-def predict_example(example, features, results, n_best_size, max_answer_length, do_lower_case,
-                    version_2_with_negative=False, null_score_diff_threshold=0.0, verbose_logging=False):
+def predict_example(example, features, results, settings):
     """The answer, n-best list and (v2.0) null score difference of one question.
 
     Args:
         example: SquadExample.
         features: its InputFeatures (windows), in order.
         results: RawResult for each feature (Python float or numpy float32 logits).
+        settings: AnswerSettings.
 
     Returns:
         (answer text, n-best list of OrderedDict(text, probability, start_logit, end_logit),
         score_diff or None in v1.1).
     """
-    prelim, score_null, null = _prelim_predictions(features, results, n_best_size, max_answer_length,
-                                                   version_2_with_negative)
-    nbest = _nbest_predictions(example, features, prelim, null, n_best_size, do_lower_case, verbose_logging)
+    prelim, score_null, null = _prelim_predictions(features, results, settings)
+    nbest = _nbest_predictions(example, features, prelim, null, settings)
     probabilities = _compute_softmax([entry.start_logit + entry.end_logit for entry in nbest])
     nbest_json = []
     for entry, probability in zip(nbest, probabilities):
@@ -984,7 +1002,7 @@ def predict_example(example, features, results, n_best_size, max_answer_length, 
         output["end_logit"] = entry.end_logit
         nbest_json.append(output)
 
-    if not version_2_with_negative:
+    if not settings.version_2_with_negative:
         return nbest_json[0]["text"], nbest_json, None
     best_non_null = next((entry for entry in nbest if entry.text), None)
     if best_non_null is None:
@@ -993,7 +1011,7 @@ def predict_example(example, features, results, n_best_size, max_answer_length, 
         # original's "empty" placeholder.
         return "", nbest_json, score_null
     score_diff = score_null - best_non_null.start_logit - best_non_null.end_logit
-    answer = "" if score_diff > null_score_diff_threshold else best_non_null.text
+    answer = "" if score_diff > settings.null_score_diff_threshold else best_non_null.text
     return answer, nbest_json, score_diff
 
 
@@ -1002,20 +1020,20 @@ def write_predictions(all_examples, all_features, all_results, n_best_size, max_
                       version_2_with_negative=False, null_score_diff_threshold=0.0, verbose_logging=False):
     """The original's write_predictions: all features and results given at once, in any order.
 
-    See `write_streamed_predictions`, which this calls with the windows in example order.
+    The original's signature (its flags read here as keywords). See `write_streamed_predictions`,
+    which this calls with the windows in example order.
     """
     result_by_id = {result.unique_id: result for result in all_results}
     windows = sorted(all_features, key=lambda feature: (feature.example_index, feature.doc_span_index))
+    settings = AnswerSettings(n_best_size, max_answer_length, do_lower_case, version_2_with_negative,
+                              null_score_diff_threshold, verbose_logging)
     return write_streamed_predictions(
-        all_examples, ((feature, result_by_id[feature.unique_id]) for feature in windows), n_best_size,
-        max_answer_length, do_lower_case, output_prediction_file, output_nbest_file, output_null_log_odds_file,
-        version_2_with_negative, null_score_diff_threshold, verbose_logging)
+        all_examples, ((feature, result_by_id[feature.unique_id]) for feature in windows), settings,
+        output_prediction_file, output_nbest_file, output_null_log_odds_file)
 
 
-def write_streamed_predictions(examples, window_results, n_best_size, max_answer_length, do_lower_case,
-                               output_prediction_file, output_nbest_file, output_null_log_odds_file,
-                               version_2_with_negative=False, null_score_diff_threshold=0.0, verbose_logging=False,
-                               progress=None):
+def write_streamed_predictions(examples, window_results, settings, output_prediction_file, output_nbest_file,
+                               output_null_log_odds_file, progress=None):
     """Writes predictions.json, nbest_predictions.json and (v2.0) null_odds.json as the original.
 
     Each question is answered, and its n-best list written, as soon as its last window's
@@ -1027,6 +1045,7 @@ def write_streamed_predictions(examples, window_results, n_best_size, max_answer
         examples: the SquadExamples, in order.
         window_results: iterable of (InputFeatures, RawResult), the windows of each example
             consecutive and the examples in order (as stream_features yields them).
+        settings: AnswerSettings.
         progress: optional callable called with 1 for every question answered.
 
     Returns:
@@ -1038,11 +1057,9 @@ def write_streamed_predictions(examples, window_results, n_best_size, max_answer
 
     def answer(example_index, features, results):
         example = examples[example_index]
-        text, nbest_json, score_diff = predict_example(
-            example, features, results, n_best_size, max_answer_length, do_lower_case, version_2_with_negative,
-            null_score_diff_threshold, verbose_logging)
+        text, nbest_json, score_diff = predict_example(example, features, results, settings)
         predictions[example.qas_id] = text
-        if version_2_with_negative:
+        if settings.version_2_with_negative:
             null_odds[example.qas_id] = score_diff
         nbest_writer.add(example.qas_id, nbest_json)
         if progress is not None:
@@ -1061,7 +1078,7 @@ def write_streamed_predictions(examples, window_results, n_best_size, max_answer
         for skipped in range(next_index, len(examples)):
             answer(skipped, [], [])
     cli.write_text(output_prediction_file, json.dumps(predictions, indent=4) + "\n")
-    if version_2_with_negative:
+    if settings.version_2_with_negative:
         cli.write_text(output_null_log_odds_file, json.dumps(null_odds, indent=4) + "\n")
     return predictions, null_odds
 
@@ -1180,9 +1197,9 @@ def predict_windows(strategy, model, features, batch_size, max_seq_length, recor
 
 
 def predict_and_write(strategy, model, examples, features, output_dir, max_seq_length, predict_batch_size,
-                      n_best_size, max_answer_length, do_lower_case, version_2_with_negative=False,
-                      null_score_diff_threshold=0.0, verbose_logging=False, progress=None, write_records=True,
-                      length=None):
+                      settings, progress=None, write_records=True, length=None):
+    # 11 parameters: the model side (strategy, model, batch size, length) and the answer side
+    # (settings) meet here, the one place the streamed job is put together.
     """The prediction job: windows -> model -> answers, streamed; files in `output_dir`.
 
     Writes eval.tf_record (with `write_records`; the original's record of the windows),
@@ -1194,6 +1211,7 @@ def predict_and_write(strategy, model, examples, features, output_dir, max_seq_l
         features: iterable of their InputFeatures in order, typically the generator
             stream_features(examples, ...): windows are made, run and
             answered a batch at a time.
+        settings: AnswerSettings.
         length: optional training.RealLength for predict_windows (--real_length).
 
     Returns:
@@ -1215,10 +1233,9 @@ def predict_and_write(strategy, model, examples, features, output_dir, max_seq_l
             writer = stack.enter_context(tf.io.TFRecordWriter(stack.enter_context(cli.atomic_output(record_path))))
         windows = predict_windows(strategy, model, features, predict_batch_size, max_seq_length, writer, length)
         predictions, null_odds = write_streamed_predictions(
-            examples, counted(windows), n_best_size, max_answer_length, do_lower_case,
-            os.path.join(output_dir, "predictions.json"), os.path.join(output_dir, "nbest_predictions.json"),
-            os.path.join(output_dir, "null_odds.json"), version_2_with_negative, null_score_diff_threshold,
-            verbose_logging, progress)
+            examples, counted(windows), settings, os.path.join(output_dir, "predictions.json"),
+            os.path.join(output_dir, "nbest_predictions.json"), os.path.join(output_dir, "null_odds.json"),
+            progress)
     return predictions, null_odds, counter["windows"]
 
 
@@ -1442,8 +1459,7 @@ def run_prediction(strategy, model, examples, features, stats, length):
     progress = cli.ProgressLine("questions predicted", total=len(examples))
     predictions, null_odds, num_features = predict_and_write(
         strategy, model, examples, features, FLAGS.output_dir, FLAGS.max_seq_length, FLAGS.predict_batch_size,
-        FLAGS.n_best_size, FLAGS.max_answer_length, FLAGS.do_lower_case, FLAGS.version_2_with_negative,
-        FLAGS.null_score_diff_threshold, FLAGS.verbose_logging, progress, length=length)
+        AnswerSettings.from_flags(FLAGS), progress, length=length)
     progress.close()
     logging.info("  Num split examples = %d", num_features)
     _log_counts(FLAGS.predict_file, stats, FLAGS.max_query_length)

@@ -226,7 +226,8 @@ class OurPrediction:
                                              stats=stats, **SETTINGS)
         _, _, num_features = run_squad.predict_and_write(
             self.strategy, self.model, examples, features, output_dir, SETTINGS["max_seq_length"],
-            PREDICT["predict_batch_size"], PREDICT["n_best_size"], PREDICT["max_answer_length"], True,
+            PREDICT["predict_batch_size"], run_squad.AnswerSettings(
+                n_best_size=PREDICT["n_best_size"], max_answer_length=PREDICT["max_answer_length"]),
             length=self.length)
         return len(examples), num_features
 

@@ -273,7 +273,7 @@ def test_streamed_prediction_holds_a_few_windows_and_writes_the_originals_files(
     features = run_squad.stream_features(examples, tokenizer, is_training=False, **SETTINGS)
     predictions, null_odds, num_windows = run_squad.predict_and_write(
         tf.distribute.get_strategy(), model, examples, counted(features), str(tmp_path), SETTINGS["max_seq_length"],
-        2, 20, 30, True, version_2_with_negative=True)
+        2, run_squad.AnswerSettings(version_2_with_negative=True))
     windows_per_question = collections.Counter(f["example_index"] for f in expected)
     assert num_windows == made[0] == len(expected) > 90
     assert most_alive[0] <= max(windows_per_question.values()) + 8 * 2 < len(expected) / 4
@@ -308,8 +308,8 @@ def test_real_length_prediction_equals_the_padding_masked_model_at_full_length(v
     assert sum(n <= 56 for n in lengths) >= 4 and max(lengths) == SETTINGS["max_seq_length"]  # some cut
     _, features = prediction_features(version, tokenizer)
     run_squad.predict_and_write(tf.distribute.get_strategy(), model, examples, iter(features), str(cut),
-                                SETTINGS["max_seq_length"], 4, 20, 30, True, version_2_with_negative=version == "v2",
-                                length=training.RealLength(SETTINGS["max_seq_length"]))
+                                SETTINGS["max_seq_length"], 4,
+                                run_squad.AnswerSettings(version_2_with_negative=version == "v2"), length=training.RealLength(SETTINGS["max_seq_length"]))
     assert _load_json(cut / "predictions.json") == _load_json(paths[0])
     ours, theirs = _load_json(cut / "nbest_predictions.json"), _load_json(paths[1])
     assert list(ours) == list(theirs)
@@ -363,7 +363,7 @@ def test_an_error_while_making_windows_is_raised_and_writes_nothing(tokenizer, t
     model = run_squad.SquadModel(modeling.BertConfig.from_json_file(CONFIG))
     with pytest.raises(ValueError, match="question q9: its context has no WordPiece tokens"):
         run_squad.predict_and_write(tf.distribute.get_strategy(), model, examples, failing(), str(tmp_path),
-                                    SETTINGS["max_seq_length"], 2, 20, 30, True)
+                                    SETTINGS["max_seq_length"], 2, run_squad.AnswerSettings())
     assert os.listdir(tmp_path) == []
 
 
@@ -390,7 +390,7 @@ def test_write_predictions_gives_windowless_questions_the_originals_empty_answer
     results = results_for(features, fixed["start_logits"], fixed["end_logits"])
     kept = [(f, r) for f, r in zip(features, results) if f.example_index not in (0, 3)]
     paths = [str(tmp_path / f"{name}.json") for name in ("predictions", "nbest_predictions", "null_odds")]
-    predictions, _ = run_squad.write_streamed_predictions(examples, iter(kept), 20, 30, True, *paths)
+    predictions, _ = run_squad.write_streamed_predictions(examples, iter(kept), run_squad.AnswerSettings(), *paths)
     assert list(predictions) == [e.qas_id for e in examples]
     with open(paths[1]) as f:
         nbest = json.load(f)
@@ -399,7 +399,8 @@ def test_write_predictions_gives_windowless_questions_the_originals_empty_answer
         assert nbest[examples[index].qas_id] == [
             {"text": "empty", "probability": 1.0, "start_logit": 0.0, "end_logit": 0.0}]
     with pytest.raises(ValueError, match="not consecutive or not in order"):
-        run_squad.write_streamed_predictions(examples, iter(kept[5:] + kept[:5]), 20, 30, True, *paths)
+        run_squad.write_streamed_predictions(examples, iter(kept[5:] + kept[:5]), run_squad.AnswerSettings(),
+                                             *paths)
 
 
 def test_v2_all_null_nbest_predicts_no_answer_instead_of_crashing(tokenizer):
@@ -413,8 +414,8 @@ def test_v2_all_null_nbest_predicts_no_answer_instead_of_crashing(tokenizer):
         end = np.full(64, -5.0, np.float32)
         start[0], end[0] = 2.0, 1.5
         results.append(run_squad.RawResult(feature.unique_id, start, end))
-    answer, nbest, score_diff = run_squad.predict_example(examples[0], example_features, results, 1, 30, True,
-                                                          version_2_with_negative=True)
+    answer, nbest, score_diff = run_squad.predict_example(
+        examples[0], example_features, results, run_squad.AnswerSettings(n_best_size=1, version_2_with_negative=True))
     assert answer == ""
     assert [(e["text"], e["probability"]) for e in nbest] == [("", 1.0)]
     assert score_diff == pytest.approx(3.5)
@@ -431,8 +432,8 @@ def test_v2_null_threshold_decides_between_null_and_best_span(tokenizer):
     results = [run_squad.RawResult(feature.unique_id, start, end)]
     word = examples[0].doc_tokens[feature.token_to_orig_map[position]]
     for threshold, expected in ((0.0, word), (-0.6, "")):
-        answer, _, score_diff = run_squad.predict_example(examples[0], [feature], results, 20, 30, True, True,
-                                                          threshold)
+        answer, _, score_diff = run_squad.predict_example(examples[0], [feature], results, run_squad.AnswerSettings(
+            version_2_with_negative=True, null_score_diff_threshold=threshold))
         assert score_diff == pytest.approx(-0.5) and answer == expected
 
 
