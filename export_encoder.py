@@ -121,32 +121,11 @@ class PreprocessExport(tf.Module):
     def bert_pack_inputs(self, inputs, seq_length):
         if len(inputs) not in (1, 2):
             raise ValueError(f"bert_pack_inputs takes one or two segments, got {len(inputs)}")
-        if seq_length < 3:
-            raise ValueError(f"seq_length must be at least 3, got {seq_length}")
         segments = [tokens.merge_dims(1, -1) if tokens.ragged_rank > 1 else tokens for tokens in inputs]
-        segments = [tf.cast(tokens, tf.int32) for tokens in segments]  # [B, (T)] each
-        lengths = [tokens.row_lengths() for tokens in segments]
-        if len(segments) == 1:
-            kept = [tf.minimum(lengths[0], seq_length - 2)]
-        else:
-            kept = list(truncated_pair_lengths(lengths[0], lengths[1], seq_length))
-        segments = [tf.ragged.boolean_mask(tokens, tf.ragged.range(length) < keep[:, None])
-                    for tokens, length, keep in zip(segments, lengths, kept)]
-        batch = tf.shape(lengths[0], out_type=tf.int64)[0]
-        cls = tf.fill([batch, 1], self.tokenizer.cls_id)
-        sep = tf.fill([batch, 1], self.tokenizer.sep_id)
-        parts, types = [tf.RaggedTensor.from_tensor(cls), segments[0], tf.RaggedTensor.from_tensor(sep)], [0, 0, 0]
-        if len(segments) == 2:
-            # As the original, B's [SEP] comes only when B keeps a token.
-            has_b = kept[1] > 0
-            parts += [segments[1], tf.ragged.boolean_mask(sep, has_b[:, None])]
-            types += [1, 1]
-        ids = tf.concat(parts, axis=1)
-        type_ids = tf.concat([tf.ones_like(part) * t for part, t in zip(parts, types)], axis=1)
-        shape = [None, seq_length]
-        return {"input_word_ids": ids.to_tensor(0, shape=shape),
-                "input_mask": tf.ones_like(ids).to_tensor(0, shape=shape),
-                "input_type_ids": type_ids.to_tensor(0, shape=shape)}
+        ids, mask, type_ids = tokenization_ingraph.pack_segments(
+            [tf.cast(tokens, tf.int32) for tokens in segments], seq_length, self.tokenizer.cls_id,
+            self.tokenizer.sep_id)
+        return {"input_word_ids": ids, "input_mask": mask, "input_type_ids": type_ids}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def __call__(self, text):
@@ -161,22 +140,6 @@ class PreprocessExport(tf.Module):
             for count in (1, 2):
                 self.bert_pack_inputs.get_concrete_function([spec] * count, self.seq_length)
         return {"serving_default": self.__call__.get_concrete_function()}
-
-
-def truncated_pair_lengths(length_a, length_b, seq_length):
-    """Tokens of A and of B (int64 [B] each) that run_classifier.py keeps of a pair.
-
-    Its truncate_seq_pair pops the last token of the longer segment, B's on a tie, until
-    A + B fits seq_length - 3: the longer one is cut down to what the shorter leaves, but
-    never below its half of that budget (A gets the larger half of an odd one). A B without
-    tokens makes no pair: A alone keeps up to seq_length - 2.
-    """
-    budget = seq_length - 3
-    fits = length_a + length_b <= budget
-    keep_a = tf.minimum(length_a, tf.maximum(budget - length_b, (budget + 1) // 2))
-    keep_b = tf.minimum(length_b, tf.maximum(budget - length_a, budget // 2))
-    single_a = tf.minimum(length_a, seq_length - 2)
-    return tf.where(length_b > 0, tf.where(fits, length_a, keep_a), single_a), tf.where(fits, length_b, keep_b)
 
 
 def _save_together(modules, export_dir):

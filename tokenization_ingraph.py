@@ -302,35 +302,12 @@ class InGraphTokenizer(tf.Module):
         """
         if max_seq_length < 3:
             raise ValueError(f"max_seq_length must be at least 3, got {max_seq_length}")
-        tokens_a = self.tokenize(tf.convert_to_tensor(text_a, tf.string))  # [B, (A)]
-        length_a = tokens_a.row_lengths()
-        if text_b is None:
-            tokens_b = tf.RaggedTensor.from_row_lengths(tf.zeros([0], tf.int64), tf.zeros_like(length_a))
-        else:
-            tokens_b = self.tokenize(tf.convert_to_tensor(text_b, tf.string))  # [B, (B)]
-        length_b = tokens_b.row_lengths()
-        keep_a, keep_b = _truncated_lengths(length_a, length_b, max_seq_length)
-        tokens_a = tf.ragged.boolean_mask(tokens_a, tf.ragged.range(length_a) < keep_a[:, None])
-        tokens_b = tf.ragged.boolean_mask(tokens_b, tf.ragged.range(length_b) < keep_b[:, None])
-        # The original adds B's [SEP] only if B still has tokens after truncation.
-        has_b = tf.cast(keep_b > 0, tf.int64)
-        ones = tf.ones_like(length_a)
-
-        def column(value, lengths):
-            """A ragged [B, (1 or 0)] column holding `value`."""
-            return tf.RaggedTensor.from_row_lengths(
-                tf.fill([tf.reduce_sum(lengths)], tf.constant(value, tf.int64)), lengths)
-
-        input_ids = tf.concat([column(self.cls_id, ones), tokens_a, column(self.sep_id, ones),
-                               tokens_b, column(self.sep_id, has_b)], axis=1)
-        segment_ids = tf.concat([column(0, ones), tf.zeros_like(tokens_a), column(0, ones),
-                                 tf.ones_like(tokens_b), column(1, has_b)], axis=1)
-        shape = [None, max_seq_length]
-        return {
-            "input_ids": tf.cast(input_ids.to_tensor(0, shape=shape), tf.int32),
-            "input_mask": tf.cast(tf.ones_like(input_ids).to_tensor(0, shape=shape), tf.int32),
-            "segment_ids": tf.cast(segment_ids.to_tensor(0, shape=shape), tf.int32),
-        }
+        segments = [self.tokenize(tf.convert_to_tensor(text_a, tf.string))]  # [B, (A)]
+        if text_b is not None:
+            segments.append(self.tokenize(tf.convert_to_tensor(text_b, tf.string)))  # [B, (B)]
+        input_ids, input_mask, segment_ids = pack_segments(segments, max_seq_length, self.cls_id, self.sep_id)
+        return {"input_ids": tf.cast(input_ids, tf.int32), "input_mask": tf.cast(input_mask, tf.int32),
+                "segment_ids": tf.cast(segment_ids, tf.int32)}
 
     # --- the steps of BasicTokenizer ---------------------------------------------
 
@@ -478,14 +455,62 @@ class InGraphTokenizer(tf.Module):
         words_per_line = tf.concat([first_words, [tf.size(word_starts, out_type=tf.int64)]], 0)[1:] - first_words
         return words, words_per_line
 
-def _truncated_lengths(length_a, length_b, max_seq_length):
-    """Tokens of A and of B that stay (int64 [B] each): the closed form of the
-    classifier's loop that pops the last token of the longer list (B's on a tie)."""
-    budget = tf.constant(max_seq_length - 3, tf.int64)
-    pair = length_b > 0
+def pack_segments(segments, seq_length, cls_id, sep_id):
+    """The encoder's inputs for one or two segments of token ids, as run_classifier.py packs them.
+
+    `[CLS] A [SEP]`, or `[CLS] A [SEP] B [SEP]` where B keeps a token (the original adds B's
+    [SEP] only then). A pair too long for `seq_length` loses the last token of its longer
+    segment until it fits (B's on a tie); a single segment keeps its first seq_length - 2.
+    The one packer of InGraphTokenizer.pack_inputs (so of the classifier export) and of the
+    exported preprocessor's bert_pack_inputs.
+
+    Args:
+        segments: a list of one or two integer RaggedTensors [B, (T)], of one dtype.
+        seq_length: Python int S, at least 3.
+        cls_id, sep_id: the ids of [CLS] and [SEP].
+
+    Returns:
+        (ids, mask, type_ids), each [B, S] in the segments' dtype, 0-padded: the token ids,
+        1 on real tokens, 0 on [CLS] A [SEP] and 1 on B [SEP].
+    """
+    if len(segments) not in (1, 2):
+        raise ValueError(f"one or two segments are packed, got {len(segments)}")
+    if seq_length < 3:
+        raise ValueError(f"seq_length must be at least 3, got {seq_length}")
+    dtype = segments[0].dtype
+    lengths = [tokens.row_lengths() for tokens in segments]
+    if len(segments) == 1:
+        kept = [tf.minimum(lengths[0], seq_length - 2)]
+    else:
+        kept = list(truncated_pair_lengths(lengths[0], lengths[1], seq_length))
+    segments = [tf.ragged.boolean_mask(tokens, tf.ragged.range(length) < keep[:, None])
+                for tokens, length, keep in zip(segments, lengths, kept)]
+    batch = tf.shape(lengths[0], out_type=tf.int64)[0]
+    sep = tf.fill([batch, 1], tf.constant(sep_id, dtype))
+    parts = [tf.RaggedTensor.from_tensor(tf.fill([batch, 1], tf.constant(cls_id, dtype))), segments[0],
+             tf.RaggedTensor.from_tensor(sep)]
+    types = [0, 0, 0]
+    if len(segments) == 2:
+        parts += [segments[1], tf.ragged.boolean_mask(sep, (kept[1] > 0)[:, None])]
+        types += [1, 1]
+    ids = tf.concat(parts, axis=1)
+    type_ids = tf.concat([tf.ones_like(part) * t for part, t in zip(parts, types)], axis=1)
+    shape = [None, seq_length]
+    return (ids.to_tensor(0, shape=shape), tf.ones_like(ids).to_tensor(0, shape=shape),
+            type_ids.to_tensor(0, shape=shape))
+
+
+def truncated_pair_lengths(length_a, length_b, seq_length):
+    """Tokens of A and of B (int64 [B] each) that run_classifier.py keeps of a pair.
+
+    Its truncate_seq_pair pops the last token of the longer segment, B's on a tie, until
+    A + B fits seq_length - 3: the longer one is cut down to what the shorter leaves, but
+    never below its half of that budget (A gets the larger half of an odd one). A B without
+    tokens makes no pair: A alone keeps up to seq_length - 2.
+    """
+    budget = seq_length - 3
     fits = length_a + length_b <= budget
-    pair_a = tf.minimum(length_a, tf.maximum(budget - length_b, (budget + 1) // 2))
-    pair_b = tf.minimum(length_b, tf.maximum(budget - length_a, budget // 2))
-    keep_a = tf.where(pair, tf.where(fits, length_a, pair_a), tf.minimum(length_a, max_seq_length - 2))
-    keep_b = tf.where(pair, tf.where(fits, length_b, pair_b), 0)
-    return keep_a, keep_b
+    keep_a = tf.minimum(length_a, tf.maximum(budget - length_b, (budget + 1) // 2))
+    keep_b = tf.minimum(length_b, tf.maximum(budget - length_a, budget // 2))
+    single_a = tf.minimum(length_a, seq_length - 2)
+    return tf.where(length_b > 0, tf.where(fits, length_a, keep_a), single_a), tf.where(fits, length_b, keep_b)

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 import convert_checkpoint
 import export_encoder
+import tokenization_ingraph
 import extract_features
 import modeling
 import run_classifier
@@ -185,7 +186,7 @@ def test_truncated_pair_lengths_follow_the_pop_the_longer_loop():
     rng = np.random.RandomState(0)
     length_a, length_b = rng.randint(0, 30, 400), rng.randint(0, 30, 400)
     for seq_length in (3, 4, 9, 16):
-        keep_a, keep_b = export_encoder.truncated_pair_lengths(tf.constant(length_a, tf.int64),
+        keep_a, keep_b = tokenization_ingraph.truncated_pair_lengths(tf.constant(length_a, tf.int64),
                                                                tf.constant(length_b, tf.int64), seq_length)
         for a, b, got_a, got_b in zip(length_a, length_b, keep_a.numpy(), keep_b.numpy()):
             tokens_a, tokens_b = list(range(a)), list(range(b))
