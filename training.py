@@ -105,9 +105,16 @@ class EngineConfig:
 
     @classmethod
     def from_flags(cls, flag_values):
-        """Reads the engine's flags from an absl FlagValues (called by the runners' main())."""
+        """Reads the engine's flags from an absl FlagValues (called by the runners' main()).
+
+        A TF_CONFIG that is set is checked here, before anything is written: valid JSON
+        always, and under multi_worker_mirrored a cluster this process has a place in.
+        """
         def get(name, default=None):
             return getattr(flag_values, name) if name in flag_values else default
+        tf_config = read_tf_config()
+        if get("distribution_strategy") == "multi_worker_mirrored":
+            check_cluster_config(tf_config)
         return cls(distribution_strategy=get("distribution_strategy"), use_tpu=get("use_tpu", False),
                    tpu_name=get("tpu_name"), tpu_zone=get("tpu_zone"), gcp_project=get("gcp_project"),
                    master=get("master"), num_logical_cpus=get("num_logical_cpus", 1),
@@ -121,6 +128,54 @@ class EngineConfig:
 
 
 # --- Strategy and precision -------------------------------------------------------------
+
+def read_tf_config():
+    """The TF_CONFIG environment variable as a dict ({} when unset or empty).
+
+    Raises ValueError in one line naming TF_CONFIG when it is not a JSON object.
+    """
+    text = os.environ.get("TF_CONFIG", "").strip()
+    if not text:
+        return {}
+    try:
+        config = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({e}): set it to an object such as "
+                         f'{{"cluster": {{"worker": ["host1:port", "host2:port"]}}, '
+                         f'"task": {{"type": "worker", "index": 0}}}}') from None
+    if not isinstance(config, dict):
+        raise ValueError(f"TF_CONFIG must be a JSON object with \"cluster\" and \"task\", not "
+                         f"{type(config).__name__} {text[:60]}")
+    return config
+
+
+def check_cluster_config(config):
+    """Raises ValueError in one line when a TF_CONFIG (as a dict) gives this process no place in a cluster.
+
+    An empty config is a lone process. Otherwise `cluster` maps task types to lists of
+    "host:port" addresses and `task` names a type of the cluster and an index within it.
+    """
+    if not config:
+        return
+    cluster, task = config.get("cluster"), config.get("task")
+    if not isinstance(cluster, dict) or not cluster:
+        raise ValueError('TF_CONFIG has no "cluster" (an object such as {"worker": ["host1:port", "host2:port"]})')
+    for task_type, addresses in cluster.items():
+        if (not isinstance(addresses, list) or not addresses
+                or not all(isinstance(a, str) and ":" in a for a in addresses)):
+            raise ValueError(f'TF_CONFIG: cluster "{task_type}" must be a list of "host:port" addresses, '
+                             f"not {json.dumps(addresses)}")
+    if not isinstance(task, dict) or "type" not in task:
+        raise ValueError('TF_CONFIG has no "task" (an object such as {"type": "worker", "index": 0}) saying '
+                         'which task of the cluster this process is')
+    task_type, index = task["type"], task.get("index", 0)
+    if task_type not in cluster:
+        raise ValueError(f'TF_CONFIG: task type "{task_type}" is not in the cluster, which has '
+                         f"{', '.join(map(str, cluster))}")
+    if type(index) is not int or not 0 <= index < len(cluster[task_type]):
+        raise ValueError(f'TF_CONFIG: task index {json.dumps(index)} is out of range: the cluster has '
+                         f'{len(cluster[task_type])} "{task_type}" task(s), numbered from 0')
+
 
 def configure_precision(precision):
     """Sets the global Keras dtype policy: variables stay float32, math in `precision`."""
@@ -1334,10 +1389,10 @@ def lock_output_dir(output_dir):
 def _is_chief_by_tf_config():
     """Whether TF_CONFIG (if any) makes this process the chief (is_chief, before any strategy)."""
     try:
-        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        config = read_tf_config()
     except ValueError:
         return True
-    task = config.get("task") or {}
+    task = config.get("task") if isinstance(config.get("task"), dict) else {}
     return _is_chief_task(task.get("type"), task.get("index", 0), config.get("cluster") or {})
 
 

@@ -682,3 +682,25 @@ def test_a_real_tensorflow_import_failure_still_shows():
     assert result.returncode == 1
     assert result.stderr.startswith("libtensorflow_framework.so.2: cannot open shared object file\n")
     assert result.stderr.strip().endswith("ImportError: libtensorflow_framework.so.2 missing")
+
+
+# --- A malformed TF_CONFIG names TF_CONFIG ------------------------------------------------------
+
+@pytest.mark.parametrize("tf_config, fragment", [
+    ("{oops", "TF_CONFIG is not valid JSON (Expecting property name enclosed in double quotes"),
+    ('["worker"]', "TF_CONFIG must be a JSON object"),
+    ('{"task": {"type": "worker", "index": 0}}', 'TF_CONFIG has no "cluster"'),
+    ('{"cluster": {"worker": ["localhost:1"]}}', 'TF_CONFIG has no "task"'),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 1}}',
+     "TF_CONFIG: task index 1 is out of range: the cluster has 1 \"worker\" task(s)"),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "chief", "index": 0}}',
+     'TF_CONFIG: task type "chief" is not in the cluster'),
+    ('{"cluster": {"worker": "localhost:1"}, "task": {"type": "worker", "index": 0}}',
+     'cluster "worker" must be a list'),
+])
+def test_malformed_tf_config_is_one_line_naming_it(tmp_path, tf_config, fragment):
+    w = str(tmp_path)
+    flags = dict(setup_run_pretraining(w), distribution_strategy="multi_worker_mirrored")
+    before = snapshot(w)
+    result = run("run_pretraining.py", flags, env={"TF_CONFIG": tf_config})
+    assert_failed_cleanly(result, "run_pretraining.py", fragment, w, before)
