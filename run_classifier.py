@@ -684,6 +684,7 @@ class ClassifierRun:
         self.output_dir, self.max_seq_length, self.length = output_dir, max_seq_length, length
         self.name_to_features = classifier_features(max_seq_length, self.is_regression)
         self.best = None  # a _BestCheckpoint while evaluating during training
+        self.eval_records_written = False  # eval.tf_record of this run (not a killed run's) is in output_dir
 
     def write_records(self, examples, name):
         path = os.path.join(self.output_dir, name)
@@ -703,8 +704,10 @@ class ClassifierRun:
         """The eval metrics of the dev examples; `step` given: during training (records written once)."""
         examples = _pad_for_tpu(list(eval_examples), batch_size, self.strategy)
         eval_file = os.path.join(self.output_dir, "eval.tf_record")
-        if not tf.io.gfile.exists(eval_file) or step is None:
+        if not self.eval_records_written or step is None:
+            # Written once per run during training: one left by an earlier run may be of other dev data.
             self.write_records(examples, "eval.tf_record")
+            self.eval_records_written = True
         logging.info("***** Running evaluation *****")
         logging.info("  Num examples = %d (%d actual, %d padding)", len(examples), len(eval_examples),
                      len(examples) - len(eval_examples))

@@ -713,7 +713,10 @@ def prepare_training_features(train_file, vocab_file, tokenizer, output_dir, max
                 meta = json.load(f)
         except ValueError:
             meta = {}
-        if meta.get("made_from") == made_from:
+        problem = training.tfrecord_end_problem(path)
+        if problem:
+            logging.warning("Not reusing %s: it %s; converting the questions again", path, problem)
+        elif meta.get("made_from") == made_from:
             counts = meta["counts"]
             logging.info("Reusing %s (%d features of %d questions)", path, counts["num_features"],
                          counts["num_examples"])

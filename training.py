@@ -14,6 +14,7 @@ import math
 import os
 import re
 import socket
+import struct
 import time
 import weakref
 
@@ -289,14 +290,98 @@ def check_tfrecords(input_files, name_to_features, flag_name="--input_file", voc
                     raise ValueError(f"{flag_name}: {path} is not a TFRecord file, or is truncated")
                 raise ValueError(f"{flag_name}: {path} holds no records")
             example = tf.io.parse_single_example(first, name_to_features)
+            problem = tfrecord_end_problem(path)
         except tf.errors.OpError as e:
             raise ValueError(f"{flag_name}: {path}: {cli.describe_op_error(e)}") from None
+        if problem:
+            raise ValueError(f"{flag_name}: {path} {problem}")
         for name in TOKEN_ID_FEATURES:
             if vocab_size is not None and name in example:
                 ids = example[name].numpy()
                 if ids.size and (ids.max() >= vocab_size or ids.min() < 0):
                     raise ValueError(f"{flag_name}: {path}: {name} holds token id {ids.max()}, beyond the BERT "
                                      f"config's vocab_size {vocab_size}: the records were made with another vocab")
+
+
+# A TFRecord record: uint64 length, uint32 masked CRC-32C of the length, data, uint32 masked
+# CRC-32C of the data (little-endian).
+_TFRECORD_OVERHEAD = 16
+_TAIL_BYTES = 1 << 16
+
+
+def _crc32c_table():
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def _masked_crc32c(data):
+    """TFRecord's checksum of `data`: CRC-32C (Castagnoli), rotated and offset."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _whole_record_at(data, offset, end):
+    """Whether `data[offset:]` is one whole record ending exactly at `end` (header and data CRCs match)."""
+    if end - offset < _TFRECORD_OVERHEAD:
+        return False
+    length, length_crc = struct.unpack_from("<QI", data, offset)
+    if offset + _TFRECORD_OVERHEAD + length != end or _masked_crc32c(data[offset:offset + 8]) != length_crc:
+        return False
+    body = data[offset + 12:end - 4]
+    return _masked_crc32c(body) == struct.unpack_from("<I", data, end - 4)[0]
+
+
+def _walk_record_headers(f, size):
+    """(offset where the records stop, whether a header failed its CRC) walking the headers from byte 0."""
+    offset = 0
+    while offset + 12 <= size:
+        f.seek(offset)
+        header = f.read(12)
+        length, length_crc = struct.unpack("<QI", header)
+        if _masked_crc32c(header[:8]) != length_crc:
+            return offset, True
+        if offset + _TFRECORD_OVERHEAD + length > size:
+            break
+        offset += _TFRECORD_OVERHEAD + length
+    return offset, False
+
+
+def tfrecord_end_problem(path):
+    """What is wrong with how a TFRecord file ends (a cut copy, a write that did not finish), or None.
+
+    tf.data reads a file cut inside a record's 12-byte header as complete, its last records
+    silently gone. The last 64 KB are checked first: the file is whole when a record there
+    ends exactly at the end of the file with both its CRCs right. Only when none does (a
+    damaged file, or a last record above 64 KB) are the headers walked from the start.
+    """
+    with tf.io.gfile.GFile(path, "rb") as f:
+        size = f.size()
+        if size == 0:
+            return None
+        start = max(0, size - _TAIL_BYTES)
+        f.seek(start)
+        tail = f.read()
+        for offset in range(len(tail) - _TFRECORD_OVERHEAD, -1, -1):
+            if _whole_record_at(tail, offset, len(tail)):
+                return None
+        end, corrupt = _walk_record_headers(f, size)
+    if corrupt:
+        return f"is corrupt: the record header at byte {end:,} of {size:,} fails its checksum"
+    if end == size:
+        return None  # whole records throughout; tf.data checks each record's data CRC as it reads
+    return (f"is truncated: {size:,} bytes, of which the last {size - end:,} are a record cut short after "
+            f"byte {end:,} (an interrupted copy or write?); copy or write it again")
 
 
 def check_token_ids(dataset, vocab_size):

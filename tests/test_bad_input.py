@@ -704,3 +704,63 @@ def test_malformed_tf_config_is_one_line_naming_it(tmp_path, tf_config, fragment
     before = snapshot(w)
     result = run("run_pretraining.py", flags, env={"TF_CONFIG": tf_config})
     assert_failed_cleanly(result, "run_pretraining.py", fragment, w, before)
+
+
+# --- A TFRecord cut inside a record header is not read as complete ------------------------------
+
+def _record_offsets(path):
+    """Byte offset of every record of a whole TFRecord file, and its size last."""
+    with open(path, "rb") as f:
+        data = f.read()
+    offsets = [0]
+    while offsets[-1] < len(data):
+        offsets.append(offsets[-1] + 16 + struct.unpack_from("<Q", data, offsets[-1])[0])
+    return offsets
+
+
+@pytest.mark.parametrize("into_record, do_train", [(4, "true"), (12, None), (100, "true")])
+def test_tfrecord_cut_inside_a_record_fails_naming_file_and_bytes(tmp_path, into_record, do_train):
+    w = str(tmp_path)
+    flags = dict(setup_run_pretraining(w), do_train=do_train)
+    path = f"{w}/data/records.tfrecord"
+    cut = _record_offsets(path)[27] + into_record  # 4 or 12: inside the 12-byte header of record 28
+    os.truncate(path, cut)
+    before = snapshot(w)
+    result = run("run_pretraining.py", flags)
+    assert_failed_cleanly(result, "run_pretraining.py", f"{path} is truncated: {cut:,} bytes, of which the last "
+                          f"{into_record} are a record cut short", w, before)
+
+
+def test_tfrecord_end_check_reads_only_the_tail_of_a_whole_file(tmp_path):
+    import training
+    source = os.path.join(GOLDEN, "pretraining_plain_0.tfrecord")
+    with open(source, "rb") as f:
+        data = f.read()
+    path = str(tmp_path / "big.tfrecord")
+    with open(path, "wb") as f:
+        f.write(data * 100)  # 12 MB
+    started = time.monotonic()
+    assert training.tfrecord_end_problem(path) is None
+    assert time.monotonic() - started < 0.5
+    os.truncate(path, len(data) * 100 - 3)
+    assert "is truncated" in training.tfrecord_end_problem(path)
+    with open(path, "r+b") as f:  # a damaged length in the first header
+        f.write(b"\xff")
+    assert "the record header at byte 0 of" in training.tfrecord_end_problem(path)
+
+
+def test_squad_rebuilds_a_cut_cached_train_tf_record(tmp_path, caplog):
+    import run_squad
+    import tokenization
+    tokenizer = tokenization.FullTokenizer(os.path.join(GOLDEN, "squad_vocab.txt"), do_lower_case=True)
+    args = (os.path.join(GOLDEN, "squad_v1.json"), os.path.join(GOLDEN, "squad_vocab.txt"), tokenizer, str(tmp_path),
+            64, 16, 12, False, True)
+    counts = run_squad.prepare_training_features(*args)
+    with open(counts["path"], "rb") as f:
+        whole = f.read()
+    os.truncate(counts["path"], _record_offsets(counts["path"])[3] + 4)
+    with caplog.at_level("WARNING"):
+        again = run_squad.prepare_training_features(*args)
+    assert again == counts and "Not reusing" in caplog.text and "is truncated" in caplog.text
+    with open(counts["path"], "rb") as f:
+        assert f.read() == whole
