@@ -79,6 +79,7 @@ def run(main, script_name, required_flags=()):
     except Exception as e:  # pylint: disable=broad-except
         if not _is_user_error(e):
             raise
+        remove_created_directories()
         _fail(script_name, describe_error(e))
 
 
@@ -310,6 +311,34 @@ def export_directory(export_dir, parts=None):
                 gfile.rmtree(earlier)
             else:
                 gfile.rename(earlier, export_dir)  # the new one failed: keep the earlier export
+
+
+_CREATED_DIRECTORIES = []  # local directories this process created, outermost first
+
+
+def make_directories(path):
+    """Creates directory `path` and its missing parents (local, or any tf.io.gfile scheme).
+
+    The local directories it creates are remembered: a run that then fails removes those
+    still empty (remove_created_directories), so a failure leaves no trace.
+    """
+    if "://" in path:
+        _gfile().makedirs(path)
+        return
+    missing = []
+    head = os.path.abspath(path)
+    while head and not os.path.exists(head):
+        missing.append(head)
+        head = os.path.dirname(head)
+    os.makedirs(path, exist_ok=True)
+    _CREATED_DIRECTORIES.extend(reversed(missing))
+
+
+def remove_created_directories():
+    """Removes the directories make_directories created that are (still) empty, innermost first."""
+    while _CREATED_DIRECTORIES:
+        with contextlib.suppress(OSError):
+            os.rmdir(_CREATED_DIRECTORIES.pop())
 
 
 def process_alive(pid):

@@ -764,6 +764,7 @@ def main(_):
     # Read every input before writing anything, so a bad file leaves output_dir untouched.
     train_examples, eval_examples, predict_examples = _read_examples(
         processor, FLAGS.data_dir, FLAGS.do_train, FLAGS.do_eval or FLAGS.eval_every_steps, FLAGS.do_predict)
+    training.check_start_checkpoint(FLAGS.output_dir, FLAGS.init_checkpoint, bert_config)
     training.ensure_output_dir(FLAGS.output_dir)
 
     strategy = training.start(engine_config)

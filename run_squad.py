@@ -1447,6 +1447,7 @@ def main(_):
     predict_stats = collections.Counter()
     if FLAGS.do_predict:  # read before anything is written: a bad file leaves output_dir as it was
         examples = read_prediction_examples(FLAGS.predict_file, FLAGS.version_2_with_negative, predict_stats)
+    training.check_start_checkpoint(FLAGS.output_dir, FLAGS.init_checkpoint, bert_config)
     training.ensure_output_dir(FLAGS.output_dir)
     # Features first: the conversion workers fork before TensorFlow's runtime starts.
     if FLAGS.do_train:

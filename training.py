@@ -384,6 +384,48 @@ def tfrecord_end_problem(path):
             f"byte {end:,} (an interrupted copy or write?); copy or write it again")
 
 
+@contextlib.contextmanager
+def naming_damaged_input(input_files, flag_name="--input_file"):
+    """Turns tf.data's `corrupted record at N` (a record whose data fails its CRC, found only
+    when read) into one line naming the file that holds a damaged record at byte N."""
+    try:
+        yield
+    except tf.errors.DataLossError as e:
+        match = re.search(r"corrupted record at (\d+)", e.message or "")
+        if not match:
+            raise
+        # tf.data gives the offset of the record's data (a bad data CRC) or of its header.
+        offset = int(match.group(1))
+        damaged = []
+        for path in input_files:
+            if _damaged_record_at(path, offset - 12, check_data=True):
+                damaged.append((path, offset - 12))
+            elif _damaged_record_at(path, offset, check_data=False):
+                damaged.append((path, offset))
+        where, start = damaged[0] if len(damaged) == 1 else ("one of the files", offset)
+        raise ValueError(f"{flag_name}: {where}: the record at byte {start:,} fails its checksum: the file is "
+                         f"damaged; copy or write it again") from None
+
+
+def _damaged_record_at(path, offset, check_data):
+    """Whether `path` has a record at byte `offset` whose header (or, with check_data, data) fails its CRC."""
+    if offset < 0:
+        return False
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            f.seek(offset)
+            header = f.read(12)
+            if len(header) < 12:
+                return False
+            length, length_crc = struct.unpack("<QI", header)
+            if _masked_crc32c(header[:8]) != length_crc:
+                return not check_data
+            body = f.read(min(length, 1 << 30) + 4) if check_data else b""
+    except (tf.errors.OpError, OSError):
+        return False
+    return len(body) == length + 4 and _masked_crc32c(body[:-4]) != struct.unpack("<I", body[-4:])[0]
+
+
 def check_token_ids(dataset, vocab_size):
     """`dataset` (of feature dicts) with every token id checked against vocab_size before the model.
 
@@ -809,6 +851,25 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint):
     return 0
 
 
+def check_start_checkpoint(output_dir, init_checkpoint, config):
+    """Checks the checkpoint a run will start from, before it writes anything.
+
+    That is output_dir's latest checkpoint when it has one (a resume), else
+    --init_checkpoint: it must be whole (modeling.checkpoint_problem) and hold every
+    encoder layer of `config` (a BertConfig). Raises ValueError in one line.
+    """
+    prefix = latest_training_checkpoint(output_dir)
+    if prefix is None:
+        if not init_checkpoint:
+            return
+        prefix = modeling.resolve_checkpoint(init_checkpoint)
+    problem = modeling.checkpoint_problem(prefix)
+    if problem:
+        raise ValueError(f"checkpoint {prefix} {problem}")
+    names = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    modeling.check_encoder_layers(prefix, names, modeling.original_variable_shapes(config))
+
+
 def checkpoint_step(output_dir):
     """The global_step of output_dir's latest checkpoint (0 when it has none)."""
     latest = latest_training_checkpoint(output_dir)
@@ -946,7 +1007,8 @@ class TrainingProgress:
         self.total_steps, self.batch_size = total_steps, batch_size
         self.start_step = start_step
         self.start_time = time.monotonic()
-        self.writer = tf.summary.create_file_writer(output_dir) if write_summaries else None
+        self.output_dir, self.write_summaries = output_dir, write_summaries
+        self.writer = None  # made at the first log: a run that fails before it leaves no events file
         self.memory_devices = _devices_with_memory_stats()
 
     def log(self, step, loss, learning_rate, steps_done, seconds):
@@ -959,7 +1021,9 @@ class TrainingProgress:
                      step, self.total_steps, loss, learning_rate,
                      f"{examples_per_sec:.1f}" if examples_per_sec >= 10 else f"{examples_per_sec:.3g}",
                      _format_seconds(eta), _peak_memory_note(self.memory_devices))
-        if self.writer is not None:
+        if self.write_summaries:
+            if self.writer is None:
+                self.writer = tf.summary.create_file_writer(self.output_dir)
             with self.writer.as_default(step=step):
                 for name, value in (("loss", loss), ("learning_rate", learning_rate),
                                     ("examples_per_sec", examples_per_sec)):
@@ -1432,7 +1496,7 @@ def ensure_output_dir(output_dir):
     then removes what a killed run left there under temporary names.
     """
     try:
-        tf.io.gfile.makedirs(output_dir)
+        cli.make_directories(output_dir)
         # A name of this process's own: workers of one multi-worker run share output_dir.
         probe = os.path.join(output_dir, f".write_test-{os.getpid()}")
         with tf.io.gfile.GFile(probe, "w") as f:

@@ -270,6 +270,9 @@ CASES = [
      "checkpoint not found"),
     ("ef-output-dir-missing", "extract_features.py", {"output_file": "{w}/missing/out.jsonl"}, None,
      "does not exist"),
+    ("ef-checkpoint-fewer-layers", "extract_features.py", {},
+     lambda w: _edit_json(f"{w}/bert_config.json", num_hidden_layers=6),
+     "has 4 encoder layer(s) but the BERT config has num_hidden_layers=6: layer_4-layer_5 would start at random"),
     ("ef-layers", "extract_features.py", {"layers": "-9"}, None, "--layers"),
     ("ef-seq-above-positions", "extract_features.py", {"max_seq_length": 4096}, None, "max_position_embeddings"),
     ("ef-batch-0", "extract_features.py", {"batch_size": 0}, None, "at least 1"),
@@ -306,6 +309,10 @@ CASES = [
      "truncated"),
     ("rc-truncated-resume-checkpoint-training", "run_classifier.py", {"do_train": "true", "do_eval": None},
      lambda w: _damaged_checkpoint_in(f"{w}/out"), "truncated"),
+    ("rc-truncated-init-checkpoint-training", "run_classifier.py", {"do_train": "true"},
+     lambda w: _truncate(f"{w}/ckpt/model.ckpt.data-00000-of-00001"), "is truncated: its .data files hold"),
+    ("rc-checkpoint-fewer-layers", "run_classifier.py", {"do_train": "true"},
+     lambda w: _edit_json(f"{w}/bert_config.json", num_hidden_layers=3), "layer_2 would start at random"),
     ("rc-nothing-to-do", "run_classifier.py", {"do_eval": None}, None, "must be True"),
     ("rc-data-dir-missing", "run_classifier.py", {"data_dir": "{w}/nowhere"}, None, "not a directory"),
     ("rc-bad-columns", "run_classifier.py", {}, lambda w: _write(f"{w}/data/dev.tsv", "a\tb\n1\n"), "columns"),
@@ -323,6 +330,8 @@ CASES = [
     ("rs-predict-file-missing", "run_squad.py", {"predict_file": "{w}/none.json"}, None, "no such file"),
     ("rs-malformed-json", "run_squad.py", {}, lambda w: _write(f"{w}/squad.json", '{"data": ['),
      "malformed JSON"),
+    ("rs-checkpoint-fewer-layers", "run_squad.py", {"do_train": "true", "train_file": "{w}/squad.json"},
+     lambda w: _edit_json(f"{w}/bert_config.json", num_hidden_layers=5), "would start at random"),
     ("rs-predict-batch-0", "run_squad.py", {"predict_batch_size": 0}, None, "--predict_batch_size=0"),
     ("rs-config-missing", "run_squad.py", {"bert_config_file": "{w}/none.json"}, None, "cannot read"),
     ("rs-truncated-init-checkpoint", "run_squad.py", {},
@@ -366,7 +375,7 @@ def test_bad_input_fails_in_one_line_and_touches_nothing(tmp_path, case_id, scri
 
 
 # Files a failing case may write: what the run derived before the failure, complete.
-ALLOWED_NEW = {"rc-truncated-resume-checkpoint-training": ["out/train.tf_record"]}
+ALLOWED_NEW = {}
 
 
 # --- Inputs that can be read only once (pipes) ------------------------------------------------
@@ -764,3 +773,21 @@ def test_squad_rebuilds_a_cut_cached_train_tf_record(tmp_path, caplog):
     assert again == counts and "Not reusing" in caplog.text and "is truncated" in caplog.text
     with open(counts["path"], "rb") as f:
         assert f.read() == whole
+
+
+# --- A run that fails leaves no directory or events file behind ---------------------------------
+
+def test_run_pretraining_failing_on_a_corrupt_record_creates_nothing(tmp_path):
+    w = str(tmp_path)
+    flags = dict(setup_run_pretraining(w), do_train="true", do_eval=None, output_dir=f"{w}/new/out", log_steps=1)
+    path = f"{w}/data/records.tfrecord"
+    with open(path, "r+b") as f:  # one byte of record 3's data: whole framing, a wrong data CRC
+        f.seek(_record_offsets(path)[2] + 12 + 50)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    before = snapshot(w)
+    result = run("run_pretraining.py", flags)
+    assert_failed_cleanly(result, "run_pretraining.py", f"{path}: the record at byte {_record_offsets(path)[2]:,} "
+                          f"fails its checksum", w, before)
+    assert not os.path.exists(f"{w}/new")  # neither output_dir nor the parent it made
