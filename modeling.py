@@ -877,7 +877,7 @@ def resolve_checkpoint(path):
         # directory (ram://out/model.ckpt-2 "holds" model.ckpt-2.index).
         return path
     if tf.io.gfile.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
+        latest = latest_checkpoint(path)
         if latest is None:
             raise ValueError("no checkpoint found in directory %s (no 'checkpoint' state file);"
                              " pass a checkpoint prefix such as %s" %
@@ -887,6 +887,41 @@ def resolve_checkpoint(path):
         if path.endswith(suffix) and tf.io.gfile.exists(path[:-len(suffix)] + ".index"):
             return path[:-len(suffix)]
     raise ValueError("checkpoint not found: %s (expected the file %s.index)" % (path, path))
+
+
+def latest_checkpoint(directory, usable=None):
+    """The newest checkpoint in `directory`: the one its `checkpoint` state file names, or a
+    newer `NAME-STEP` checkpoint the state file does not name yet; None when there is none.
+
+    A save writes the checkpoint's files, then the state file: a run killed in between
+    leaves a whole checkpoint that the state file does not know, and the newest progress
+    there is. It counts when it is whole (checkpoint_problem) and `usable(prefix)`, if
+    given, says yes; a damaged named one is still returned (its reader reports it).
+    """
+    named = tf.train.latest_checkpoint(directory)
+    named_step = _checkpoint_step_of(named) if named else -1
+    newer = []
+    for index in tf.io.gfile.glob(os.path.join(glob_escape(directory), "*-[0-9]*.index")):
+        prefix = index[:-len(".index")]
+        step = _checkpoint_step_of(prefix)
+        if step is not None and step > named_step and (named is None or _same_name(prefix, named)):
+            newer.append((step, prefix))
+    for step, prefix in sorted(newer, reverse=True):
+        if checkpoint_problem(prefix) is None and (usable is None or usable(prefix)):
+            logging.info("%s is whole but %s does not name it yet (a run stopped while saving): using it",
+                         prefix, os.path.join(directory, "checkpoint"))
+            return prefix
+    return named
+
+
+def _checkpoint_step_of(prefix):
+    match = re.search(r"-(\d+)$", prefix)
+    return int(match.group(1)) if match else None
+
+
+def _same_name(prefix, other):
+    """Whether two checkpoint prefixes share their name before `-STEP` (model.ckpt-5, model.ckpt-9)."""
+    return os.path.basename(prefix).rsplit("-", 1)[0] == os.path.basename(other).rsplit("-", 1)[0]
 
 
 CheckpointLoadResult = collections.namedtuple(

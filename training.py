@@ -822,7 +822,27 @@ def latest_training_checkpoint(output_dir):
     """The newest checkpoint this engine wrote in output_dir, or None."""
     if not output_dir or not tf.io.gfile.isdir(output_dir):
         return None
-    return tf.train.latest_checkpoint(output_dir)
+    return modeling.latest_checkpoint(output_dir, usable=lambda prefix: _input_positions_whole(output_dir, prefix))
+
+
+def _input_positions_whole(output_dir, prefix):
+    """Whether checkpoint `prefix`, which the state file does not name, can be resumed from.
+
+    Its input positions (written before it) must be there for every pipeline that wrote
+    one; none at all is a run without saved positions (TPU), which resumes by skipping.
+    """
+    step = int(prefix.rsplit("-", 1)[1])
+    saved = tf.io.gfile.glob(input_position_prefix(output_dir, step, "*", "*") + ".index")
+    found = collections.defaultdict(set)
+    for path in saved:
+        match = re.search(r"\.input-(\d+)-of-(\d+)\.index$", path)
+        if match:
+            found[int(match.group(2))].add(int(match.group(1)))
+    if any(indexes == set(range(count)) for count, indexes in found.items()) or not saved:
+        return True
+    logging.warning("Not resuming from %s: the input positions of some workers are missing; using the checkpoint "
+                    "before it", prefix)
+    return False
 
 
 def restore_or_initialize(model, optimizer, output_dir, init_checkpoint):

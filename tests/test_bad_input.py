@@ -791,3 +791,39 @@ def test_run_pretraining_failing_on_a_corrupt_record_creates_nothing(tmp_path):
     assert_failed_cleanly(result, "run_pretraining.py", f"{path}: the record at byte {_record_offsets(path)[2]:,} "
                           f"fails its checksum", w, before)
     assert not os.path.exists(f"{w}/new")  # neither output_dir nor the parent it made
+
+
+# --- Killed between a checkpoint's files and the `checkpoint` state file ------------------------
+
+def test_a_whole_checkpoint_the_state_file_does_not_name_yet_is_resumed(tmp_path):
+    w = str(tmp_path)
+    flags = dict(setup_run_pretraining(w), do_train="true", do_eval=None, num_train_steps=4,
+                 save_checkpoints_steps=2, seed=3)
+    first = run("run_pretraining.py", flags)
+    assert first.returncode == 0, first.stderr[-3000:]
+    # What a kill after model.ckpt-4's files, before the state file, leaves.
+    _write(f"{w}/out/checkpoint", 'model_checkpoint_path: "model.ckpt-2"\nall_model_checkpoint_paths: "model.ckpt-2"\n')
+    rerun = run("run_pretraining.py", dict(flags, num_train_steps=6))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "does not name it yet" in rerun.stderr and f"Resuming from {w}/out/model.ckpt-4" in rerun.stderr
+    assert "Input position restored from" in rerun.stderr
+    with open(f"{w}/out/checkpoint") as f:
+        assert f.readline() == 'model_checkpoint_path: "model.ckpt-6"\n'
+
+
+def test_an_unnamed_checkpoint_without_every_workers_position_is_not_resumed(tmp_path):
+    import training
+    out = str(tmp_path)
+    for step in (2, 4):
+        _copy_checkpoint(os.path.join(GOLDEN, "classifier_tiny.ckpt"), f"{out}/model.ckpt-{step}")
+    os.makedirs(f"{out}/input_position")
+    for name in ("model.ckpt-2.input-0-of-2", "model.ckpt-2.input-1-of-2", "model.ckpt-4.input-0-of-2"):
+        _write(f"{out}/input_position/{name}.index", "")
+    training.write_checkpoint_state(out, [f"{out}/model.ckpt-2"])
+    assert training.latest_training_checkpoint(out) == f"{out}/model.ckpt-2"  # worker 1's position is missing
+    _write(f"{out}/input_position/model.ckpt-4.input-1-of-2.index", "")
+    assert training.latest_training_checkpoint(out) == f"{out}/model.ckpt-4"
+    _truncate(f"{out}/model.ckpt-4.data-00000-of-00001")  # not whole: the named one
+    assert training.latest_training_checkpoint(out) == f"{out}/model.ckpt-2"
+    os.remove(f"{out}/checkpoint")  # killed before the first state file: the newest whole one
+    assert training.latest_training_checkpoint(out) == f"{out}/model.ckpt-2"
