@@ -521,8 +521,13 @@ class RealLength:
         return tf.minimum((needed + self.multiple - 1) // self.multiple * self.multiple, self.max_seq_length)
 
     def batch_length(self, features):
-        """The length a batch of features is cut to: int32 scalar tensor."""
-        return tf.reduce_max(self.row_lengths(features))
+        """The length a batch of features is cut to: int32 scalar tensor.
+
+        An empty batch (a serving batcher's empty request) gets the shortest length, not
+        reduce_max's lowest int32: its outputs are empty, of the usual shapes.
+        """
+        shortest = tf.constant([self.lengths()[0]], tf.int32)
+        return tf.reduce_max(tf.concat([self.row_lengths(features), shortest], axis=0))
 
     def __call__(self, features):
         """Cuts the sequence features of a batch (a dict of [B, ...] tensors) to its real length."""

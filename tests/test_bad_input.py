@@ -827,3 +827,44 @@ def test_an_unnamed_checkpoint_without_every_workers_position_is_not_resumed(tmp
     assert training.latest_training_checkpoint(out) == f"{out}/model.ckpt-2"
     os.remove(f"{out}/checkpoint")  # killed before the first state file: the newest whole one
     assert training.latest_training_checkpoint(out) == f"{out}/model.ckpt-2"
+
+
+# --- An empty request to an exported model gives empty outputs of the right shapes -------------
+
+EMPTY_REQUESTS = """
+import json, sys
+import tensorflow as tf
+import tensorflow_text  # noqa: F401
+classifier, encoder_dir = sys.argv[1:]
+shapes = {}
+served = tf.saved_model.load(classifier).signatures["serving_default"]
+shapes.update({f"classifier/{k}": v.shape.as_list() for k, v in served(text_a=tf.constant([], tf.string),
+                                                                       text_b=tf.constant([], tf.string)).items()})
+preprocess = tf.saved_model.load(encoder_dir + "/preprocess")
+encoder = tf.saved_model.load(encoder_dir + "/encoder")
+inputs = preprocess(tf.constant([], tf.string))
+shapes.update({f"preprocess/{k}": v.shape.as_list() for k, v in inputs.items()})
+outputs = encoder(inputs)
+shapes["encoder/pooled_output"] = outputs["pooled_output"].shape.as_list()
+shapes["encoder/sequence_output"] = outputs["sequence_output"].shape.as_list()
+print(json.dumps(shapes))
+"""
+
+
+def test_exported_models_answer_an_empty_request_with_empty_outputs(tmp_path):
+    w = str(tmp_path)
+    flags = dict(setup_run_classifier(w), export_dir=f"{w}/classifier")
+    exported = run("run_classifier.py", flags)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    encoder = run("export_encoder.py", dict(
+        bert_config_file=os.path.join(GOLDEN, "extract_tiny_config.json"), vocab_file=os.path.join(
+            GOLDEN, "extract_tiny_vocab.txt"), init_checkpoint=os.path.join(GOLDEN, "extract_tiny.ckpt"),
+        export_dir=f"{w}/encoder", max_seq_length=16))
+    assert encoder.returncode == 0, encoder.stderr[-3000:]
+    served = subprocess.run([helpers.python(), "-c", EMPTY_REQUESTS, f"{w}/classifier", f"{w}/encoder"],
+                            capture_output=True, text=True, timeout=240)
+    assert served.returncode == 0, served.stderr[-3000:]
+    assert json.loads(served.stdout.strip().splitlines()[-1]) == {
+        "classifier/probabilities": [0, 2],
+        "preprocess/input_word_ids": [0, 16], "preprocess/input_mask": [0, 16], "preprocess/input_type_ids": [0, 16],
+        "encoder/pooled_output": [0, 16], "encoder/sequence_output": [0, 16, 16]}
