@@ -8,6 +8,7 @@ jobs report progress. Imports nothing of the project, and TensorFlow only when a
 """
 
 import contextlib
+import errno
 import glob
 import os
 import re
@@ -231,15 +232,27 @@ def _remove(path):
 
 
 @contextlib.contextmanager
-def atomic_output(path):
-    """Yields a temporary name to write `path` under; renames it to `path` on success.
+def atomic_output(path, named=False):
+    """Yields a temporary name to write `path` under; it becomes `path` on success.
 
     On any error (or interrupt) the temporary file is removed and `path` keeps what it
     held before, so a reader never sees a half-written output under its final name.
-    Two outputs of one process never share a temporary name. Local paths and any
-    tf.io.gfile scheme (gs://, ...) work.
+    A local file is written as an unnamed file of its directory (Linux O_TMPFILE: the name
+    yielded is /proc/self/fd/N), linked in under `path` at the end: a killed run leaves no
+    name behind for a glob to see. It is a named temporary file beside `path`, renamed,
+    elsewhere (another OS or file system, a remote path) and with `named` (a directory, or a
+    library that writes its own temporary file next to the one it is given: safetensors, h5py).
+    Two outputs of one process never share a temporary name.
     """
     remove_stale_temps(path)
+    unnamed = None if named or "://" in path else _unnamed_file(path)
+    if unnamed is not None:
+        try:
+            yield f"/proc/self/fd/{unnamed}"
+            _link_unnamed(unnamed, path)
+        finally:
+            os.close(unnamed)
+        return
     temp = temp_name(path)
     try:
         yield temp
@@ -249,6 +262,45 @@ def atomic_output(path):
             os.replace(temp, path)
     finally:
         _remove(temp)
+
+
+def _unnamed_file(path):
+    """A descriptor of a new unnamed file in `path`'s directory (O_TMPFILE), or None where the OS or
+    the file system has none (the caller then writes a named temporary file)."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None or not os.path.isdir("/proc/self/fd"):
+        return None
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        return os.open(os.path.dirname(os.path.abspath(path)), flag | os.O_WRONLY, 0o666 & ~umask)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+            return None  # no O_TMPFILE here; ENOENT: a missing directory, which the named path reports
+        raise
+
+
+def _link_unnamed(fd, path):
+    """Gives the unnamed file `fd` the name `path`, replacing what `path` was, in one step for readers."""
+    source = f"/proc/self/fd/{fd}"
+    # With a dst_dir_fd, os.link calls linkat(..., AT_SYMLINK_FOLLOW): it links the file the
+    # /proc entry stands for (plain link() would link the entry itself, across devices).
+    directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        try:
+            os.link(source, os.path.basename(path), dst_dir_fd=directory, follow_symlinks=True)
+            return
+        except FileExistsError:
+            pass
+        temp = os.path.basename(temp_name(path))  # `path` exists: link beside it, then rename over it
+        os.link(source, temp, dst_dir_fd=directory, follow_symlinks=True)
+        try:
+            os.replace(temp, os.path.basename(path), src_dir_fd=directory, dst_dir_fd=directory)
+        except BaseException:
+            os.unlink(temp, dir_fd=directory)
+            raise
+    finally:
+        os.close(directory)
 
 
 def write_text(path, text):
@@ -300,7 +352,7 @@ def export_directory(export_dir, parts=None):
     gfile = _gfile()
     earlier = None
     try:
-        with atomic_output(export_dir) as temp:
+        with atomic_output(export_dir, named=True) as temp:
             yield temp
             if gfile.exists(export_dir) and gfile.listdir(export_dir):
                 earlier = temp_name(export_dir)  # removed once the new export is in place

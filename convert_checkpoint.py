@@ -413,7 +413,7 @@ def write_huggingface(weights, output_dir):
     do_lower_case = True if weights.do_lower_case is None else weights.do_lower_case
 
     tf.io.gfile.makedirs(output_dir)
-    with cli.atomic_output(os.path.join(output_dir, HF_SAFETENSORS)) as temp:
+    with cli.atomic_output(os.path.join(output_dir, HF_SAFETENSORS), named=True) as temp:
         save_file(tensors, temp, metadata={"format": "pt"})
         _make_readable(temp)
     cli.write_text(os.path.join(output_dir, HF_CONFIG), json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
@@ -645,7 +645,7 @@ def write_keras_hub(weights, output_dir):
 
     tf.io.gfile.makedirs(os.path.join(output_dir, os.path.dirname(KERAS_HUB_VOCAB)))
     count = 0
-    with cli.atomic_output(os.path.join(output_dir, KERAS_HUB_WEIGHTS)) as temp:
+    with cli.atomic_output(os.path.join(output_dir, KERAS_HUB_WEIGHTS), named=True) as temp:
         with h5py.File(temp, "w") as f:
             f.create_group("vars").attrs["name"] = "bert_backbone"
             for group, name, variables in keras_hub_layers(config):

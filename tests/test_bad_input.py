@@ -868,3 +868,38 @@ def test_exported_models_answer_an_empty_request_with_empty_outputs(tmp_path):
         "classifier/probabilities": [0, 2],
         "preprocess/input_word_ids": [0, 16], "preprocess/input_mask": [0, 16], "preprocess/input_type_ids": [0, 16],
         "encoder/pooled_output": [0, 16], "encoder/sequence_output": [0, 16, 16]}
+
+
+# --- An output being written has no name until it is whole --------------------------------------
+
+def test_create_pretraining_data_output_has_no_name_while_written_or_after_a_kill(tmp_path):
+    w = str(tmp_path)
+    flags = dict(setup_create_pretraining_data(w), num_workers=2, dupe_factor=8,
+                 output_file=f"{w}/out/a.tfrecord,{w}/out/b.tfrecord")
+    os.remove(f"{w}/out/records.tfrecord")
+    process = start("create_pretraining_data.py", flags, subprocess.DEVNULL, {"TMPDIR": w})
+    seen = set()
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        seen.update(os.listdir(f"{w}/out"))
+        if seen:  # the outputs are named: the run is done with them
+            break
+        time.sleep(0.005)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    seen.update(os.listdir(f"{w}/out"))
+    assert seen <= {"a.tfrecord", "b.tfrecord"}, seen
+    if seen:
+        assert {len(tfrecord_lengths(f"{w}/out/{name}")) > 50 for name in seen} == {True}
+
+
+def test_atomic_output_writes_an_unnamed_file_and_names_it_whole(tmp_path):
+    path = str(tmp_path / "out.txt")
+    with cli.atomic_output(path) as temp:
+        _write(temp, "new")
+        assert os.listdir(tmp_path) == []  # written, but under no name
+    assert open(path).read() == "new" and os.listdir(tmp_path) == ["out.txt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
