@@ -314,41 +314,101 @@ def write_text(path, text):
                 f.write(text)
 
 
-def check_export_dir(export_dir, protected=(), parts=None):
-    """Refuses an --export_dir whose replacement would delete files the user keeps there.
+def check_export_dir(export_dir, protected=(), parts=None, flag="--export_dir", what="SavedModel"):
+    """Refuses an output directory whose replacement would delete files the user keeps there.
 
-    It may be missing, an empty directory, or an earlier export: a SavedModel directory, or
-    with `parts` (the subdirectory names an export writes) a directory holding only those;
-    nor may it hold or be one of the `protected` (flag name, path) pairs (data_dir, ...).
+    It may be missing, an empty directory, or an earlier output: a SavedModel directory, or
+    with `parts` (the names, or fnmatch patterns, of what the output holds) a directory
+    holding only those; nor may it hold or be one of the `protected` (flag name, path)
+    pairs (data_dir, ...). `flag` and `what` name the directory and the output in messages.
     """
+    import fnmatch
     gfile = _gfile()
     if not gfile.exists(export_dir):
         return
     if not gfile.isdir(export_dir):
-        raise ValueError(f"--export_dir={export_dir} is a file, not a directory: choose a new path for the "
-                         f"SavedModel")
+        raise ValueError(f"{flag}={export_dir} is a file, not a directory: choose a new path for the {what}")
     real = os.path.realpath(export_dir) if "://" not in export_dir else export_dir.rstrip("/")
     for name, path in protected:
         other = os.path.realpath(path) if path and "://" not in path else (path or "").rstrip("/")
         if path and (other == real or other.startswith(real.rstrip("/") + "/")):
-            raise ValueError(f"--export_dir={export_dir} holds --{name}={path}: an export replaces its whole "
-                             f"directory; choose a new path for the SavedModel")
+            raise ValueError(f"{flag}={export_dir} holds --{name}={path}: the output replaces its whole "
+                             f"directory; choose a new path for the {what}")
     entries = [entry.rstrip("/") for entry in gfile.listdir(export_dir)]
-    earlier_export = (set(entries) <= set(parts) if parts else
-                      any(entry.startswith("saved_model.pb") for entry in entries))
-    if entries and not earlier_export:
-        raise ValueError(f"--export_dir={export_dir} is a directory of other files, not an earlier export: an "
-                         f"export replaces its whole directory; choose a new or empty path for the SavedModel")
+    if parts:
+        earlier_output = all(any(fnmatch.fnmatchcase(entry, part) for part in parts) for entry in entries)
+    else:
+        earlier_output = any(entry.startswith("saved_model.pb") for entry in entries)
+    if entries and not earlier_output:
+        raise ValueError(f"{flag}={export_dir} is a directory of other files, not an earlier export: the output "
+                         f"replaces its whole directory; choose a new or empty path for the {what}")
 
 
 @contextlib.contextmanager
-def export_directory(export_dir, parts=None):
-    """Yields a temporary directory to write an export in; it becomes `export_dir` on success.
+def export_directory(export_dir, parts=None, flag="--export_dir", what="SavedModel"):
+    """Yields a temporary directory to write an output directory in; it becomes `export_dir` on success.
 
-    check_export_dir first (nothing but an earlier export is ever replaced). The earlier
-    export is set aside only once the new one is complete, and put back if the swap fails.
+    check_export_dir first (nothing but an earlier output is ever replaced). Locally the
+    earlier output and the new one trade places in one step (renameat2 RENAME_EXCHANGE), so
+    a kill at any moment leaves `export_dir` whole, old or new; where the kernel or file
+    system cannot, the earlier output is set aside only once the new one is complete, and
+    put back if the swap fails.
     """
-    check_export_dir(export_dir, parts=parts)
+    check_export_dir(export_dir, parts=parts, flag=flag, what=what)
+    if "://" in export_dir:
+        with _remote_export_directory(export_dir) as temp:
+            yield temp
+        return
+    make_directories(os.path.dirname(os.path.abspath(export_dir)))
+    remove_stale_temps(export_dir)
+    temp = temp_name(export_dir)
+    try:
+        yield temp
+        _move_directory_into_place(temp, export_dir)
+    finally:
+        _remove(temp)  # the new one after a failure, or the earlier output after the swap
+
+
+def _move_directory_into_place(temp, export_dir):
+    """Puts directory `temp` at `export_dir`; an earlier `export_dir` ends up at `temp`."""
+    if not os.path.lexists(export_dir):
+        os.rename(temp, export_dir)
+        return
+    if _exchange(temp, export_dir):
+        return
+    earlier = temp_name(export_dir)
+    os.rename(export_dir, earlier)
+    try:
+        os.rename(temp, export_dir)
+    except BaseException:
+        os.rename(earlier, export_dir)  # keep the earlier output
+        raise
+    os.rename(earlier, temp)
+
+
+def _exchange(a, b):
+    """Swaps two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(error, os.strerror(error), b)
+
+
+@contextlib.contextmanager
+def _remote_export_directory(export_dir):
+    """export_directory for a tf.io.gfile scheme (gs://, ...): no atomic swap there."""
     gfile = _gfile()
     earlier = None
     try:

@@ -535,7 +535,9 @@ def test_full_disk_fails_in_one_line_and_keeps_the_earlier_output(tmp_path, full
         _write(target, "an earlier good output\n")
     else:
         os.makedirs(target)
-        _write(os.path.join(target, "earlier.txt"), "an earlier good output\n")
+        # The converter replaces only an earlier output of its own (config.json: Hugging Face's).
+        earlier = "config.json" if script == "convert_checkpoint.py" else "earlier.txt"
+        _write(os.path.join(target, earlier), "an earlier good output\n")
     flags[output_flag] = target
     fill()
     before = snapshot(mount)
@@ -903,3 +905,33 @@ def test_atomic_output_writes_an_unnamed_file_and_names_it_whole(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+
+
+# --- The converter writes only into an empty directory or over an earlier output of its format --
+
+@pytest.mark.parametrize("output_format", ["original", "huggingface", "keras_hub"])
+def test_converter_refuses_a_directory_of_other_files(tmp_path, output_format):
+    w = str(tmp_path)
+    flags = dict(setup_convert_checkpoint(w), output_format=output_format)
+    _write(f"{w}/out/notes.txt", "mine")
+    before = snapshot(w)
+    result = run("convert_checkpoint.py", flags)
+    assert_failed_cleanly(result, "convert_checkpoint.py", f"--output_dir={w}/out is a directory of other files",
+                          w, before)
+
+
+@pytest.mark.parametrize("output_format", ["original", "huggingface", "keras_hub"])
+def test_converter_replaces_an_earlier_output_of_its_format_whole(tmp_path, output_format):
+    w = str(tmp_path)
+    flags = dict(setup_convert_checkpoint(w), output_format=output_format, output_dir=f"{w}/converted")
+    first = run("convert_checkpoint.py", flags)
+    assert first.returncode == 0, first.stderr[-3000:]
+    written = snapshot(f"{w}/converted")
+    assert written and f"{w}/converted" in first.stderr and ".tmp-" not in first.stderr
+    again = run("convert_checkpoint.py", flags)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert snapshot(f"{w}/converted") == written and temp_names(w) == []
+    other = "keras_hub" if output_format != "keras_hub" else "huggingface"
+    before = snapshot(w)
+    refused = run("convert_checkpoint.py", dict(flags, output_format=other))  # another format's output
+    assert_failed_cleanly(refused, "convert_checkpoint.py", "is a directory of other files", w, before)
