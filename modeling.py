@@ -877,7 +877,9 @@ def resolve_checkpoint(path):
         # directory (ram://out/model.ckpt-2 "holds" model.ckpt-2.index).
         return path
     if tf.io.gfile.isdir(path):
-        latest = latest_checkpoint(path)
+        # The state file's choice: a newer checkpoint it does not name may be one that is not
+        # meant to be used (output_dir/best/ keeps only its best).
+        latest = tf.train.latest_checkpoint(path)
         if latest is None:
             raise ValueError("no checkpoint found in directory %s (no 'checkpoint' state file);"
                              " pass a checkpoint prefix such as %s" %
@@ -890,8 +892,9 @@ def resolve_checkpoint(path):
 
 
 def latest_checkpoint(directory, usable=None):
-    """The newest checkpoint in `directory`: the one its `checkpoint` state file names, or a
-    newer `NAME-STEP` checkpoint the state file does not name yet; None when there is none.
+    """The newest checkpoint in a directory of training checkpoints: the one its `checkpoint`
+    state file names, or a newer `NAME-STEP` checkpoint the state file does not name yet; None
+    when there is none. (Not for any directory: output_dir/best/ names its best, not its newest.)
 
     A save writes the checkpoint's files, then the state file: a run killed in between
     leaves a whole checkpoint that the state file does not know, and the newest progress

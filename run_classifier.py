@@ -807,7 +807,13 @@ def write_test_results(path, predictions, num_examples):
 
 
 class _BestCheckpoint:
-    """Keeps output_dir/best/: the weights with the best dev metric seen during training."""
+    """Keeps output_dir/best/: the weights with the best dev metric seen during training.
+
+    Its eval_results.txt (with global_step) says which checkpoint is the best: a new best's
+    checkpoint is written first, then eval_results.txt, then the `checkpoint` state file,
+    and only then is the old one removed, so a kill at any moment leaves results and
+    weights that belong together (a resumed run repairs a state file left behind).
+    """
 
     def __init__(self, directory, metric):
         self.directory, self.metric = directory, metric
@@ -818,7 +824,21 @@ class _BestCheckpoint:
                 values = dict(line.strip().split(" = ", 1) for line in f if " = " in line)
             self.value = float(values[metric])
             self.step = int(values["global_step"])
-            self.prefix = tf.train.latest_checkpoint(directory)
+            prefix = os.path.join(directory, f"model.ckpt-{self.step}")
+            if tf.io.gfile.exists(prefix + ".index"):
+                self.prefix = prefix
+                others = [path for path in tf.io.gfile.glob(os.path.join(directory, "model.ckpt-*"))
+                          if not path.startswith(prefix + ".")]
+                if others or tf.train.latest_checkpoint(directory) != prefix:
+                    self._keep_only(prefix)  # a kill during an offer: before or after eval_results.txt
+            else:
+                self.prefix = tf.train.latest_checkpoint(directory)
+
+    def _keep_only(self, prefix):
+        training.write_checkpoint_state(self.directory, [prefix])
+        for old in tf.io.gfile.glob(os.path.join(self.directory, "model.ckpt-*")):
+            if not old.startswith(prefix + "."):
+                tf.io.gfile.remove(old)
 
     def offer(self, step, results, model):
         value = float(results[self.metric])
@@ -826,11 +846,8 @@ class _BestCheckpoint:
             return
         prefix = os.path.join(self.directory, f"model.ckpt-{step}")
         modeling.save_checkpoint(prefix, modeling.original_name_map(model))
-        training.write_checkpoint_state(self.directory, [prefix])
-        for old in tf.io.gfile.glob(os.path.join(self.directory, "model.ckpt-*")):
-            if not old.startswith(prefix + "."):
-                tf.io.gfile.remove(old)
         training.write_eval_results(os.path.join(self.directory, "eval_results.txt"), results)
+        self._keep_only(prefix)
         self.step, self.value, self.prefix = step, value, prefix
         logging.info("New best %s = %s at step %d -> %s", self.metric, value, step, prefix)
 

@@ -935,3 +935,26 @@ def test_converter_replaces_an_earlier_output_of_its_format_whole(tmp_path, outp
     before = snapshot(w)
     refused = run("convert_checkpoint.py", dict(flags, output_format=other))  # another format's output
     assert_failed_cleanly(refused, "convert_checkpoint.py", "is a directory of other files", w, before)
+
+
+# --- best/ : its results and its weights always belong together ----------------------------------
+
+def test_best_checkpoint_killed_before_its_state_file_is_repaired_on_resume(tmp_path):
+    import run_classifier
+    import training
+    best = str(tmp_path / "best")
+    for step in (2, 4):
+        _copy_checkpoint(os.path.join(GOLDEN, "classifier_tiny.ckpt"), f"{best}/model.ckpt-{step}")
+    # A kill after the new best's checkpoint and eval_results.txt, before the state file.
+    training.write_checkpoint_state(best, [f"{best}/model.ckpt-2"])
+    _write(f"{best}/eval_results.txt", "eval_accuracy = 0.75\nglobal_step = 4\n")
+    kept = run_classifier._BestCheckpoint(best, "eval_accuracy")
+    assert (kept.step, kept.value, kept.prefix) == (4, 0.75, f"{best}/model.ckpt-4")
+    assert open(f"{best}/checkpoint").readline() == 'model_checkpoint_path: "model.ckpt-4"\n'
+    assert sorted(os.listdir(best)) == ["checkpoint", "eval_results.txt", "model.ckpt-4.data-00000-of-00001",
+                                        "model.ckpt-4.index"]
+    # A kill after the new best's checkpoint only: the earlier best stays the best.
+    _copy_checkpoint(os.path.join(GOLDEN, "classifier_tiny.ckpt"), f"{best}/model.ckpt-6")
+    kept = run_classifier._BestCheckpoint(best, "eval_accuracy")
+    assert (kept.step, kept.prefix) == (4, f"{best}/model.ckpt-4")
+    assert not os.path.exists(f"{best}/model.ckpt-6.index")
