@@ -313,6 +313,7 @@ def read_original(init_checkpoint, bert_config_file, vocab_file, do_lower_case=T
     expected = modeling.original_variable_shapes(
         config, masked_lm="masked_lm" in heads, next_sentence="next_sentence" in heads,
         num_labels=shapes["output_weights"][0] if "classifier" in heads else None, squad="squad" in heads)
+    modeling.check_encoder_layers(prefix, shapes, expected, keep_all=True)
     tensors = collections.OrderedDict()
     for name, shape in expected.items():
         if name not in shapes:

@@ -1014,12 +1014,13 @@ def _layer_list(numbers):
     return ", ".join(f"layer_{a}" if a == b else f"layer_{a}-layer_{b}" for a, b in runs)
 
 
-def check_encoder_layers(prefix, checkpoint_names, model_names):
+def check_encoder_layers(prefix, checkpoint_names, model_names, keep_all=False):
     """Raises ValueError when the model has whole encoder layers the checkpoint lacks.
 
     Such layers would start at random with no word (a config of 12 layers given a
-    checkpoint of 4, say). Layers of the checkpoint that the model lacks are only logged:
-    a shallower model taken from a deeper checkpoint can be meant.
+    checkpoint of 4, say). Layers of the checkpoint that the model lacks are only logged
+    (a shallower model taken from a deeper checkpoint can be meant), unless `keep_all`
+    (a conversion, which must keep every layer) makes them an error too.
     """
     have, want = _encoder_layer_numbers(checkpoint_names), _encoder_layer_numbers(model_names)
     if not have:
@@ -1030,6 +1031,10 @@ def check_encoder_layers(prefix, checkpoint_names, model_names):
                          f"num_hidden_layers={len(want)}: {_layer_list(missing)} would start at random; use the "
                          f"bert_config.json that came with the checkpoint")
     extra = sorted(set(have) - set(want))
+    if extra and keep_all:
+        raise ValueError(f"checkpoint {prefix} has {len(have)} encoder layers but the BERT config has "
+                         f"num_hidden_layers={len(want)}: {_layer_list(extra)} would be left out; use the "
+                         f"bert_config.json that came with the checkpoint")
     if extra and want:
         logging.warning("Checkpoint %s has %d encoder layers, the model %d: %s of the checkpoint are not used",
                         prefix, len(have), len(want), _layer_list(extra))

@@ -355,6 +355,10 @@ CASES = [
     # convert_checkpoint.py
     ("cc-truncated", "convert_checkpoint.py", {}, lambda w: _truncate(f"{w}/orig/bert_model.ckpt.data-00000-of-00001"),
      "truncated"),
+    ("cc-checkpoint-fewer-layers", "convert_checkpoint.py", {},
+     lambda w: _edit_json(f"{w}/orig/bert_config.json", num_hidden_layers=6), "layer_4-layer_5 would start at random"),
+    ("cc-checkpoint-more-layers", "convert_checkpoint.py", {},
+     lambda w: _edit_json(f"{w}/orig/bert_config.json", num_hidden_layers=3), "layer_3 would be left out"),
     ("cc-input-missing", "convert_checkpoint.py", {"input_dir": "{w}/none"}, None, "not a directory"),
     ("cc-config-no-vocab-size", "convert_checkpoint.py", {},
      lambda w: _edit_json(f"{w}/orig/bert_config.json", vocab_size=None), "vocab_size"),
