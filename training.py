@@ -170,6 +170,8 @@ def check_cluster_config(config):
         raise ValueError('TF_CONFIG has no "task" (an object such as {"type": "worker", "index": 0}) saying '
                          'which task of the cluster this process is')
     task_type, index = task["type"], task.get("index", 0)
+    if task_type == "evaluator":
+        return  # tf.distribute's side-car evaluator is outside the cluster it watches
     if task_type not in cluster:
         raise ValueError(f'TF_CONFIG: task type "{task_type}" is not in the cluster, which has '
                          f"{', '.join(map(str, cluster))}")
