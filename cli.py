@@ -8,6 +8,7 @@ jobs report progress. Imports nothing of the project, and TensorFlow only when a
 """
 
 import contextlib
+import errno
 import glob
 import os
 import re
@@ -79,6 +80,7 @@ def run(main, script_name, required_flags=()):
     except Exception as e:  # pylint: disable=broad-except
         if not _is_user_error(e):
             raise
+        remove_created_directories()
         _fail(script_name, describe_error(e))
 
 
@@ -230,15 +232,27 @@ def _remove(path):
 
 
 @contextlib.contextmanager
-def atomic_output(path):
-    """Yields a temporary name to write `path` under; renames it to `path` on success.
+def atomic_output(path, named=False):
+    """Yields a temporary name to write `path` under; it becomes `path` on success.
 
     On any error (or interrupt) the temporary file is removed and `path` keeps what it
     held before, so a reader never sees a half-written output under its final name.
-    Two outputs of one process never share a temporary name. Local paths and any
-    tf.io.gfile scheme (gs://, ...) work.
+    A local file is written as an unnamed file of its directory (Linux O_TMPFILE: the name
+    yielded is /proc/self/fd/N), linked in under `path` at the end: a killed run leaves no
+    name behind for a glob to see. It is a named temporary file beside `path`, renamed,
+    elsewhere (another OS or file system, a remote path) and with `named` (a directory, or a
+    library that writes its own temporary file next to the one it is given: safetensors, h5py).
+    Two outputs of one process never share a temporary name.
     """
     remove_stale_temps(path)
+    unnamed = None if named or "://" in path else _unnamed_file(path)
+    if unnamed is not None:
+        try:
+            yield f"/proc/self/fd/{unnamed}"
+            _link_unnamed(unnamed, path)
+        finally:
+            os.close(unnamed)
+        return
     temp = temp_name(path)
     try:
         yield temp
@@ -248,6 +262,45 @@ def atomic_output(path):
             os.replace(temp, path)
     finally:
         _remove(temp)
+
+
+def _unnamed_file(path):
+    """A descriptor of a new unnamed file in `path`'s directory (O_TMPFILE), or None where the OS or
+    the file system has none (the caller then writes a named temporary file)."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None or not os.path.isdir("/proc/self/fd"):
+        return None
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        return os.open(os.path.dirname(os.path.abspath(path)), flag | os.O_WRONLY, 0o666 & ~umask)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+            return None  # no O_TMPFILE here; ENOENT: a missing directory, which the named path reports
+        raise
+
+
+def _link_unnamed(fd, path):
+    """Gives the unnamed file `fd` the name `path`, replacing what `path` was, in one step for readers."""
+    source = f"/proc/self/fd/{fd}"
+    # With a dst_dir_fd, os.link calls linkat(..., AT_SYMLINK_FOLLOW): it links the file the
+    # /proc entry stands for (plain link() would link the entry itself, across devices).
+    directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        try:
+            os.link(source, os.path.basename(path), dst_dir_fd=directory, follow_symlinks=True)
+            return
+        except FileExistsError:
+            pass
+        temp = os.path.basename(temp_name(path))  # `path` exists: link beside it, then rename over it
+        os.link(source, temp, dst_dir_fd=directory, follow_symlinks=True)
+        try:
+            os.replace(temp, os.path.basename(path), src_dir_fd=directory, dst_dir_fd=directory)
+        except BaseException:
+            os.unlink(temp, dir_fd=directory)
+            raise
+    finally:
+        os.close(directory)
 
 
 def write_text(path, text):
@@ -261,45 +314,105 @@ def write_text(path, text):
                 f.write(text)
 
 
-def check_export_dir(export_dir, protected=(), parts=None):
-    """Refuses an --export_dir whose replacement would delete files the user keeps there.
+def check_export_dir(export_dir, protected=(), parts=None, flag="--export_dir", what="SavedModel"):
+    """Refuses an output directory whose replacement would delete files the user keeps there.
 
-    It may be missing, an empty directory, or an earlier export: a SavedModel directory, or
-    with `parts` (the subdirectory names an export writes) a directory holding only those;
-    nor may it hold or be one of the `protected` (flag name, path) pairs (data_dir, ...).
+    It may be missing, an empty directory, or an earlier output: a SavedModel directory, or
+    with `parts` (the names, or fnmatch patterns, of what the output holds) a directory
+    holding only those; nor may it hold or be one of the `protected` (flag name, path)
+    pairs (data_dir, ...). `flag` and `what` name the directory and the output in messages.
     """
+    import fnmatch
     gfile = _gfile()
     if not gfile.exists(export_dir):
         return
     if not gfile.isdir(export_dir):
-        raise ValueError(f"--export_dir={export_dir} is a file, not a directory: choose a new path for the "
-                         f"SavedModel")
+        raise ValueError(f"{flag}={export_dir} is a file, not a directory: choose a new path for the {what}")
     real = os.path.realpath(export_dir) if "://" not in export_dir else export_dir.rstrip("/")
     for name, path in protected:
         other = os.path.realpath(path) if path and "://" not in path else (path or "").rstrip("/")
         if path and (other == real or other.startswith(real.rstrip("/") + "/")):
-            raise ValueError(f"--export_dir={export_dir} holds --{name}={path}: an export replaces its whole "
-                             f"directory; choose a new path for the SavedModel")
+            raise ValueError(f"{flag}={export_dir} holds --{name}={path}: the output replaces its whole "
+                             f"directory; choose a new path for the {what}")
     entries = [entry.rstrip("/") for entry in gfile.listdir(export_dir)]
-    earlier_export = (set(entries) <= set(parts) if parts else
-                      any(entry.startswith("saved_model.pb") for entry in entries))
-    if entries and not earlier_export:
-        raise ValueError(f"--export_dir={export_dir} is a directory of other files, not an earlier export: an "
-                         f"export replaces its whole directory; choose a new or empty path for the SavedModel")
+    if parts:
+        earlier_output = all(any(fnmatch.fnmatchcase(entry, part) for part in parts) for entry in entries)
+    else:
+        earlier_output = any(entry.startswith("saved_model.pb") for entry in entries)
+    if entries and not earlier_output:
+        raise ValueError(f"{flag}={export_dir} is a directory of other files, not an earlier export: the output "
+                         f"replaces its whole directory; choose a new or empty path for the {what}")
 
 
 @contextlib.contextmanager
-def export_directory(export_dir, parts=None):
-    """Yields a temporary directory to write an export in; it becomes `export_dir` on success.
+def export_directory(export_dir, parts=None, flag="--export_dir", what="SavedModel"):
+    """Yields a temporary directory to write an output directory in; it becomes `export_dir` on success.
 
-    check_export_dir first (nothing but an earlier export is ever replaced). The earlier
-    export is set aside only once the new one is complete, and put back if the swap fails.
+    check_export_dir first (nothing but an earlier output is ever replaced). Locally the
+    earlier output and the new one trade places in one step (renameat2 RENAME_EXCHANGE), so
+    a kill at any moment leaves `export_dir` whole, old or new; where the kernel or file
+    system cannot, the earlier output is set aside only once the new one is complete, and
+    put back if the swap fails.
     """
-    check_export_dir(export_dir, parts=parts)
+    check_export_dir(export_dir, parts=parts, flag=flag, what=what)
+    if "://" in export_dir:
+        with _remote_export_directory(export_dir) as temp:
+            yield temp
+        return
+    make_directories(os.path.dirname(os.path.abspath(export_dir)))
+    remove_stale_temps(export_dir)
+    temp = temp_name(export_dir)
+    try:
+        yield temp
+        _move_directory_into_place(temp, export_dir)
+    finally:
+        _remove(temp)  # the new one after a failure, or the earlier output after the swap
+
+
+def _move_directory_into_place(temp, export_dir):
+    """Puts directory `temp` at `export_dir`; an earlier `export_dir` ends up at `temp`."""
+    if not os.path.lexists(export_dir):
+        os.rename(temp, export_dir)
+        return
+    if _exchange(temp, export_dir):
+        return
+    earlier = temp_name(export_dir)
+    os.rename(export_dir, earlier)
+    try:
+        os.rename(temp, export_dir)
+    except BaseException:
+        os.rename(earlier, export_dir)  # keep the earlier output
+        raise
+    os.rename(earlier, temp)
+
+
+def _exchange(a, b):
+    """Swaps two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(error, os.strerror(error), b)
+
+
+@contextlib.contextmanager
+def _remote_export_directory(export_dir):
+    """export_directory for a tf.io.gfile scheme (gs://, ...): no atomic swap there."""
     gfile = _gfile()
     earlier = None
     try:
-        with atomic_output(export_dir) as temp:
+        with atomic_output(export_dir, named=True) as temp:
             yield temp
             if gfile.exists(export_dir) and gfile.listdir(export_dir):
                 earlier = temp_name(export_dir)  # removed once the new export is in place
@@ -310,6 +423,34 @@ def export_directory(export_dir, parts=None):
                 gfile.rmtree(earlier)
             else:
                 gfile.rename(earlier, export_dir)  # the new one failed: keep the earlier export
+
+
+_CREATED_DIRECTORIES = []  # local directories this process created, outermost first
+
+
+def make_directories(path):
+    """Creates directory `path` and its missing parents (local, or any tf.io.gfile scheme).
+
+    The local directories it creates are remembered: a run that then fails removes those
+    still empty (remove_created_directories), so a failure leaves no trace.
+    """
+    if "://" in path:
+        _gfile().makedirs(path)
+        return
+    missing = []
+    head = os.path.abspath(path)
+    while head and not os.path.exists(head):
+        missing.append(head)
+        head = os.path.dirname(head)
+    os.makedirs(path, exist_ok=True)
+    _CREATED_DIRECTORIES.extend(reversed(missing))
+
+
+def remove_created_directories():
+    """Removes the directories make_directories created that are (still) empty, innermost first."""
+    while _CREATED_DIRECTORIES:
+        with contextlib.suppress(OSError):
+            os.rmdir(_CREATED_DIRECTORIES.pop())
 
 
 def process_alive(pid):

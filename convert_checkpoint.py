@@ -313,6 +313,7 @@ def read_original(init_checkpoint, bert_config_file, vocab_file, do_lower_case=T
     expected = modeling.original_variable_shapes(
         config, masked_lm="masked_lm" in heads, next_sentence="next_sentence" in heads,
         num_labels=shapes["output_weights"][0] if "classifier" in heads else None, squad="squad" in heads)
+    modeling.check_encoder_layers(prefix, shapes, expected, keep_all=True)
     tensors = collections.OrderedDict()
     for name, shape in expected.items():
         if name not in shapes:
@@ -327,17 +328,21 @@ def read_original(init_checkpoint, bert_config_file, vocab_file, do_lower_case=T
     return BertWeights(config, tensors, vocab_file, do_lower_case, prefix)
 
 
-def write_original(weights, output_dir):
-    """Writes bert_model.ckpt, bert_config.json and vocab.txt; returns the number of tensors."""
+def write_original(weights, output_dir, shown_as=None):
+    """Writes bert_model.ckpt, bert_config.json and vocab.txt; returns the number of tensors.
+
+    `shown_as`: the directory the log names (output_dir may be a temporary one, moved there).
+    """
+    where = shown_as or output_dir
     tf.io.gfile.makedirs(output_dir)
     modeling.save_checkpoint(os.path.join(output_dir, ORIGINAL_CHECKPOINT), weights.tensors)
     cli.write_text(os.path.join(output_dir, ORIGINAL_CONFIG), weights.config.to_json_string())
     _copy_atomically(weights.vocab_file, os.path.join(output_dir, VOCAB))
     logging.info("Converted %d tensors (heads: %s) of %s to %s. Use: --bert_config_file=%s "
                  "--init_checkpoint=%s --vocab_file=%s%s", len(weights.tensors),
-                 ", ".join(heads_of(weights.tensors)) or "none", weights.source, output_dir,
-                 os.path.join(output_dir, ORIGINAL_CONFIG), os.path.join(output_dir, ORIGINAL_CHECKPOINT),
-                 os.path.join(output_dir, VOCAB),
+                 ", ".join(heads_of(weights.tensors)) or "none", weights.source, where,
+                 os.path.join(where, ORIGINAL_CONFIG), os.path.join(where, ORIGINAL_CHECKPOINT),
+                 os.path.join(where, VOCAB),
                  "" if weights.do_lower_case is None else f" --do_lower_case={weights.do_lower_case}")
     return len(weights.tensors)
 
@@ -395,7 +400,7 @@ def read_huggingface(hf_dir):
     return BertWeights(config, converted, vocab_path, _read_lower_case(hf_dir), hf_dir)
 
 
-def write_huggingface(weights, output_dir):
+def write_huggingface(weights, output_dir, shown_as=None):
     """Writes model.safetensors, config.json, vocab.txt and tokenizer_config.json.
 
     Returns:
@@ -413,7 +418,7 @@ def write_huggingface(weights, output_dir):
     do_lower_case = True if weights.do_lower_case is None else weights.do_lower_case
 
     tf.io.gfile.makedirs(output_dir)
-    with cli.atomic_output(os.path.join(output_dir, HF_SAFETENSORS)) as temp:
+    with cli.atomic_output(os.path.join(output_dir, HF_SAFETENSORS), named=True) as temp:
         save_file(tensors, temp, metadata={"format": "pt"})
         _make_readable(temp)
     cli.write_text(os.path.join(output_dir, HF_CONFIG), json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
@@ -422,7 +427,7 @@ def write_huggingface(weights, output_dir):
                                  indent=2) + "\n")
     _copy_atomically(weights.vocab_file, os.path.join(output_dir, VOCAB))
     logging.info("Converted %d tensors (heads: %s) of %s to %s (%s)", len(tensors), ", ".join(heads) or "none",
-                 weights.source, output_dir, hf_config["architectures"][0])
+                 weights.source, shown_as or output_dir, hf_config["architectures"][0])
     return len(tensors)
 
 
@@ -620,7 +625,7 @@ def read_keras_hub(preset_dir):
     return BertWeights(config, tensors, vocab_path, do_lower_case, preset_dir)
 
 
-def write_keras_hub(weights, output_dir):
+def write_keras_hub(weights, output_dir, shown_as=None):
     """Writes a KerasHub BertBackbone preset (config.json, model.weights.h5, tokenizer.json,
     metadata.json, assets/tokenizer/vocabulary.txt); returns the number of tensors written.
 
@@ -645,7 +650,7 @@ def write_keras_hub(weights, output_dir):
 
     tf.io.gfile.makedirs(os.path.join(output_dir, os.path.dirname(KERAS_HUB_VOCAB)))
     count = 0
-    with cli.atomic_output(os.path.join(output_dir, KERAS_HUB_WEIGHTS)) as temp:
+    with cli.atomic_output(os.path.join(output_dir, KERAS_HUB_WEIGHTS), named=True) as temp:
         with h5py.File(temp, "w") as f:
             f.create_group("vars").attrs["name"] = "bert_backbone"
             for group, name, variables in keras_hub_layers(config):
@@ -665,7 +670,8 @@ def write_keras_hub(weights, output_dir):
         cli.write_text(os.path.join(output_dir, name), json.dumps(value, indent=4) + "\n")
     _copy_atomically(weights.vocab_file, os.path.join(output_dir, KERAS_HUB_VOCAB))
     logging.info("Converted %d tensors of %s to the KerasHub preset %s. Use: "
-                 "keras_hub.models.BertBackbone.from_preset(%r)", count, weights.source, output_dir, output_dir)
+                 "keras_hub.models.BertBackbone.from_preset(%r)", count, weights.source, shown_as or output_dir,
+                 shown_as or output_dir)
     return count
 
 
@@ -927,6 +933,12 @@ def read_model(input_format, input_dir, init_checkpoint=None, bert_config_file=N
 
 
 WRITERS = {"original": write_original, "huggingface": write_huggingface, "keras_hub": write_keras_hub}
+# What each output format writes in --output_dir (fnmatch patterns): a directory holding only
+# these is an earlier output of that format, which a conversion may replace.
+OUTPUT_PARTS = {"original": [ORIGINAL_CONFIG, ORIGINAL_CHECKPOINT + ".index", ORIGINAL_CHECKPOINT + ".data-*", VOCAB],
+                "huggingface": [HF_CONFIG, HF_SAFETENSORS, "tokenizer_config.json", VOCAB],
+                "keras_hub": [KERAS_HUB_CONFIG, KERAS_HUB_WEIGHTS, KERAS_HUB_TOKENIZER, KERAS_HUB_METADATA,
+                              KERAS_HUB_VOCAB.split(os.sep)[0]]}
 
 
 def main(_):
@@ -940,12 +952,17 @@ def main(_):
     else:
         raise ValueError("give --input_dir, or --init_checkpoint with --bert_config_file and --vocab_file")
     output_format = FLAGS.output_format or ("huggingface" if input_format == "original" else "original")
+    # Only an empty directory or an earlier output of this format is ever replaced, whole.
+    output = dict(parts=OUTPUT_PARTS[output_format], flag="--output_dir", what=f"{output_format} model")
+    cli.check_export_dir(FLAGS.output_dir, [(name, getattr(FLAGS, name)) for name in (
+        "input_dir", "init_checkpoint", "bert_config_file", "vocab_file")], **output)
     weights = read_model(input_format, FLAGS.input_dir, FLAGS.init_checkpoint, FLAGS.bert_config_file,
                          FLAGS.vocab_file, FLAGS.do_lower_case)
     if weights.do_lower_case is None and output_format != "original":
         weights = weights._replace(do_lower_case=FLAGS.do_lower_case)  # the input does not say: the flag does
     logging.info("Read %s (%s format); writing %s format", weights.source, input_format, output_format)
-    WRITERS[output_format](weights, FLAGS.output_dir)
+    with cli.export_directory(FLAGS.output_dir, **output) as temp:
+        WRITERS[output_format](weights, temp, shown_as=FLAGS.output_dir)
 
 
 if __name__ == "__main__":

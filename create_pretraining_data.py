@@ -14,6 +14,7 @@ not grow with `dupe_factor`), and `--num_workers` spreads the work over processe
 
 import array
 import collections
+import contextlib
 import gc
 import multiprocessing
 import os
@@ -584,34 +585,21 @@ def _create_shard(shard_index):
 def write_records(records, output_files, encoder_log):
     """Writes records (an iterable of bytes) round-robin to `output_files`, atomically.
 
-    Every file is written under a temporary name and renamed only when all of them
-    are complete, so an interrupted run leaves no partial output.
+    Every file is written as an unnamed (or temporary) file (cli.atomic_output) and takes its
+    name only when all of them are complete, so an interrupted run leaves no partial output.
     """
     tf = cli.import_tensorflow()  # its start-up notices filtered
-    for path in output_files:
-        cli.remove_stale_temps(path)  # what a killed run left
-    temp_names = [cli.temp_name(path) for path in output_files]
-    writers = []
-    try:
-        for name in temp_names:
-            writers.append(tf.io.TFRecordWriter(name))
+    with contextlib.ExitStack() as stack:
+        temps = [stack.enter_context(cli.atomic_output(path)) for path in output_files]
+        writers = [stack.enter_context(tf.io.TFRecordWriter(temp)) for temp in temps]
         total = 0
         for total, record in enumerate(records, 1):
             writers[(total - 1) % len(writers)].write(record)
             if total <= _LOGGED_EXAMPLES:
                 encoder_log(record)
         for writer in writers:
-            writer.close()
-        for name, path in zip(temp_names, output_files):
-            tf.io.gfile.rename(name, path, overwrite=True)
-        return total
-    except BaseException:
-        for writer in writers:
-            writer.close()
-        for name in temp_names:
-            if tf.io.gfile.exists(name):
-                tf.io.gfile.remove(name)
-        raise
+            writer.close()  # before the names: the last exits of the stack link the files in
+    return total
 
 
 def _example_logger(inv_vocab):

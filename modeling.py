@@ -18,6 +18,7 @@ import inspect
 import json
 import math
 import os
+import re
 import uuid
 
 from absl import logging
@@ -878,6 +879,8 @@ def resolve_checkpoint(path):
         # directory (ram://out/model.ckpt-2 "holds" model.ckpt-2.index).
         return path
     if tf.io.gfile.isdir(path):
+        # The state file's choice: a newer checkpoint it does not name may be one that is not
+        # meant to be used (output_dir/best/ keeps only its best).
         latest = tf.train.latest_checkpoint(path)
         if latest is None:
             raise ValueError("no checkpoint found in directory %s (no 'checkpoint' state file);"
@@ -888,6 +891,42 @@ def resolve_checkpoint(path):
         if path.endswith(suffix) and tf.io.gfile.exists(path[:-len(suffix)] + ".index"):
             return path[:-len(suffix)]
     raise ValueError("checkpoint not found: %s (expected the file %s.index)" % (path, path))
+
+
+def latest_checkpoint(directory, usable=None):
+    """The newest checkpoint in a directory of training checkpoints: the one its `checkpoint`
+    state file names, or a newer `NAME-STEP` checkpoint the state file does not name yet; None
+    when there is none. (Not for any directory: output_dir/best/ names its best, not its newest.)
+
+    A save writes the checkpoint's files, then the state file: a run killed in between
+    leaves a whole checkpoint that the state file does not know, and the newest progress
+    there is. It counts when it is whole (checkpoint_problem) and `usable(prefix)`, if
+    given, says yes; a damaged named one is still returned (its reader reports it).
+    """
+    named = tf.train.latest_checkpoint(directory)
+    named_step = _checkpoint_step_of(named) if named else -1
+    newer = []
+    for index in tf.io.gfile.glob(os.path.join(glob_escape(directory), "*-[0-9]*.index")):
+        prefix = index[:-len(".index")]
+        step = _checkpoint_step_of(prefix)
+        if step is not None and step > named_step and (named is None or _same_name(prefix, named)):
+            newer.append((step, prefix))
+    for step, prefix in sorted(newer, reverse=True):
+        if checkpoint_problem(prefix) is None and (usable is None or usable(prefix)):
+            logging.info("%s is whole but %s does not name it yet (a run stopped while saving): using it",
+                         prefix, os.path.join(directory, "checkpoint"))
+            return prefix
+    return named
+
+
+def _checkpoint_step_of(prefix):
+    match = re.search(r"-(\d+)$", prefix)
+    return int(match.group(1)) if match else None
+
+
+def _same_name(prefix, other):
+    """Whether two checkpoint prefixes share their name before `-STEP` (model.ckpt-5, model.ckpt-9)."""
+    return os.path.basename(prefix).rsplit("-", 1)[0] == os.path.basename(other).rsplit("-", 1)[0]
 
 
 CheckpointLoadResult = collections.namedtuple(
@@ -927,8 +966,12 @@ def load_checkpoint(checkpoint, *layers_or_variables):
         reader = tf.train.load_checkpoint(prefix)
     except (tf.errors.OpError, ValueError) as e:
         raise ValueError("cannot read checkpoint %s: %s" % (prefix, _one_line(e))) from None
+    problem = checkpoint_problem(prefix)
+    if problem:
+        raise ValueError(f"checkpoint {prefix} {problem}")
     checkpoint_shapes = reader.get_variable_to_shape_map()
     variables = original_name_map(*layers_or_variables)
+    check_encoder_layers(prefix, checkpoint_shapes, variables)
 
     for name, variable in variables.items():
         if name in checkpoint_shapes:
@@ -953,6 +996,75 @@ def load_checkpoint(checkpoint, *layers_or_variables):
         logging.info("  name = %s, shape = %s%s", name, tuple(variable.shape), init_string)
     unused = sorted(set(checkpoint_shapes) - set(variables))
     return CheckpointLoadResult(prefix, restored, not_in_checkpoint, unused)
+
+
+_ENCODER_LAYER = re.compile(r"(?:^|/)encoder/layer_(\d+)/")
+
+
+def _encoder_layer_numbers(names):
+    return sorted({int(m.group(1)) for m in map(_ENCODER_LAYER.search, names) if m})
+
+
+def _layer_list(numbers):
+    """[2, 3, 4, 7] -> 'layer_2-layer_4, layer_7'."""
+    runs = []
+    for n in numbers:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(f"layer_{a}" if a == b else f"layer_{a}-layer_{b}" for a, b in runs)
+
+
+def check_encoder_layers(prefix, checkpoint_names, model_names, keep_all=False):
+    """Raises ValueError when the model has whole encoder layers the checkpoint lacks.
+
+    Such layers would start at random with no word (a config of 12 layers given a
+    checkpoint of 4, say). Layers of the checkpoint that the model lacks are only logged
+    (a shallower model taken from a deeper checkpoint can be meant), unless `keep_all`
+    (a conversion, which must keep every layer) makes them an error too.
+    """
+    have, want = _encoder_layer_numbers(checkpoint_names), _encoder_layer_numbers(model_names)
+    if not have:
+        return  # not an encoder checkpoint: the caller reports what was restored
+    missing = sorted(set(want) - set(have))
+    if missing:
+        raise ValueError(f"checkpoint {prefix} has {len(have)} encoder layer(s) but the BERT config has "
+                         f"num_hidden_layers={len(want)}: {_layer_list(missing)} would start at random; use the "
+                         f"bert_config.json that came with the checkpoint")
+    extra = sorted(set(have) - set(want))
+    if extra and keep_all:
+        raise ValueError(f"checkpoint {prefix} has {len(have)} encoder layers but the BERT config has "
+                         f"num_hidden_layers={len(want)}: {_layer_list(extra)} would be left out; use the "
+                         f"bert_config.json that came with the checkpoint")
+    if extra and want:
+        logging.warning("Checkpoint %s has %d encoder layers, the model %d: %s of the checkpoint are not used",
+                        prefix, len(have), len(want), _layer_list(extra))
+
+
+def checkpoint_problem(prefix):
+    """Why the checkpoint at `prefix` cannot be whole (unreadable index, .data files missing or
+    shorter than the tensors the index lists), or None. Reads the index and sizes only."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        dtypes = reader.get_variable_to_dtype_map()
+        shapes = reader.get_variable_to_shape_map()
+        data_files = tf.io.gfile.glob(glob_escape(prefix) + ".data-?????-of-?????")
+        have = sum(tf.io.gfile.stat(path).length for path in data_files)
+    except (tf.errors.OpError, ValueError) as e:
+        return f"cannot be read ({_one_line(e)})"
+    if not data_files:
+        return f"has no {os.path.basename(prefix)}.data-* file"
+    need = sum(int(np.prod(shapes[name], dtype=np.int64)) * dtype.size for name, dtype in dtypes.items()
+               if dtype != tf.string)
+    if have < need:
+        return f"is truncated: its .data files hold {have:,} bytes of the {need:,} its index lists"
+    return None
+
+
+def glob_escape(path):
+    """`path` with glob's special characters escaped (tf.io.gfile.glob has no escape of its own)."""
+    return re.sub(r"([*?\[])", r"[\1]", path)
 
 
 def read_checkpoint_tensor(reader, prefix, name):

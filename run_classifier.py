@@ -692,6 +692,7 @@ class ClassifierRun:
         self.output_dir, self.max_seq_length, self.length = output_dir, max_seq_length, length
         self.name_to_features = classifier_features(max_seq_length, self.is_regression)
         self.best = None  # a _BestCheckpoint while evaluating during training
+        self.eval_records_written = False  # eval.tf_record of this run (not a killed run's) is in output_dir
 
     def write_records(self, examples, name):
         path = os.path.join(self.output_dir, name)
@@ -711,8 +712,10 @@ class ClassifierRun:
         """The eval metrics of the dev examples; `step` given: during training (records written once)."""
         examples = _pad_for_tpu(list(eval_examples), batch_size, self.strategy)
         eval_file = os.path.join(self.output_dir, "eval.tf_record")
-        if not tf.io.gfile.exists(eval_file) or step is None:
+        if not self.eval_records_written or step is None:
+            # Written once per run during training: one left by an earlier run may be of other dev data.
             self.write_records(examples, "eval.tf_record")
+            self.eval_records_written = True
         logging.info("***** Running evaluation *****")
         logging.info("  Num examples = %d (%d actual, %d padding)", len(examples), len(eval_examples),
                      len(examples) - len(eval_examples))
@@ -769,6 +772,7 @@ def main(_):
     # Read every input before writing anything, so a bad file leaves output_dir untouched.
     train_examples, eval_examples, predict_examples = _read_examples(
         processor, FLAGS.data_dir, FLAGS.do_train, FLAGS.do_eval or FLAGS.eval_every_steps, FLAGS.do_predict)
+    training.check_start_checkpoint(FLAGS.output_dir, FLAGS.init_checkpoint, bert_config)
     training.ensure_output_dir(FLAGS.output_dir)
 
     strategy = training.start(engine_config)
@@ -811,7 +815,13 @@ def write_test_results(path, predictions, num_examples):
 
 
 class _BestCheckpoint:
-    """Keeps output_dir/best/: the weights with the best dev metric seen during training."""
+    """Keeps output_dir/best/: the weights with the best dev metric seen during training.
+
+    Its eval_results.txt (with global_step) says which checkpoint is the best: a new best's
+    checkpoint is written first, then eval_results.txt, then the `checkpoint` state file,
+    and only then is the old one removed, so a kill at any moment leaves results and
+    weights that belong together (a resumed run repairs a state file left behind).
+    """
 
     def __init__(self, directory, metric):
         self.directory, self.metric = directory, metric
@@ -822,7 +832,21 @@ class _BestCheckpoint:
                 values = dict(line.strip().split(" = ", 1) for line in f if " = " in line)
             self.value = float(values[metric])
             self.step = int(values["global_step"])
-            self.prefix = tf.train.latest_checkpoint(directory)
+            prefix = os.path.join(directory, f"model.ckpt-{self.step}")
+            if tf.io.gfile.exists(prefix + ".index"):
+                self.prefix = prefix
+                others = [path for path in tf.io.gfile.glob(os.path.join(directory, "model.ckpt-*"))
+                          if not path.startswith(prefix + ".")]
+                if others or tf.train.latest_checkpoint(directory) != prefix:
+                    self._keep_only(prefix)  # a kill during an offer: before or after eval_results.txt
+            else:
+                self.prefix = tf.train.latest_checkpoint(directory)
+
+    def _keep_only(self, prefix):
+        training.write_checkpoint_state(self.directory, [prefix])
+        for old in tf.io.gfile.glob(os.path.join(self.directory, "model.ckpt-*")):
+            if not old.startswith(prefix + "."):
+                tf.io.gfile.remove(old)
 
     def offer(self, step, results, model):
         value = float(results[self.metric])
@@ -830,11 +854,8 @@ class _BestCheckpoint:
             return
         prefix = os.path.join(self.directory, f"model.ckpt-{step}")
         modeling.save_checkpoint(prefix, modeling.original_name_map(model))
-        training.write_checkpoint_state(self.directory, [prefix])
-        for old in tf.io.gfile.glob(os.path.join(self.directory, "model.ckpt-*")):
-            if not old.startswith(prefix + "."):
-                tf.io.gfile.remove(old)
         training.write_eval_results(os.path.join(self.directory, "eval_results.txt"), results)
+        self._keep_only(prefix)
         self.step, self.value, self.prefix = step, value, prefix
         logging.info("New best %s = %s at step %d -> %s", self.metric, value, step, prefix)
 

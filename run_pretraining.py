@@ -168,6 +168,7 @@ def main(_):
     strategy = training.start(engine_config)  # first: it configures devices, before TensorFlow runs an op
     name_to_features = pretraining_features(FLAGS.max_seq_length, FLAGS.max_predictions_per_seq)
     training.check_tfrecords(input_files, name_to_features, vocab_size=bert_config.vocab_size)
+    training.check_start_checkpoint(FLAGS.output_dir, FLAGS.init_checkpoint, bert_config)
     training.ensure_output_dir(FLAGS.output_dir)
     with strategy.scope():
         model = PretrainingModel(bert_config, use_one_hot_embeddings=FLAGS.use_tpu,
@@ -178,9 +179,10 @@ def main(_):
     if FLAGS.do_train:
         dataset_fn = training.tfrecord_dataset_fn(input_files, name_to_features, engine_config.data_seed,
                                                   length=length, vocab_size=bert_config.vocab_size)
-        training.train(strategy, engine_config, model, pretraining_loss, dataset_fn, FLAGS.output_dir,
-                       FLAGS.num_train_steps, FLAGS.num_warmup_steps, FLAGS.learning_rate, FLAGS.train_batch_size,
-                       init_checkpoint=FLAGS.init_checkpoint)
+        with training.naming_damaged_input(input_files):
+            training.train(strategy, engine_config, model, pretraining_loss, dataset_fn, FLAGS.output_dir,
+                           FLAGS.num_train_steps, FLAGS.num_warmup_steps, FLAGS.learning_rate,
+                           FLAGS.train_batch_size, init_checkpoint=FLAGS.init_checkpoint)
 
     if FLAGS.do_eval:
         if not FLAGS.do_train:
@@ -191,7 +193,9 @@ def main(_):
         dataset = training.check_token_ids(training.sequential_dataset(
             input_files, name_to_features, FLAGS.eval_batch_size, repeat=True, drop_remainder=True, length=length),
             bert_config.vocab_size)
-        results = training.evaluate(strategy, model, pretraining_metrics, dataset, max_steps=FLAGS.max_eval_steps)
+        with training.naming_damaged_input(input_files):
+            results = training.evaluate(strategy, model, pretraining_metrics, dataset,
+                                        max_steps=FLAGS.max_eval_steps)
         results["global_step"] = training.checkpoint_step(FLAGS.output_dir)
         if training.is_chief(strategy):
             training.write_eval_results(os.path.join(FLAGS.output_dir, "eval_results.txt"), results)

@@ -745,7 +745,10 @@ def prepare_training_features(train_file, vocab_file, tokenizer, output_dir, max
                 meta = json.load(f)
         except ValueError:
             meta = {}
-        if meta.get("made_from") == made_from:
+        problem = training.tfrecord_end_problem(path)
+        if problem:
+            logging.warning("Not reusing %s: it %s; converting the questions again", path, problem)
+        elif meta.get("made_from") == made_from:
             counts = meta["counts"]
             logging.info("Reusing %s (%d features of %d questions)", path, counts["num_features"],
                          counts["num_examples"])
@@ -1492,6 +1495,7 @@ def main(_):
     predict_stats = collections.Counter()
     if FLAGS.do_predict:  # read before anything is written: a bad file leaves output_dir as it was
         examples = read_prediction_examples(FLAGS.predict_file, FLAGS.version_2_with_negative, predict_stats)
+    training.check_start_checkpoint(FLAGS.output_dir, FLAGS.init_checkpoint, bert_config)
     training.ensure_output_dir(FLAGS.output_dir)
     # Features first: the conversion workers fork before TensorFlow's runtime starts.
     if FLAGS.do_train:

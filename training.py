@@ -14,6 +14,7 @@ import math
 import os
 import re
 import socket
+import struct
 import time
 import weakref
 
@@ -105,9 +106,16 @@ class EngineConfig:
 
     @classmethod
     def from_flags(cls, flag_values):
-        """Reads the engine's flags from an absl FlagValues (called by the runners' main())."""
+        """Reads the engine's flags from an absl FlagValues (called by the runners' main()).
+
+        A TF_CONFIG that is set is checked here, before anything is written: valid JSON
+        always, and under multi_worker_mirrored a cluster this process has a place in.
+        """
         def get(name, default=None):
             return getattr(flag_values, name) if name in flag_values else default
+        tf_config = read_tf_config()
+        if get("distribution_strategy") == "multi_worker_mirrored":
+            check_cluster_config(tf_config)
         return cls(distribution_strategy=get("distribution_strategy"), use_tpu=get("use_tpu", False),
                    tpu_name=get("tpu_name"), tpu_zone=get("tpu_zone"), gcp_project=get("gcp_project"),
                    master=get("master"), num_logical_cpus=get("num_logical_cpus", 1),
@@ -121,6 +129,56 @@ class EngineConfig:
 
 
 # --- Strategy and precision -------------------------------------------------------------
+
+def read_tf_config():
+    """The TF_CONFIG environment variable as a dict ({} when unset or empty).
+
+    Raises ValueError in one line naming TF_CONFIG when it is not a JSON object.
+    """
+    text = os.environ.get("TF_CONFIG", "").strip()
+    if not text:
+        return {}
+    try:
+        config = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({e}): set it to an object such as "
+                         f'{{"cluster": {{"worker": ["host1:port", "host2:port"]}}, '
+                         f'"task": {{"type": "worker", "index": 0}}}}') from None
+    if not isinstance(config, dict):
+        raise ValueError(f"TF_CONFIG must be a JSON object with \"cluster\" and \"task\", not "
+                         f"{type(config).__name__} {text[:60]}")
+    return config
+
+
+def check_cluster_config(config):
+    """Raises ValueError in one line when a TF_CONFIG (as a dict) gives this process no place in a cluster.
+
+    An empty config is a lone process. Otherwise `cluster` maps task types to lists of
+    "host:port" addresses and `task` names a type of the cluster and an index within it.
+    """
+    if not config:
+        return
+    cluster, task = config.get("cluster"), config.get("task")
+    if not isinstance(cluster, dict) or not cluster:
+        raise ValueError('TF_CONFIG has no "cluster" (an object such as {"worker": ["host1:port", "host2:port"]})')
+    for task_type, addresses in cluster.items():
+        if (not isinstance(addresses, list) or not addresses
+                or not all(isinstance(a, str) and ":" in a for a in addresses)):
+            raise ValueError(f'TF_CONFIG: cluster "{task_type}" must be a list of "host:port" addresses, '
+                             f"not {json.dumps(addresses)}")
+    if not isinstance(task, dict) or "type" not in task:
+        raise ValueError('TF_CONFIG has no "task" (an object such as {"type": "worker", "index": 0}) saying '
+                         'which task of the cluster this process is')
+    task_type, index = task["type"], task.get("index", 0)
+    if task_type == "evaluator":
+        return  # tf.distribute's side-car evaluator is outside the cluster it watches
+    if task_type not in cluster:
+        raise ValueError(f'TF_CONFIG: task type "{task_type}" is not in the cluster, which has '
+                         f"{', '.join(map(str, cluster))}")
+    if type(index) is not int or not 0 <= index < len(cluster[task_type]):
+        raise ValueError(f'TF_CONFIG: task index {json.dumps(index)} is out of range: the cluster has '
+                         f'{len(cluster[task_type])} "{task_type}" task(s), numbered from 0')
+
 
 def configure_precision(precision):
     """Sets the global Keras dtype policy: variables stay float32, math in `precision`."""
@@ -234,14 +292,140 @@ def check_tfrecords(input_files, name_to_features, flag_name="--input_file", voc
                     raise ValueError(f"{flag_name}: {path} is not a TFRecord file, or is truncated")
                 raise ValueError(f"{flag_name}: {path} holds no records")
             example = tf.io.parse_single_example(first, name_to_features)
+            problem = tfrecord_end_problem(path)
         except tf.errors.OpError as e:
             raise ValueError(f"{flag_name}: {path}: {cli.describe_op_error(e)}") from None
+        if problem:
+            raise ValueError(f"{flag_name}: {path} {problem}")
         for name in TOKEN_ID_FEATURES:
             if vocab_size is not None and name in example:
                 ids = example[name].numpy()
                 if ids.size and (ids.max() >= vocab_size or ids.min() < 0):
                     raise ValueError(f"{flag_name}: {path}: {name} holds token id {ids.max()}, beyond the BERT "
                                      f"config's vocab_size {vocab_size}: the records were made with another vocab")
+
+
+# A TFRecord record: uint64 length, uint32 masked CRC-32C of the length, data, uint32 masked
+# CRC-32C of the data (little-endian).
+_TFRECORD_OVERHEAD = 16
+_TAIL_BYTES = 1 << 16
+
+
+def _crc32c_table():
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+def _masked_crc32c(data):
+    """TFRecord's checksum of `data`: CRC-32C (Castagnoli), rotated and offset."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC32C_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _whole_record_at(data, offset, end):
+    """Whether `data[offset:]` is one whole record ending exactly at `end` (header and data CRCs match)."""
+    if end - offset < _TFRECORD_OVERHEAD:
+        return False
+    length, length_crc = struct.unpack_from("<QI", data, offset)
+    if offset + _TFRECORD_OVERHEAD + length != end or _masked_crc32c(data[offset:offset + 8]) != length_crc:
+        return False
+    body = data[offset + 12:end - 4]
+    return _masked_crc32c(body) == struct.unpack_from("<I", data, end - 4)[0]
+
+
+def _walk_record_headers(f, size):
+    """(offset where the records stop, whether a header failed its CRC) walking the headers from byte 0."""
+    offset = 0
+    while offset + 12 <= size:
+        f.seek(offset)
+        header = f.read(12)
+        length, length_crc = struct.unpack("<QI", header)
+        if _masked_crc32c(header[:8]) != length_crc:
+            return offset, True
+        if offset + _TFRECORD_OVERHEAD + length > size:
+            break
+        offset += _TFRECORD_OVERHEAD + length
+    return offset, False
+
+
+def tfrecord_end_problem(path):
+    """What is wrong with how a TFRecord file ends (a cut copy, a write that did not finish), or None.
+
+    tf.data reads a file cut inside a record's 12-byte header as complete, its last records
+    silently gone. The last 64 KB are checked first: the file is whole when a record there
+    ends exactly at the end of the file with both its CRCs right. Only when none does (a
+    damaged file, or a last record above 64 KB) are the headers walked from the start.
+    """
+    with tf.io.gfile.GFile(path, "rb") as f:
+        size = f.size()
+        if size == 0:
+            return None
+        start = max(0, size - _TAIL_BYTES)
+        f.seek(start)
+        tail = f.read()
+        for offset in range(len(tail) - _TFRECORD_OVERHEAD, -1, -1):
+            if _whole_record_at(tail, offset, len(tail)):
+                return None
+        end, corrupt = _walk_record_headers(f, size)
+    if corrupt:
+        return f"is corrupt: the record header at byte {end:,} of {size:,} fails its checksum"
+    if end == size:
+        return None  # whole records throughout; tf.data checks each record's data CRC as it reads
+    return (f"is truncated: {size:,} bytes, of which the last {size - end:,} are a record cut short after "
+            f"byte {end:,} (an interrupted copy or write?); copy or write it again")
+
+
+@contextlib.contextmanager
+def naming_damaged_input(input_files, flag_name="--input_file"):
+    """Turns tf.data's `corrupted record at N` (a record whose data fails its CRC, found only
+    when read) into one line naming the file that holds a damaged record at byte N."""
+    try:
+        yield
+    except tf.errors.DataLossError as e:
+        match = re.search(r"corrupted record at (\d+)", e.message or "")
+        if not match:
+            raise
+        # tf.data gives the offset of the record's data (a bad data CRC) or of its header.
+        offset = int(match.group(1))
+        damaged = []
+        for path in input_files:
+            if _damaged_record_at(path, offset - 12, check_data=True):
+                damaged.append((path, offset - 12))
+            elif _damaged_record_at(path, offset, check_data=False):
+                damaged.append((path, offset))
+        where, start = damaged[0] if len(damaged) == 1 else ("one of the files", offset)
+        raise ValueError(f"{flag_name}: {where}: the record at byte {start:,} fails its checksum: the file is "
+                         f"damaged; copy or write it again") from None
+
+
+def _damaged_record_at(path, offset, check_data):
+    """Whether `path` has a record at byte `offset` whose header (or, with check_data, data) fails its CRC."""
+    if offset < 0:
+        return False
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            f.seek(offset)
+            header = f.read(12)
+            if len(header) < 12:
+                return False
+            length, length_crc = struct.unpack("<QI", header)
+            if _masked_crc32c(header[:8]) != length_crc:
+                return not check_data
+            body = f.read(min(length, 1 << 30) + 4) if check_data else b""
+    except (tf.errors.OpError, OSError):
+        return False
+    return len(body) == length + 4 and _masked_crc32c(body[:-4]) != struct.unpack("<I", body[-4:])[0]
 
 
 def check_token_ids(dataset, vocab_size):
@@ -339,8 +523,13 @@ class RealLength:
         return tf.minimum((needed + self.multiple - 1) // self.multiple * self.multiple, self.max_seq_length)
 
     def batch_length(self, features):
-        """The length a batch of features is cut to: int32 scalar tensor."""
-        return tf.reduce_max(self.row_lengths(features))
+        """The length a batch of features is cut to: int32 scalar tensor.
+
+        An empty batch (a serving batcher's empty request) gets the shortest length, not
+        reduce_max's lowest int32: its outputs are empty, of the usual shapes.
+        """
+        shortest = tf.constant([self.lengths()[0]], tf.int32)
+        return tf.reduce_max(tf.concat([self.row_lengths(features), shortest], axis=0))
 
     def __call__(self, features):
         """Cuts the sequence features of a batch (a dict of [B, ...] tensors) to its real length."""
@@ -640,7 +829,27 @@ def latest_training_checkpoint(output_dir):
     """The newest checkpoint this engine wrote in output_dir, or None."""
     if not output_dir or not tf.io.gfile.isdir(output_dir):
         return None
-    return tf.train.latest_checkpoint(output_dir)
+    return modeling.latest_checkpoint(output_dir, usable=lambda prefix: _input_positions_whole(output_dir, prefix))
+
+
+def _input_positions_whole(output_dir, prefix):
+    """Whether checkpoint `prefix`, which the state file does not name, can be resumed from.
+
+    Its input positions (written before it) must be there for every pipeline that wrote
+    one; none at all is a run without saved positions (TPU), which resumes by skipping.
+    """
+    step = int(prefix.rsplit("-", 1)[1])
+    saved = tf.io.gfile.glob(input_position_prefix(output_dir, step, "*", "*") + ".index")
+    found = collections.defaultdict(set)
+    for path in saved:
+        match = re.search(r"\.input-(\d+)-of-(\d+)\.index$", path)
+        if match:
+            found[int(match.group(2))].add(int(match.group(1)))
+    if any(indexes == set(range(count)) for count, indexes in found.items()) or not saved:
+        return True
+    logging.warning("Not resuming from %s: the input positions of some workers are missing; using the checkpoint "
+                    "before it", prefix)
+    return False
 
 
 def restore_or_initialize(model, optimizer, output_dir, init_checkpoint):
@@ -667,6 +876,25 @@ def restore_or_initialize(model, optimizer, output_dir, init_checkpoint):
             raise ValueError(f"--init_checkpoint={init_checkpoint}: none of the model's variables is in it "
                              f"(is it a BERT checkpoint in the original names?)")
     return 0
+
+
+def check_start_checkpoint(output_dir, init_checkpoint, config):
+    """Checks the checkpoint a run will start from, before it writes anything.
+
+    That is output_dir's latest checkpoint when it has one (a resume), else
+    --init_checkpoint: it must be whole (modeling.checkpoint_problem) and hold every
+    encoder layer of `config` (a BertConfig). Raises ValueError in one line.
+    """
+    prefix = latest_training_checkpoint(output_dir)
+    if prefix is None:
+        if not init_checkpoint:
+            return
+        prefix = modeling.resolve_checkpoint(init_checkpoint)
+    problem = modeling.checkpoint_problem(prefix)
+    if problem:
+        raise ValueError(f"checkpoint {prefix} {problem}")
+    names = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    modeling.check_encoder_layers(prefix, names, modeling.original_variable_shapes(config))
 
 
 def checkpoint_step(output_dir):
@@ -806,7 +1034,8 @@ class TrainingProgress:
         self.total_steps, self.batch_size = total_steps, batch_size
         self.start_step = start_step
         self.start_time = time.monotonic()
-        self.writer = tf.summary.create_file_writer(output_dir) if write_summaries else None
+        self.output_dir, self.write_summaries = output_dir, write_summaries
+        self.writer = None  # made at the first log: a run that fails before it leaves no events file
         self.memory_devices = _devices_with_memory_stats()
 
     def log(self, step, loss, learning_rate, steps_done, seconds):
@@ -819,7 +1048,9 @@ class TrainingProgress:
                      step, self.total_steps, loss, learning_rate,
                      f"{examples_per_sec:.1f}" if examples_per_sec >= 10 else f"{examples_per_sec:.3g}",
                      _format_seconds(eta), _peak_memory_note(self.memory_devices))
-        if self.writer is not None:
+        if self.write_summaries:
+            if self.writer is None:
+                self.writer = tf.summary.create_file_writer(self.output_dir)
             with self.writer.as_default(step=step):
                 for name, value in (("loss", loss), ("learning_rate", learning_rate),
                                     ("examples_per_sec", examples_per_sec)):
@@ -1292,7 +1523,7 @@ def ensure_output_dir(output_dir):
     then removes what a killed run left there under temporary names.
     """
     try:
-        tf.io.gfile.makedirs(output_dir)
+        cli.make_directories(output_dir)
         # A name of this process's own: workers of one multi-worker run share output_dir.
         probe = os.path.join(output_dir, f".write_test-{os.getpid()}")
         with tf.io.gfile.GFile(probe, "w") as f:
@@ -1334,10 +1565,10 @@ def lock_output_dir(output_dir):
 def _is_chief_by_tf_config():
     """Whether TF_CONFIG (if any) makes this process the chief (is_chief, before any strategy)."""
     try:
-        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        config = read_tf_config()
     except ValueError:
         return True
-    task = config.get("task") or {}
+    task = config.get("task") if isinstance(config.get("task"), dict) else {}
     return _is_chief_task(task.get("type"), task.get("index", 0), config.get("cluster") or {})
 
 

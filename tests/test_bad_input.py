@@ -270,6 +270,9 @@ CASES = [
      "checkpoint not found"),
     ("ef-output-dir-missing", "extract_features.py", {"output_file": "{w}/missing/out.jsonl"}, None,
      "does not exist"),
+    ("ef-checkpoint-fewer-layers", "extract_features.py", {},
+     lambda w: _edit_json(f"{w}/bert_config.json", num_hidden_layers=6),
+     "has 4 encoder layer(s) but the BERT config has num_hidden_layers=6: layer_4-layer_5 would start at random"),
     ("ef-layers", "extract_features.py", {"layers": "-9"}, None, "--layers"),
     ("ef-seq-above-positions", "extract_features.py", {"max_seq_length": 4096}, None, "max_position_embeddings"),
     ("ef-batch-0", "extract_features.py", {"batch_size": 0}, None, "at least 1"),
@@ -306,6 +309,10 @@ CASES = [
      "truncated"),
     ("rc-truncated-resume-checkpoint-training", "run_classifier.py", {"do_train": "true", "do_eval": None},
      lambda w: _damaged_checkpoint_in(f"{w}/out"), "truncated"),
+    ("rc-truncated-init-checkpoint-training", "run_classifier.py", {"do_train": "true"},
+     lambda w: _truncate(f"{w}/ckpt/model.ckpt.data-00000-of-00001"), "is truncated: its .data files hold"),
+    ("rc-checkpoint-fewer-layers", "run_classifier.py", {"do_train": "true"},
+     lambda w: _edit_json(f"{w}/bert_config.json", num_hidden_layers=3), "layer_2 would start at random"),
     ("rc-nothing-to-do", "run_classifier.py", {"do_eval": None}, None, "must be True"),
     ("rc-data-dir-missing", "run_classifier.py", {"data_dir": "{w}/nowhere"}, None, "not a directory"),
     ("rc-bad-columns", "run_classifier.py", {}, lambda w: _write(f"{w}/data/dev.tsv", "a\tb\n1\n"), "columns"),
@@ -323,6 +330,8 @@ CASES = [
     ("rs-predict-file-missing", "run_squad.py", {"predict_file": "{w}/none.json"}, None, "no such file"),
     ("rs-malformed-json", "run_squad.py", {}, lambda w: _write(f"{w}/squad.json", '{"data": ['),
      "malformed JSON"),
+    ("rs-checkpoint-fewer-layers", "run_squad.py", {"do_train": "true", "train_file": "{w}/squad.json"},
+     lambda w: _edit_json(f"{w}/bert_config.json", num_hidden_layers=5), "would start at random"),
     ("rs-predict-batch-0", "run_squad.py", {"predict_batch_size": 0}, None, "--predict_batch_size=0"),
     ("rs-config-missing", "run_squad.py", {"bert_config_file": "{w}/none.json"}, None, "cannot read"),
     ("rs-truncated-init-checkpoint", "run_squad.py", {},
@@ -346,6 +355,10 @@ CASES = [
     # convert_checkpoint.py
     ("cc-truncated", "convert_checkpoint.py", {}, lambda w: _truncate(f"{w}/orig/bert_model.ckpt.data-00000-of-00001"),
      "truncated"),
+    ("cc-checkpoint-fewer-layers", "convert_checkpoint.py", {},
+     lambda w: _edit_json(f"{w}/orig/bert_config.json", num_hidden_layers=6), "layer_4-layer_5 would start at random"),
+    ("cc-checkpoint-more-layers", "convert_checkpoint.py", {},
+     lambda w: _edit_json(f"{w}/orig/bert_config.json", num_hidden_layers=3), "layer_3 would be left out"),
     ("cc-input-missing", "convert_checkpoint.py", {"input_dir": "{w}/none"}, None, "not a directory"),
     ("cc-config-no-vocab-size", "convert_checkpoint.py", {},
      lambda w: _edit_json(f"{w}/orig/bert_config.json", vocab_size=None), "vocab_size"),
@@ -366,7 +379,7 @@ def test_bad_input_fails_in_one_line_and_touches_nothing(tmp_path, case_id, scri
 
 
 # Files a failing case may write: what the run derived before the failure, complete.
-ALLOWED_NEW = {"rc-truncated-resume-checkpoint-training": ["out/train.tf_record"]}
+ALLOWED_NEW = {}
 
 
 # --- Inputs that can be read only once (pipes) ------------------------------------------------
@@ -526,7 +539,9 @@ def test_full_disk_fails_in_one_line_and_keeps_the_earlier_output(tmp_path, full
         _write(target, "an earlier good output\n")
     else:
         os.makedirs(target)
-        _write(os.path.join(target, "earlier.txt"), "an earlier good output\n")
+        # The converter replaces only an earlier output of its own (config.json: Hugging Face's).
+        earlier = "config.json" if script == "convert_checkpoint.py" else "earlier.txt"
+        _write(os.path.join(target, earlier), "an earlier good output\n")
     flags[output_flag] = target
     fill()
     before = snapshot(mount)
@@ -682,3 +697,268 @@ def test_a_real_tensorflow_import_failure_still_shows():
     assert result.returncode == 1
     assert result.stderr.startswith("libtensorflow_framework.so.2: cannot open shared object file\n")
     assert result.stderr.strip().endswith("ImportError: libtensorflow_framework.so.2 missing")
+
+
+# --- A malformed TF_CONFIG names TF_CONFIG ------------------------------------------------------
+
+@pytest.mark.parametrize("tf_config, fragment", [
+    ("{oops", "TF_CONFIG is not valid JSON (Expecting property name enclosed in double quotes"),
+    ('["worker"]', "TF_CONFIG must be a JSON object"),
+    ('{"task": {"type": "worker", "index": 0}}', 'TF_CONFIG has no "cluster"'),
+    ('{"cluster": {"worker": ["localhost:1"]}}', 'TF_CONFIG has no "task"'),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 1}}',
+     "TF_CONFIG: task index 1 is out of range: the cluster has 1 \"worker\" task(s)"),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "chief", "index": 0}}',
+     'TF_CONFIG: task type "chief" is not in the cluster'),
+    ('{"cluster": {"worker": "localhost:1"}, "task": {"type": "worker", "index": 0}}',
+     'cluster "worker" must be a list'),
+])
+def test_malformed_tf_config_is_one_line_naming_it(tmp_path, tf_config, fragment):
+    w = str(tmp_path)
+    flags = dict(setup_run_pretraining(w), distribution_strategy="multi_worker_mirrored")
+    before = snapshot(w)
+    result = run("run_pretraining.py", flags, env={"TF_CONFIG": tf_config})
+    assert_failed_cleanly(result, "run_pretraining.py", fragment, w, before)
+
+
+# --- A TFRecord cut inside a record header is not read as complete ------------------------------
+
+def _record_offsets(path):
+    """Byte offset of every record of a whole TFRecord file, and its size last."""
+    with open(path, "rb") as f:
+        data = f.read()
+    offsets = [0]
+    while offsets[-1] < len(data):
+        offsets.append(offsets[-1] + 16 + struct.unpack_from("<Q", data, offsets[-1])[0])
+    return offsets
+
+
+@pytest.mark.parametrize("into_record, do_train", [(4, "true"), (12, None), (100, "true")])
+def test_tfrecord_cut_inside_a_record_fails_naming_file_and_bytes(tmp_path, into_record, do_train):
+    w = str(tmp_path)
+    flags = dict(setup_run_pretraining(w), do_train=do_train)
+    path = f"{w}/data/records.tfrecord"
+    cut = _record_offsets(path)[27] + into_record  # 4 or 12: inside the 12-byte header of record 28
+    os.truncate(path, cut)
+    before = snapshot(w)
+    result = run("run_pretraining.py", flags)
+    assert_failed_cleanly(result, "run_pretraining.py", f"{path} is truncated: {cut:,} bytes, of which the last "
+                          f"{into_record} are a record cut short", w, before)
+
+
+def test_tfrecord_end_check_reads_only_the_tail_of_a_whole_file(tmp_path):
+    import training
+    source = os.path.join(GOLDEN, "pretraining_plain_0.tfrecord")
+    with open(source, "rb") as f:
+        data = f.read()
+    path = str(tmp_path / "big.tfrecord")
+    with open(path, "wb") as f:
+        f.write(data * 100)  # 12 MB
+    started = time.monotonic()
+    assert training.tfrecord_end_problem(path) is None
+    assert time.monotonic() - started < 0.5
+    os.truncate(path, len(data) * 100 - 3)
+    assert "is truncated" in training.tfrecord_end_problem(path)
+    with open(path, "r+b") as f:  # a damaged length in the first header
+        f.write(b"\xff")
+    assert "the record header at byte 0 of" in training.tfrecord_end_problem(path)
+
+
+def test_squad_rebuilds_a_cut_cached_train_tf_record(tmp_path, caplog):
+    import run_squad
+    import tokenization
+    tokenizer = tokenization.FullTokenizer(os.path.join(GOLDEN, "squad_vocab.txt"), do_lower_case=True)
+    args = (os.path.join(GOLDEN, "squad_v1.json"), os.path.join(GOLDEN, "squad_vocab.txt"), tokenizer, str(tmp_path),
+            64, 16, 12, False, True)
+    counts = run_squad.prepare_training_features(*args)
+    with open(counts["path"], "rb") as f:
+        whole = f.read()
+    os.truncate(counts["path"], _record_offsets(counts["path"])[3] + 4)
+    with caplog.at_level("WARNING"):
+        again = run_squad.prepare_training_features(*args)
+    assert again == counts and "Not reusing" in caplog.text and "is truncated" in caplog.text
+    with open(counts["path"], "rb") as f:
+        assert f.read() == whole
+
+
+# --- A run that fails leaves no directory or events file behind ---------------------------------
+
+def test_run_pretraining_failing_on_a_corrupt_record_creates_nothing(tmp_path):
+    w = str(tmp_path)
+    flags = dict(setup_run_pretraining(w), do_train="true", do_eval=None, output_dir=f"{w}/new/out", log_steps=1)
+    path = f"{w}/data/records.tfrecord"
+    with open(path, "r+b") as f:  # one byte of record 3's data: whole framing, a wrong data CRC
+        f.seek(_record_offsets(path)[2] + 12 + 50)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    before = snapshot(w)
+    result = run("run_pretraining.py", flags)
+    assert_failed_cleanly(result, "run_pretraining.py", f"{path}: the record at byte {_record_offsets(path)[2]:,} "
+                          f"fails its checksum", w, before)
+    assert not os.path.exists(f"{w}/new")  # neither output_dir nor the parent it made
+
+
+# --- Killed between a checkpoint's files and the `checkpoint` state file ------------------------
+
+def test_a_whole_checkpoint_the_state_file_does_not_name_yet_is_resumed(tmp_path):
+    w = str(tmp_path)
+    flags = dict(setup_run_pretraining(w), do_train="true", do_eval=None, num_train_steps=4,
+                 save_checkpoints_steps=2, seed=3)
+    first = run("run_pretraining.py", flags)
+    assert first.returncode == 0, first.stderr[-3000:]
+    # What a kill after model.ckpt-4's files, before the state file, leaves.
+    _write(f"{w}/out/checkpoint", 'model_checkpoint_path: "model.ckpt-2"\nall_model_checkpoint_paths: "model.ckpt-2"\n')
+    rerun = run("run_pretraining.py", dict(flags, num_train_steps=6))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "does not name it yet" in rerun.stderr and f"Resuming from {w}/out/model.ckpt-4" in rerun.stderr
+    assert "Input position restored from" in rerun.stderr
+    with open(f"{w}/out/checkpoint") as f:
+        assert f.readline() == 'model_checkpoint_path: "model.ckpt-6"\n'
+
+
+def test_an_unnamed_checkpoint_without_every_workers_position_is_not_resumed(tmp_path):
+    import training
+    out = str(tmp_path)
+    for step in (2, 4):
+        _copy_checkpoint(os.path.join(GOLDEN, "classifier_tiny.ckpt"), f"{out}/model.ckpt-{step}")
+    os.makedirs(f"{out}/input_position")
+    for name in ("model.ckpt-2.input-0-of-2", "model.ckpt-2.input-1-of-2", "model.ckpt-4.input-0-of-2"):
+        _write(f"{out}/input_position/{name}.index", "")
+    training.write_checkpoint_state(out, [f"{out}/model.ckpt-2"])
+    assert training.latest_training_checkpoint(out) == f"{out}/model.ckpt-2"  # worker 1's position is missing
+    _write(f"{out}/input_position/model.ckpt-4.input-1-of-2.index", "")
+    assert training.latest_training_checkpoint(out) == f"{out}/model.ckpt-4"
+    _truncate(f"{out}/model.ckpt-4.data-00000-of-00001")  # not whole: the named one
+    assert training.latest_training_checkpoint(out) == f"{out}/model.ckpt-2"
+    os.remove(f"{out}/checkpoint")  # killed before the first state file: the newest whole one
+    assert training.latest_training_checkpoint(out) == f"{out}/model.ckpt-2"
+
+
+# --- An empty request to an exported model gives empty outputs of the right shapes -------------
+
+EMPTY_REQUESTS = """
+import json, sys
+import tensorflow as tf
+import tensorflow_text  # noqa: F401
+classifier, encoder_dir = sys.argv[1:]
+shapes = {}
+served = tf.saved_model.load(classifier).signatures["serving_default"]
+shapes.update({f"classifier/{k}": v.shape.as_list() for k, v in served(text_a=tf.constant([], tf.string),
+                                                                       text_b=tf.constant([], tf.string)).items()})
+preprocess = tf.saved_model.load(encoder_dir + "/preprocess")
+encoder = tf.saved_model.load(encoder_dir + "/encoder")
+inputs = preprocess(tf.constant([], tf.string))
+shapes.update({f"preprocess/{k}": v.shape.as_list() for k, v in inputs.items()})
+outputs = encoder(inputs)
+shapes["encoder/pooled_output"] = outputs["pooled_output"].shape.as_list()
+shapes["encoder/sequence_output"] = outputs["sequence_output"].shape.as_list()
+print(json.dumps(shapes))
+"""
+
+
+def test_exported_models_answer_an_empty_request_with_empty_outputs(tmp_path):
+    w = str(tmp_path)
+    flags = dict(setup_run_classifier(w), export_dir=f"{w}/classifier")
+    exported = run("run_classifier.py", flags)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    encoder = run("export_encoder.py", dict(
+        bert_config_file=os.path.join(GOLDEN, "extract_tiny_config.json"), vocab_file=os.path.join(
+            GOLDEN, "extract_tiny_vocab.txt"), init_checkpoint=os.path.join(GOLDEN, "extract_tiny.ckpt"),
+        export_dir=f"{w}/encoder", max_seq_length=16))
+    assert encoder.returncode == 0, encoder.stderr[-3000:]
+    served = subprocess.run([helpers.python(), "-c", EMPTY_REQUESTS, f"{w}/classifier", f"{w}/encoder"],
+                            capture_output=True, text=True, timeout=240)
+    assert served.returncode == 0, served.stderr[-3000:]
+    assert json.loads(served.stdout.strip().splitlines()[-1]) == {
+        "classifier/probabilities": [0, 2],
+        "preprocess/input_word_ids": [0, 16], "preprocess/input_mask": [0, 16], "preprocess/input_type_ids": [0, 16],
+        "encoder/pooled_output": [0, 16], "encoder/sequence_output": [0, 16, 16]}
+
+
+# --- An output being written has no name until it is whole --------------------------------------
+
+def test_create_pretraining_data_output_has_no_name_while_written_or_after_a_kill(tmp_path):
+    w = str(tmp_path)
+    flags = dict(setup_create_pretraining_data(w), num_workers=2, dupe_factor=8,
+                 output_file=f"{w}/out/a.tfrecord,{w}/out/b.tfrecord")
+    os.remove(f"{w}/out/records.tfrecord")
+    process = start("create_pretraining_data.py", flags, subprocess.DEVNULL, {"TMPDIR": w})
+    seen = set()
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        seen.update(os.listdir(f"{w}/out"))
+        if seen:  # the outputs are named: the run is done with them
+            break
+        time.sleep(0.005)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    seen.update(os.listdir(f"{w}/out"))
+    assert seen <= {"a.tfrecord", "b.tfrecord"}, seen
+    if seen:
+        assert {len(tfrecord_lengths(f"{w}/out/{name}")) > 50 for name in seen} == {True}
+
+
+def test_atomic_output_writes_an_unnamed_file_and_names_it_whole(tmp_path):
+    path = str(tmp_path / "out.txt")
+    with cli.atomic_output(path) as temp:
+        _write(temp, "new")
+        assert os.listdir(tmp_path) == []  # written, but under no name
+    assert open(path).read() == "new" and os.listdir(tmp_path) == ["out.txt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+
+
+# --- The converter writes only into an empty directory or over an earlier output of its format --
+
+@pytest.mark.parametrize("output_format", ["original", "huggingface", "keras_hub"])
+def test_converter_refuses_a_directory_of_other_files(tmp_path, output_format):
+    w = str(tmp_path)
+    flags = dict(setup_convert_checkpoint(w), output_format=output_format)
+    _write(f"{w}/out/notes.txt", "mine")
+    before = snapshot(w)
+    result = run("convert_checkpoint.py", flags)
+    assert_failed_cleanly(result, "convert_checkpoint.py", f"--output_dir={w}/out is a directory of other files",
+                          w, before)
+
+
+@pytest.mark.parametrize("output_format", ["original", "huggingface", "keras_hub"])
+def test_converter_replaces_an_earlier_output_of_its_format_whole(tmp_path, output_format):
+    w = str(tmp_path)
+    flags = dict(setup_convert_checkpoint(w), output_format=output_format, output_dir=f"{w}/converted")
+    first = run("convert_checkpoint.py", flags)
+    assert first.returncode == 0, first.stderr[-3000:]
+    written = snapshot(f"{w}/converted")
+    assert written and f"{w}/converted" in first.stderr and ".tmp-" not in first.stderr
+    again = run("convert_checkpoint.py", flags)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert snapshot(f"{w}/converted") == written and temp_names(w) == []
+    other = "keras_hub" if output_format != "keras_hub" else "huggingface"
+    before = snapshot(w)
+    refused = run("convert_checkpoint.py", dict(flags, output_format=other))  # another format's output
+    assert_failed_cleanly(refused, "convert_checkpoint.py", "is a directory of other files", w, before)
+
+
+# --- best/ : its results and its weights always belong together ----------------------------------
+
+def test_best_checkpoint_killed_before_its_state_file_is_repaired_on_resume(tmp_path):
+    import run_classifier
+    import training
+    best = str(tmp_path / "best")
+    for step in (2, 4):
+        _copy_checkpoint(os.path.join(GOLDEN, "classifier_tiny.ckpt"), f"{best}/model.ckpt-{step}")
+    # A kill after the new best's checkpoint and eval_results.txt, before the state file.
+    training.write_checkpoint_state(best, [f"{best}/model.ckpt-2"])
+    _write(f"{best}/eval_results.txt", "eval_accuracy = 0.75\nglobal_step = 4\n")
+    kept = run_classifier._BestCheckpoint(best, "eval_accuracy")
+    assert (kept.step, kept.value, kept.prefix) == (4, 0.75, f"{best}/model.ckpt-4")
+    assert open(f"{best}/checkpoint").readline() == 'model_checkpoint_path: "model.ckpt-4"\n'
+    assert sorted(os.listdir(best)) == ["checkpoint", "eval_results.txt", "model.ckpt-4.data-00000-of-00001",
+                                        "model.ckpt-4.index"]
+    # A kill after the new best's checkpoint only: the earlier best stays the best.
+    _copy_checkpoint(os.path.join(GOLDEN, "classifier_tiny.ckpt"), f"{best}/model.ckpt-6")
+    kept = run_classifier._BestCheckpoint(best, "eval_accuracy")
+    assert (kept.step, kept.prefix) == (4, f"{best}/model.ckpt-4")
+    assert not os.path.exists(f"{best}/model.ckpt-6.index")
