@@ -12,8 +12,7 @@ import os
 import tempfile
 import time
 
-from absl import flags
-from absl import logging
+from absl import flags, logging
 
 import cli
 import tokenization

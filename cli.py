@@ -17,10 +17,7 @@ import sys
 import time
 import uuid
 
-from absl import app
-from absl import flags
-from absl import logging
-
+from absl import app, flags, logging
 
 # Notices TensorFlow prints while it loads (twice: two libraries), before any flag can silence
 # them: the pre-init warning of absl, oneDNN, no CUDA driver, the CPU instruction set.

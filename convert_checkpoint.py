@@ -28,16 +28,16 @@ import re
 import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import cli  # noqa: E402  (first: it imports TensorFlow without the start-up notices)
+import cli  # first: it imports TensorFlow without the start-up notices
+
 cli.import_tensorflow()
 
-from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
-import ml_dtypes  # noqa: E402,F401  (registers bfloat16 with numpy, so bf16 safetensors load)
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from absl import flags, logging
+import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy, so bf16 safetensors load)
+import numpy as np
+import tensorflow as tf
 
-import modeling  # noqa: E402
+import modeling
 
 FLAGS = flags.FLAGS
 

@@ -22,8 +22,7 @@ import random
 import struct
 import tempfile
 
-from absl import flags
-from absl import logging
+from absl import flags, logging
 
 import cli
 import tokenization
@@ -150,12 +149,12 @@ def read_documents(input_files, tokenizer, pool=None, progress=None):
     for item in read_lines(input_files):
         pending.append(item)
         if len(pending) >= 20000:
-            _append_segments(documents, pending, _tokenize_chunks(tokenizer, [l for _, _, l in pending], pool))
+            _append_segments(documents, pending, _tokenize_chunks(tokenizer, [text for _, _, text in pending], pool))
             if progress:
                 progress(len(pending))
             pending = []
     if pending:
-        _append_segments(documents, pending, _tokenize_chunks(tokenizer, [l for _, _, l in pending], pool))
+        _append_segments(documents, pending, _tokenize_chunks(tokenizer, [text for _, _, text in pending], pool))
         if progress:
             progress(len(pending))
     return [document for document in documents if document]

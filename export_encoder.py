@@ -16,15 +16,14 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from absl import flags, logging
+import tensorflow as tf
 
-import cli  # noqa: E402
-import fused_kernels  # noqa: E402
-import modeling  # noqa: E402
-import tokenization  # noqa: E402
-import tokenization_ingraph  # noqa: E402
+import cli
+import fused_kernels
+import modeling
+import tokenization
+import tokenization_ingraph
 
 FLAGS = flags.FLAGS
 

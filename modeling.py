@@ -111,7 +111,8 @@ class BertConfig:
         try:
             validate_config(config)
         except ValueError as e:
-            raise ValueError("BERT config file %s: %s" % (json_file, str(e).replace("BERT config: ", "").replace("BERT config field ", "field ")))
+            reason = str(e).replace("BERT config: ", "").replace("BERT config field ", "field ")
+            raise ValueError("BERT config file %s: %s" % (json_file, reason))
         return config
 
     def to_dict(self):

@@ -416,9 +416,6 @@ def _adam_weight_decay_in_place(variable, m, v, *arguments):
     variable.assign(new_value)
 
 
-# The original's class name, for code that imports it.
-AdamWeightDecayOptimizer = AdamWeightDecay
-
 
 @keras.saving.register_keras_serializable(package="bert")
 class Lamb(_AdamMomentsOptimizer):

@@ -22,18 +22,18 @@ import string
 import weakref
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import cli  # noqa: E402  (first: it imports TensorFlow without the start-up notices)
+import cli  # first: it imports TensorFlow without the start-up notices
+
 cli.import_tensorflow()
 
-from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+from absl import flags, logging
+import keras
+import numpy as np
+import tensorflow as tf
 
-import modeling  # noqa: E402
-import tokenization  # noqa: E402
-import training  # noqa: E402
+import modeling
+import tokenization
+import training
 
 FLAGS = flags.FLAGS
 

@@ -16,8 +16,7 @@ import random
 import re
 import sys
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 import cli
 

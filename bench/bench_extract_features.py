@@ -29,7 +29,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-from tests.golden import original  # noqa: E402
+from tests.golden import original
 
 SIZES = {
     "mini": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
@@ -112,6 +112,7 @@ def _timed(function, seconds, stage):
 def run_ours(args):
     """Child: our extract_features on the same files; prints the timings as JSON."""
     from absl import logging
+
     import extract_features
     import modeling
     import tokenization
@@ -184,6 +185,7 @@ def main():
 
     import corpus
     import results
+
     from tests import helpers
     vocab_file = helpers.real_vocab_file()
     corpus_path = corpus.mixed_corpus()

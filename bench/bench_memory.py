@@ -29,7 +29,8 @@ run in alternating order over --rounds, so the noise of a shared machine hits th
 
 Variants: `original`, or ours as PRECISION[+gc][+xla] (gc: --gradient_checkpointing, xla:
 --use_xla), or `baseline`: float32 from another checkout of this project (--baseline_dir, e.g. a
-`git worktree` of an earlier commit), to compare a change side by side. The parent process never imports TensorFlow (a child's ru_maxrss would start
+`git worktree` of an earlier commit), to compare a change side by side. The parent process never
+imports TensorFlow (a child's ru_maxrss would start
 from the parent's).
 """
 
@@ -48,7 +49,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests", "golden"))
 
-import results  # noqa: E402  (bench/results.py)
+import results  # bench/results.py
 
 BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
             intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1,
@@ -111,7 +112,9 @@ def child_write_records(path, seq, count):
 def child_original(args):
     """Runs the original's training step args.steps times; prints the seconds of each and TF's peak."""
     import time
+
     import tensorflow as tf
+
     import original
     v1 = tf.compat.v1
     graph = v1.Graph()

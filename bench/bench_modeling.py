@@ -43,8 +43,8 @@ import argparse
 import importlib.util
 import os
 import resource
-import statistics
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,16 +56,16 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests", "golden"))
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-import original  # noqa: E402  (tests/golden/original.py: the original under tf.compat.v1 shims)
-import modeling  # noqa: E402
-import optimization  # noqa: E402
-import results  # noqa: E402  (bench/results.py)
-import run_pretraining  # noqa: E402
-import training  # noqa: E402
+import modeling
+import optimization
+import original  # tests/golden/original.py: the original under tf.compat.v1 shims
+import results  # bench/results.py
+import run_pretraining
+import training
 
 v1 = tf.compat.v1
 
@@ -279,6 +279,7 @@ def keras_hub_infer_runner(name, use_xla, features, flops, weights, work_dir):
     """KerasHub's BertBackbone from a preset that convert_checkpoint.py writes with `weights`,
     or with its own initialization when `weights` is None."""
     import keras_hub
+
     import convert_checkpoint
     config = modeling.BertConfig.from_dict(BASE)
     if weights is None:

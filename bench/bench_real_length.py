@@ -44,19 +44,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-import corpus  # noqa: E402  (bench/corpus.py)
-import modeling  # noqa: E402
-import optimization  # noqa: E402
-import results  # noqa: E402  (bench/results.py)
-import run_classifier  # noqa: E402
-import sample_tasks  # noqa: E402
-import tokenization  # noqa: E402
-import training  # noqa: E402
-from tests import helpers  # noqa: E402
-from tests.golden import original  # noqa: E402  (the original under tf.compat.v1 shims)
+import corpus  # bench/corpus.py
+import modeling
+import optimization
+import results  # bench/results.py
+import run_classifier
+import sample_tasks
+import tokenization
+import training
+
+from tests import helpers
+from tests.golden import original  # the original under tf.compat.v1 shims
 
 v1 = tf.compat.v1
 

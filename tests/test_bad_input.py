@@ -22,6 +22,7 @@ import time
 import pytest
 
 import cli
+
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -489,6 +490,7 @@ def test_input_globs_never_match_temporary_names(tmp_path):
 def test_non_finite_weights_are_never_checkpointed():
     import keras
     import numpy as np
+
     import training
     layer = keras.layers.Dense(2)
     layer.build((None, 3))

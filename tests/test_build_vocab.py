@@ -8,6 +8,7 @@ import pytest
 
 import build_vocab
 import tokenization
+
 from tests import helpers
 
 SPECIALS = ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -4,6 +4,7 @@
 import pytest
 
 import cli
+
 from tests import helpers
 
 SCRIPTS = ["create_pretraining_data.py", "run_pretraining.py", "run_classifier.py", "run_squad.py",

@@ -9,13 +9,14 @@ import shutil
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from safetensors.numpy import load_file, save_file
+import tensorflow as tf
 
 import convert_checkpoint
 import extract_features
 import modeling
 import tokenization
+
 from tests import helpers
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")

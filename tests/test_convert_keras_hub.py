@@ -15,6 +15,7 @@ import tensorflow as tf
 import convert_checkpoint
 import modeling
 import tokenization
+
 from tests import helpers
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "quick", "brown", "fox", "jump", "##s", "over",

@@ -8,11 +8,12 @@ import re
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from safetensors.numpy import load_file
+import tensorflow as tf
 
 import convert_checkpoint
 import modeling
+
 from tests import helpers
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")

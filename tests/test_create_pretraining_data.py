@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 import create_pretraining_data as cpd
+
 from tests import helpers
 from tests.golden import make_pretraining_data_golden as golden
 
@@ -73,7 +74,8 @@ def test_invalid_utf8_bytes_are_dropped_with_a_warning(tmp_path):
     clean = tmp_path / "clean.txt"
     dirty = tmp_path / "dirty.txt"
     clean.write_bytes(b"Caf\xc3\xa9 au lait costs 3 euros.\nIt was warm.\n\nA second document.\nWith two lines.\n")
-    dirty.write_bytes(b"Caf\xc3\xa9 au lait \xffcosts 3 euros.\nIt was warm.\n\nA second document.\nWith two \xfelines.\n")
+    dirty.write_bytes(b"Caf\xc3\xa9 au lait \xffcosts 3 euros.\nIt was warm.\n\n"
+                      b"A second document.\nWith two \xfelines.\n")
     _, (clean_out,) = run_ours(tmp_path, [str(clean)], name="clean", dupe_factor=3)
     _, (dirty_out,) = run_ours(tmp_path, [str(dirty)], name="dirty", dupe_factor=3)
     assert read_examples(clean_out) == read_examples(dirty_out)

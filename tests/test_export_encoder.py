@@ -15,11 +15,12 @@ import tensorflow as tf
 
 import convert_checkpoint
 import export_encoder
-import tokenization_ingraph
 import extract_features
 import modeling
 import run_classifier
 import tokenization
+import tokenization_ingraph
+
 from tests import helpers
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")

@@ -11,6 +11,7 @@ import pytest
 import extract_features
 import modeling
 import tokenization
+
 from tests import helpers
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 import fused_kernels
 import modeling
+
 from tests.test_modeling import max_abs_diff, random_batch, tiny_config
 
 

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 import fused_kernels
 import modeling
+
 from tests import helpers
 from tests.test_modeling import random_batch, tiny_config
 from tests.test_run_pretraining import ORIGINAL_RECORDS, TINY_CONFIG, checkpoint_values
@@ -238,6 +239,7 @@ def test_the_step_log_shows_the_peak_memory_where_tensorflow_counts_it(tmp_path)
 
 def test_the_engine_refuses_the_flag_for_a_model_that_ignores_it(tmp_path):
     import training
+
     from tests.test_training import Linear, dataset_fn, squared_error
     strategy = training.make_strategy(training.EngineConfig())
     with pytest.raises(ValueError, match="--gradient_checkpointing is set but the model has no BertModel"):

@@ -559,7 +559,7 @@ def test_mirrored_strategy_clips_the_summed_gradient_like_one_device():
         text=True, timeout=180,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO_ROOT},
     )
-    result_lines = [l for l in completed.stdout.splitlines() if l.startswith("RESULT ")]
+    result_lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
     assert result_lines, completed.stderr[-3000:]
     results = json.loads(result_lines[-1][len("RESULT "):])
     summed = np.array([4.0, -2.0], np.float32)  # norm 4.47: clipped to 1 after the sum

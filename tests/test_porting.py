@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import porting
+
 from tests import helpers
 
 GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
@@ -21,9 +22,9 @@ ORIGINAL_TEST_VOCAB = ["[UNK]", "[CLS]", "[SEP]", "want", "##want", "##ed", "wa"
 # --- tokenization: the cases of the original's tokenization_test.py ----------------------------
 
 def test_bert_package_gives_the_flat_modules():
-    import tokenization
     from bert import tokenization as via_package
     import bert.tokenization
+    import tokenization
     assert via_package is tokenization and bert.tokenization is tokenization
 
 
@@ -73,8 +74,11 @@ def test_character_classes_of_the_original_test(char, whitespace, control, punct
 @pytest.mark.parametrize("scenario", ["plain", "short_cased", "wwm"])
 def test_create_training_instances_and_writer_give_the_original_records(tmp_path, scenario):
     import random
+
     import tensorflow as tf
+
     from bert import create_pretraining_data, tokenization
+
     from tests.golden import make_pretraining_data_golden as golden
     s = golden.SCENARIOS[scenario]
     here = os.path.dirname(golden.__file__)
@@ -91,7 +95,8 @@ def test_create_training_instances_and_writer_give_the_original_records(tmp_path
     total = 0
     for k, path in enumerate(outputs):
         ours = [r.numpy() for r in tf.data.TFRecordDataset(path)]
-        expected = [r.numpy() for r in tf.data.TFRecordDataset(os.path.join(here, f"pretraining_{scenario}_{k}.tfrecord"))]
+        golden_path = os.path.join(here, f"pretraining_{scenario}_{k}.tfrecord")
+        expected = [r.numpy() for r in tf.data.TFRecordDataset(golden_path)]
         assert [tf.train.Example.FromString(r) for r in ours] == [tf.train.Example.FromString(r) for r in expected]
         total += len(ours)
     assert total == len(instances) > 100
@@ -116,7 +121,9 @@ def tiny_tokenizer():
 
 def test_create_masked_lm_predictions_on_token_strings(golden, tiny_tokenizer):
     import random
+
     from bert import create_pretraining_data
+
     from tests.golden import make_original_api_golden as source
     vocab_words = list(tiny_tokenizer.vocab.keys())
     for case in golden[0]["pretraining_data"]["masking"]:
@@ -129,7 +136,9 @@ def test_create_masked_lm_predictions_on_token_strings(golden, tiny_tokenizer):
 
 def test_create_instances_from_document_on_token_strings(golden, tiny_tokenizer):
     import random
+
     from bert import create_pretraining_data
+
     from tests.golden import make_original_api_golden as source
     rng = random.Random(7)
     vocab_words = list(tiny_tokenizer.vocab.keys())
@@ -141,6 +150,7 @@ def test_create_instances_from_document_on_token_strings(golden, tiny_tokenizer)
 
 def test_extract_features_read_and_convert_as_the_original(golden, tiny_tokenizer, tmp_path):
     from bert import extract_features
+
     from tests.golden import make_original_api_golden as source
     path = tmp_path / "input.txt"
     path.write_text("\n".join(source.EXTRACT_LINES) + "\n", encoding="utf-8")
@@ -155,6 +165,7 @@ def test_extract_features_read_and_convert_as_the_original(golden, tiny_tokenize
 
 def test_classifier_read_tsv_and_convert_as_the_original(golden, tiny_tokenizer, tmp_path):
     from bert import run_classifier
+
     from tests.golden import make_original_api_golden as source
     path = tmp_path / "train.tsv"
     path.write_text("".join("\t".join(row) + "\n" for row in source.CLASSIFIER_ROWS), encoding="utf-8")
@@ -170,6 +181,7 @@ def test_classifier_read_tsv_and_convert_as_the_original(golden, tiny_tokenizer,
 
 def test_modeling_tensor_functions_give_the_original_values(golden):
     import tensorflow as tf
+
     from bert import modeling
     answers, arrays = golden
     np.testing.assert_allclose(modeling.gelu(tf.constant(arrays["gelu_x"])), arrays["gelu_y"], atol=1e-6)
@@ -189,6 +201,7 @@ def test_modeling_tensor_functions_give_the_original_values(golden):
 
 def test_dropout_scales_the_kept_values():
     import tensorflow as tf
+
     from bert import modeling
     x = tf.ones([1000])
     y = modeling.dropout(x, 0.25).numpy()
@@ -197,6 +210,7 @@ def test_dropout_scales_the_kept_values():
 
 def test_shape_functions_check_the_rank():
     import tensorflow as tf
+
     from bert import modeling
     x = tf.zeros([2, 3, 4])
     assert modeling.get_shape_list(x, expected_rank=3) == [2, 3, 4]
@@ -207,7 +221,9 @@ def test_shape_functions_check_the_rank():
 
 def test_pretraining_head_functions_give_the_original_values(golden):
     import tensorflow as tf
+
     from bert import modeling, run_pretraining
+
     from tests.golden import make_original_api_golden as source
     _, arrays = golden
     config = modeling.BertConfig.from_dict(source.HEAD_CONFIG)
@@ -230,10 +246,13 @@ def test_pretraining_head_functions_give_the_original_values(golden):
 
 def test_head_functions_without_a_head_build_a_fresh_one():
     import tensorflow as tf
+
     from bert import modeling, run_pretraining
+
     from tests.golden import make_original_api_golden as source
     config = modeling.BertConfig.from_dict(source.HEAD_CONFIG)
-    loss, per_example, log_probs = run_pretraining.get_next_sentence_output(config, tf.ones([3, 8]), tf.constant([0, 1, 1]))
+    loss, per_example, log_probs = run_pretraining.get_next_sentence_output(
+        config, tf.ones([3, 8]), tf.constant([0, 1, 1]))
     assert per_example.shape == [3] and log_probs.shape == [3, 2] and np.isfinite(loss.numpy())
 
 
@@ -269,7 +288,9 @@ def test_unknown_names_keep_the_usual_error():
 
 def test_bert_model_called_the_original_way_gets_a_pointer():
     import tensorflow as tf
+
     from bert import modeling
+
     from tests.golden import make_original_api_golden as source
     config = modeling.BertConfig.from_dict(source.HEAD_CONFIG)
     ids = tf.constant([[1, 2, 3]])
@@ -282,6 +303,7 @@ def test_bert_model_called_the_original_way_gets_a_pointer():
 
 def test_create_optimizer_called_the_original_way_gets_a_pointer():
     import tensorflow as tf
+
     from bert import optimization
     with pytest.raises(TypeError, match=r"^create_optimizer\(loss, init_lr, num_train_steps, num_warmup_steps, "
                                         r"use_tpu\) was TF1-only[^\n]*apply_gradients"):
@@ -303,6 +325,7 @@ def readme_porting_examples():
 def tiny_bert_dir(tmp_path, monkeypatch):
     """A working directory holding uncased_L-12_H-768_A-12/ with a tiny random BERT and sample_text.txt."""
     import shutil
+
     from bert import modeling
     bert_dir = tmp_path / "uncased_L-12_H-768_A-12"
     bert_dir.mkdir()
@@ -339,7 +362,9 @@ def test_readme_porting_examples_run(tiny_bert_dir):
 def test_squad_feature_writer_and_predictions_as_the_original(version, tmp_path):
     import json
     import random
+
     import tensorflow as tf
+
     from bert import run_squad, tokenization
     v2 = {"version_2_with_negative": True} if version == "v2" else {}
     tokenizer = tokenization.FullTokenizer(os.path.join(GOLDEN_DIR, "squad_vocab.txt"), do_lower_case=True)
@@ -351,7 +376,8 @@ def test_squad_feature_writer_and_predictions_as_the_original(version, tmp_path)
                                                   writer.process_feature) is None
     writer.close()
     records = [r.numpy() for r in tf.data.TFRecordDataset(str(tmp_path / "train.tf_record"))]
-    expected = [r.numpy() for r in tf.data.TFRecordDataset(os.path.join(GOLDEN_DIR, f"squad_{version}_train.tf_record"))]
+    golden_path = os.path.join(GOLDEN_DIR, f"squad_{version}_train.tf_record")
+    expected = [r.numpy() for r in tf.data.TFRecordDataset(golden_path)]
     assert writer.num_features == len(records) == len(expected)
     assert [tf.train.Example.FromString(r) for r in records] == [tf.train.Example.FromString(r) for r in expected]
 

@@ -9,6 +9,7 @@ import tensorflow as tf
 import modeling
 import run_classifier
 import training
+
 from tests import helpers
 
 MAX_SEQ_LENGTH = 64

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 import run_classifier
+
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,7 +124,8 @@ def test_regression_task_and_generic_csv(tmp_path):
                                              do_eval="true", do_predict="true", train_batch_size=4, num_train_epochs=1,
                                              init_checkpoint=""))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert list(helpers.read_eval_results(os.path.join(out, "eval_results.txt"))) == ["eval_loss", "eval_pearson", "eval_spearman", "global_step", "loss"]
+    assert list(helpers.read_eval_results(os.path.join(out, "eval_results.txt"))) == [
+        "eval_loss", "eval_pearson", "eval_spearman", "global_step", "loss"]
     assert read_tsv_floats(os.path.join(out, "test_results.tsv")).shape == (3, 1)
 
     csv_dir = tmp_path / "csv"

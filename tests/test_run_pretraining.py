@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 import modeling
+
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

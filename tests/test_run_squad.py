@@ -20,6 +20,7 @@ import modeling
 import run_squad
 import tokenization
 import training
+
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -309,7 +310,8 @@ def test_real_length_prediction_equals_the_padding_masked_model_at_full_length(v
     _, features = prediction_features(version, tokenizer)
     run_squad.predict_and_write(tf.distribute.get_strategy(), model, examples, iter(features), str(cut),
                                 SETTINGS["max_seq_length"], 4,
-                                run_squad.AnswerSettings(version_2_with_negative=version == "v2"), length=training.RealLength(SETTINGS["max_seq_length"]))
+                                run_squad.AnswerSettings(version_2_with_negative=version == "v2"),
+                                length=training.RealLength(SETTINGS["max_seq_length"]))
     assert _load_json(cut / "predictions.json") == _load_json(paths[0])
     ours, theirs = _load_json(cut / "nbest_predictions.json"), _load_json(paths[1])
     assert list(ours) == list(theirs)
@@ -564,7 +566,8 @@ def test_script_bad_input_is_one_line_and_writes_nothing(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f'run_squad.py: error: {bad}: data[0].paragraphs[0].qas[0] has no "question" field (SQuAD format: '
-        '{"data": [{"paragraphs": [{"context", "qas": [{"id", "question", "answers": [{"text", "answer_start"}]}]}]}]})')
+        '{"data": [{"paragraphs": [{"context", "qas": [{"id", "question", "answers": '
+        '[{"text", "answer_start"}]}]}]}]})')
     assert "Traceback" not in result.stderr
     assert not os.path.exists(out) or os.listdir(out) == []  # the file is read before output_dir is made
 

@@ -7,6 +7,7 @@ import unicodedata
 import pytest
 
 import tokenization
+
 from tests import helpers
 
 # A small vocab in the original layout; pieces chosen for the cases below.

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 import tokenization
 import tokenization_ingraph
+
 from tests import helpers
 
 SMALL_VOCAB = [
@@ -348,7 +349,8 @@ def test_saved_model_runs_without_this_repository(tmp_path, small_vocab_file):
     in_graph = tokenization_ingraph.InGraphTokenizer(small_vocab_file)
     tf.saved_model.save(in_graph, str(tmp_path / "tokenizer"))
     code = ("import sys, tensorflow as tf, tensorflow_text\n"
-            f"ids = tf.saved_model.load({str(tmp_path / 'tokenizer')!r}).tokenize(tf.constant(['UNwant\\u00e9d,running']))\n"
+            f"tokenizer = tf.saved_model.load({str(tmp_path / 'tokenizer')!r})\n"
+            "ids = tokenizer.tokenize(tf.constant(['UNwant\\u00e9d,running']))\n"
             "assert ids.to_list() == [[9, 6, 7, 12, 10, 11]], ids\n"
             "assert 'tokenization' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(tmp_path),

@@ -236,6 +236,7 @@ def test_lamb_steps_equal_a_numpy_reference_of_the_published_rule(tmp_path):
     # gradients at each step's weights, clipped by the global norm as the original's.
     import modeling
     import run_pretraining
+
     from tests.test_optimization import numpy_reference
 
     expected = golden("pretraining")

@@ -1,7 +1,8 @@
 """Makes the run_classifier golden files with the ORIGINAL code (run once, by hand).
 
 Not part of the project or its tests. It runs the original run_classifier.py
-(bert-tensorflow 1.0.4, TF1) through tf.compat.v1 with the shims of original.py, on the MRPC-layout data in classifier_mrpc/:
+(bert-tensorflow 1.0.4, TF1) through tf.compat.v1 with the shims of original.py, on the MRPC-layout
+data in classifier_mrpc/:
 
   classifier_mrpc_eval.tf_record, classifier_mrpc_predict.tf_record
       the original's file_based_convert_examples_to_features output for dev.tsv / test.tsv
@@ -29,8 +30,8 @@ import tensorflow as tf
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
-from tests.golden import make_modeling_golden as shims  # noqa: E402
-from tests.golden import original  # noqa: E402
+from tests.golden import make_modeling_golden as shims
+from tests.golden import original
 
 v1 = tf.compat.v1
 DATA_DIR = os.path.join(HERE, "classifier_mrpc")

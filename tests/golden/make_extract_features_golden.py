@@ -31,8 +31,7 @@ import tensorflow as tf
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
-from tests.golden import make_modeling_golden  # noqa: E402
-from tests.golden import original  # noqa: E402
+from tests.golden import make_modeling_golden, original
 
 v1 = tf.compat.v1
 

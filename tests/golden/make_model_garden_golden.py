@@ -27,11 +27,11 @@ import os
 import shutil
 
 import numpy as np
-import tensorflow as tf
-import tf_keras
 from official.legacy.bert import configs
 from official.nlp.modeling import networks
 from official.nlp.tools import export_tfhub_lib
+import tensorflow as tf
+import tf_keras
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "quick", "brown", "fox", "jump", "##s", "over",

@@ -25,8 +25,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
-from tests.golden import original  # noqa: E402
-from tests.golden.original import tf1_namespace, v1  # noqa: E402,F401  (the shims, for the other scripts)
+from tests.golden import original
+from tests.golden.original import tf1_namespace, v1  # noqa: F401  (the shims, for the other scripts)
 
 # L=2, H=32, A=4, I=37: tiny, with a head size (8) and an intermediate size that differ.
 CONFIG = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,

@@ -17,7 +17,6 @@ import csv
 import json
 import os
 import random
-import re
 import sys
 import tempfile
 
@@ -26,8 +25,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
-from tests.golden import original  # noqa: E402
-from tests.golden.original import v1  # noqa: E402
+from tests.golden import original
+from tests.golden.original import v1
 
 VOCAB_FILE = os.path.join(HERE, "extract_tiny_vocab.txt")
 MASKING_TOKENS = ["[CLS]", "the", "quick", "jack", "##son", "##ville", "is", "a", "dog", "[SEP]", "un", "##want",
@@ -105,7 +104,8 @@ def extract_features_answers(original_dir, tokenization):
 def classifier_answers(original_dir, tokenization):
     rc = load_pure(original_dir, "run_classifier.py", tokenization=tokenization, modeling=None, optimization=None)
     with tempfile.NamedTemporaryFile("w", suffix=".tsv", delete=False, encoding="utf-8", newline="") as f:
-        csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=None, quotechar=None).writerows(CLASSIFIER_ROWS)
+        writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar=None, quotechar=None)
+        writer.writerows(CLASSIFIER_ROWS)
     rows = rc.DataProcessor._read_tsv(f.name)
     os.remove(f.name)
     examples = [rc.InputExample(guid=f"train-{i}", text_a=row[1], text_b=row[2] or None, label=row[0])

@@ -39,7 +39,7 @@ import tensorflow as tf
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
-from tests.golden import original  # noqa: E402
+from tests.golden import original
 
 v1 = tf.compat.v1
 
@@ -202,10 +202,10 @@ def train(case, spec, features, build_loss, optimization, config_dict):
                                             write_meta_graph=False, write_state=False)
             norms, rates, losses = [], [], []
             for _ in range(spec["steps"]):
-                n, r, l = session.run([norm, learning_rate, loss])
+                n, r, value = session.run([norm, learning_rate, loss])
                 norms.append(n)
                 rates.append(r)
-                losses.append(l)
+                losses.append(value)
                 session.run(train_op)
             assert session.run(global_step) == spec["steps"]
             final = {}
