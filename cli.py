@@ -10,6 +10,7 @@ jobs report progress. Imports nothing of the project, and TensorFlow only when a
 import contextlib
 import errno
 import glob
+import math
 import os
 import re
 import shutil
@@ -559,3 +560,41 @@ class ProgressLine:
 
     def close(self):
         self._show(time.monotonic(), final=True)
+
+
+# --- The runners' run settings and results ---------------------------------------------
+
+def epoch_steps(num_examples, train_batch_size, num_train_epochs, warmup_proportion, unit="examples"):
+    """(num_train_steps, num_warmup_steps) of num_train_epochs over num_examples, as the original counts.
+
+    Raises ValueError when that makes no step (`unit` names what the examples are).
+    """
+    num_train_steps = int(num_examples / train_batch_size * num_train_epochs)
+    if num_train_steps < 1:
+        raise ValueError(f"{num_examples} training {unit} at --train_batch_size={train_batch_size} and "
+                         f"--num_train_epochs={num_train_epochs} make no training step")
+    return num_train_steps, int(num_train_steps * warmup_proportion)
+
+
+def validate_run_flags(train_batch_size=None, eval_batch_size=None, predict_batch_size=None, learning_rate=None,
+                       num_train_epochs=None, warmup_proportion=None):
+    """Checks a runner's own flags before anything is written; raises ValueError naming the flag."""
+    for name, value in (("train_batch_size", train_batch_size), ("eval_batch_size", eval_batch_size),
+                        ("predict_batch_size", predict_batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"--{name}={value} must be at least 1")
+    if learning_rate is not None and not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"--learning_rate={learning_rate} must be a positive number (BERT fine-tuning uses 2e-5 "
+                         f"to 5e-5)")
+    if num_train_epochs is not None and not (math.isfinite(num_train_epochs) and num_train_epochs >= 0):
+        raise ValueError(f"--num_train_epochs={num_train_epochs} must be 0 or more")
+    if warmup_proportion is not None and not 0 <= warmup_proportion <= 1:
+        raise ValueError(f"--warmup_proportion={warmup_proportion} must be between 0 and 1")
+
+
+def write_eval_results(path, results):
+    """Writes `key = value` lines, keys sorted, values with str() (as the original), atomically."""
+    logging.info("***** Eval results *****")
+    for key in sorted(results):
+        logging.info("  %s = %s", key, str(results[key]))
+    write_text(path, "".join(f"{key} = {str(results[key])}\n" for key in sorted(results)))

@@ -25,7 +25,7 @@ TF1_ONLY = {
     ("run_pretraining", "model_fn_builder"):
         f"run_pretraining.PretrainingModel(config) with run_pretraining.pretraining_loss, trained by {_ENGINE}",
     ("run_pretraining", "input_fn_builder"):
-        "training.training_dataset(input_files, run_pretraining.pretraining_features(max_seq_length, "
+        "input_pipeline.training_dataset(input_files, run_pretraining.pretraining_features(max_seq_length, "
         "max_predictions_per_seq), batch_size, seed)",
     ("run_pretraining", "_decode_record"): "tf.io.parse_example with run_pretraining.pretraining_features(...)",
     ("run_classifier", "create_model"):
@@ -36,12 +36,12 @@ TF1_ONLY = {
     ("run_classifier", "input_fn_builder"):
         "tf.data.Dataset.from_tensor_slices({'input_ids': [f.input_ids for f in features], ...}).batch(n)",
     ("run_classifier", "file_based_input_fn_builder"):
-        "training.sequential_dataset([input_file], run_classifier.classifier_features(seq_length), batch_size)",
+        "input_pipeline.sequential_dataset([input_file], run_classifier.classifier_features(seq_length), batch_size)",
     ("run_squad", "create_model"):
         "run_squad.SquadModel(config)(features, training=...) for (start_logits, end_logits)",
     ("run_squad", "model_fn_builder"): f"run_squad.SquadModel(config), trained by {_ENGINE}",
     ("run_squad", "input_fn_builder"):
-        "training.sequential_dataset([input_file], run_squad.feature_spec(seq_length, is_training), batch_size)",
+        "input_pipeline.sequential_dataset([input_file], run_squad.feature_spec(seq_length, is_training), batch_size)",
     ("extract_features", "model_fn_builder"):
         "extract_features.FeatureExtractor(bert_config, init_checkpoint, layer_indexes)(batch)",
     ("extract_features", "input_fn_builder"):

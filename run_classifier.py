@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 import fused_kernels
+import input_pipeline
 import modeling
 import tokenization
 import training
@@ -440,10 +441,10 @@ def file_based_convert_examples_to_features(examples, label_list, max_seq_length
             if index % 10000 == 0:
                 logging.info("Writing example %d of %d", index, len(examples))
             f = convert_single_example(index, example, label_list, max_seq_length, tokenizer, is_regression)
-            yield training.serialize_example(collections.OrderedDict([
+            yield input_pipeline.serialize_example(collections.OrderedDict([
                 ("input_ids", f.input_ids), ("input_mask", f.input_mask), ("segment_ids", f.segment_ids),
                 ("label_ids", [f.label_id]), ("is_real_example", [int(f.is_real_example)])]))
-    return training.write_tfrecord(output_file, records())
+    return input_pipeline.write_tfrecord(output_file, records())
 
 
 def classifier_features(max_seq_length, is_regression=False):
@@ -598,7 +599,7 @@ class ClassifierExport(tf.Module):
     def _classify(self, text_a, text_b):
         inputs = self.tokenizer.pack_inputs(text_a, text_b, self.max_seq_length)
         # A request runs at its longest text, not at max_seq_length: the same probabilities.
-        inputs = training.RealLength(self.max_seq_length)(inputs)
+        inputs = input_pipeline.RealLength(self.max_seq_length)(inputs)
         logits = self.model(inputs["input_ids"], inputs["input_mask"], inputs["segment_ids"], training=False)
         if self.is_regression:
             return {"scores": tf.reshape(tf.cast(logits, tf.float32), [-1])}
@@ -653,7 +654,7 @@ def _check_flags():
     tokenizer = tokenization.FullTokenizer(vocab_file=FLAGS.vocab_file, do_lower_case=FLAGS.do_lower_case)
     tokenization.check_special_tokens(tokenizer.vocab, FLAGS.vocab_file, tokenization.TASK_TOKENS)
     modeling.check_vocab_size(bert_config, len(tokenizer.vocab), FLAGS.vocab_file)
-    training.validate_run_flags(train_batch_size=FLAGS.train_batch_size, eval_batch_size=FLAGS.eval_batch_size,
+    cli.validate_run_flags(train_batch_size=FLAGS.train_batch_size, eval_batch_size=FLAGS.eval_batch_size,
                                 predict_batch_size=FLAGS.predict_batch_size, learning_rate=FLAGS.learning_rate,
                                 num_train_epochs=FLAGS.num_train_epochs, warmup_proportion=FLAGS.warmup_proportion)
     if FLAGS.eval_every_steps is not None and FLAGS.eval_every_steps < 1:
@@ -704,8 +705,8 @@ class ClassifierRun:
         return tf.reduce_mean(example_losses(model, features, self.is_regression, training)[0])
 
     def _outputs(self, path, batch_size):
-        dataset = training.sequential_dataset([path], self.name_to_features, batch_size, length=self.length,
-                                              group_window=training.PREDICTION_WINDOW_BATCHES)
+        dataset = input_pipeline.sequential_dataset([path], self.name_to_features, batch_size, length=self.length,
+                                              group_window=input_pipeline.PREDICTION_WINDOW_BATCHES)
         return run_predictions(self.strategy, self.model, dataset, self.is_regression)
 
     def evaluate(self, eval_examples, batch_size, step=None):
@@ -746,11 +747,11 @@ class ClassifierRun:
 
 
 def _train(run, engine_config, train_examples, eval_examples):
-    num_train_steps, num_warmup_steps = training.epoch_steps(
+    num_train_steps, num_warmup_steps = cli.epoch_steps(
         len(train_examples), FLAGS.train_batch_size, FLAGS.num_train_epochs, FLAGS.warmup_proportion)
     train_file = run.write_records(train_examples, "train.tf_record")
     logging.info("  Num examples = %d", len(train_examples))
-    dataset_fn = training.tfrecord_dataset_fn([train_file], run.name_to_features, engine_config.data_seed,
+    dataset_fn = input_pipeline.tfrecord_dataset_fn([train_file], run.name_to_features, engine_config.data_seed,
                                               length=run.length, group_by_length=FLAGS.group_by_length)
     callback = None
     if FLAGS.eval_every_steps:
@@ -781,7 +782,7 @@ def main(_):
                                 use_one_hot_embeddings=FLAGS.use_tpu,
                                 gradient_checkpointing=engine_config.gradient_checkpointing)
     # The model reads only [CLS]: every batch runs at its real length with the same numbers.
-    length = training.real_length(engine_config, FLAGS.max_seq_length)
+    length = input_pipeline.real_length(engine_config, FLAGS.max_seq_length)
     run = ClassifierRun(strategy, model, processor, tokenizer, FLAGS.output_dir, FLAGS.max_seq_length, length)
     run.best = _BestCheckpoint(os.path.join(FLAGS.output_dir, "best"), processor.metric)
     if FLAGS.do_train:
@@ -789,7 +790,7 @@ def main(_):
     else:
         training.restore_or_initialize(model, None, FLAGS.output_dir, FLAGS.init_checkpoint)
     if FLAGS.do_eval:
-        training.write_eval_results(os.path.join(FLAGS.output_dir, "eval_results.txt"),
+        cli.write_eval_results(os.path.join(FLAGS.output_dir, "eval_results.txt"),
                                     run.evaluate(eval_examples, FLAGS.eval_batch_size))
     if FLAGS.do_predict:
         run.predict(predict_examples, FLAGS.predict_batch_size)
@@ -854,7 +855,7 @@ class _BestCheckpoint:
             return
         prefix = os.path.join(self.directory, f"model.ckpt-{step}")
         modeling.save_checkpoint(prefix, modeling.original_name_map(model))
-        training.write_eval_results(os.path.join(self.directory, "eval_results.txt"), results)
+        cli.write_eval_results(os.path.join(self.directory, "eval_results.txt"), results)
         self._keep_only(prefix)
         self.step, self.value, self.prefix = step, value, prefix
         logging.info("New best %s = %s at step %d -> %s", self.metric, value, step, prefix)

@@ -17,6 +17,7 @@ from absl import flags, logging
 import keras
 import tensorflow as tf
 
+import input_pipeline
 import modeling
 import training
 
@@ -154,7 +155,7 @@ def main(_):
     engine_config = training.EngineConfig.from_flags(FLAGS)
     bert_config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
     modeling.check_max_seq_length(bert_config, FLAGS.max_seq_length)
-    training.validate_run_flags(train_batch_size=FLAGS.train_batch_size if FLAGS.do_train else None,
+    cli.validate_run_flags(train_batch_size=FLAGS.train_batch_size if FLAGS.do_train else None,
                                 eval_batch_size=FLAGS.eval_batch_size if FLAGS.do_eval else None,
                                 learning_rate=FLAGS.learning_rate if FLAGS.do_train else None)
     for name, low in (("num_train_steps", 1 if FLAGS.do_train else 0), ("num_warmup_steps", 0),
@@ -167,19 +168,19 @@ def main(_):
         logging.info("  %s", input_file)
     strategy = training.start(engine_config)  # first: it configures devices, before TensorFlow runs an op
     name_to_features = pretraining_features(FLAGS.max_seq_length, FLAGS.max_predictions_per_seq)
-    training.check_tfrecords(input_files, name_to_features, vocab_size=bert_config.vocab_size)
+    input_pipeline.check_tfrecords(input_files, name_to_features, vocab_size=bert_config.vocab_size)
     training.check_start_checkpoint(FLAGS.output_dir, FLAGS.init_checkpoint, bert_config)
     training.ensure_output_dir(FLAGS.output_dir)
     with strategy.scope():
         model = PretrainingModel(bert_config, use_one_hot_embeddings=FLAGS.use_tpu,
                                  gradient_checkpointing=engine_config.gradient_checkpointing)
     # The heads read only [CLS] and the masked positions (all inside the real tokens).
-    length = training.real_length(engine_config, FLAGS.max_seq_length, position_features=("masked_lm_positions",))
+    length = input_pipeline.real_length(engine_config, FLAGS.max_seq_length, position_features=("masked_lm_positions",))
 
     if FLAGS.do_train:
-        dataset_fn = training.tfrecord_dataset_fn(input_files, name_to_features, engine_config.data_seed,
+        dataset_fn = input_pipeline.tfrecord_dataset_fn(input_files, name_to_features, engine_config.data_seed,
                                                   length=length, vocab_size=bert_config.vocab_size)
-        with training.naming_damaged_input(input_files):
+        with input_pipeline.naming_damaged_input(input_files):
             training.train(strategy, engine_config, model, pretraining_loss, dataset_fn, FLAGS.output_dir,
                            FLAGS.num_train_steps, FLAGS.num_warmup_steps, FLAGS.learning_rate,
                            FLAGS.train_batch_size, init_checkpoint=FLAGS.init_checkpoint)
@@ -190,15 +191,15 @@ def main(_):
         logging.info("***** Running evaluation *****")
         logging.info("  Batch size = %d", FLAGS.eval_batch_size)
         # The original's batches (its "loss" is a mean of batch means), each cut to its real length.
-        dataset = training.check_token_ids(training.sequential_dataset(
+        dataset = input_pipeline.check_token_ids(input_pipeline.sequential_dataset(
             input_files, name_to_features, FLAGS.eval_batch_size, repeat=True, drop_remainder=True, length=length),
             bert_config.vocab_size)
-        with training.naming_damaged_input(input_files):
+        with input_pipeline.naming_damaged_input(input_files):
             results = training.evaluate(strategy, model, pretraining_metrics, dataset,
                                         max_steps=FLAGS.max_eval_steps)
         results["global_step"] = training.checkpoint_step(FLAGS.output_dir)
         if training.is_chief(strategy):
-            training.write_eval_results(os.path.join(FLAGS.output_dir, "eval_results.txt"), results)
+            cli.write_eval_results(os.path.join(FLAGS.output_dir, "eval_results.txt"), results)
 
 
 def __getattr__(name):

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import input_pipeline
 import modeling
 import tokenization
 import training
@@ -507,7 +508,7 @@ def _join_record(parts, unique_id):
                  "is_impossible"):
         values[name] = list(example.features.feature[name].int64_list.value)
     values["unique_ids"] = [unique_id]
-    return training.serialize_example(values)
+    return input_pipeline.serialize_example(values)
 
 
 def _convert_chunk_to_records(indexed_examples):
@@ -698,7 +699,7 @@ def serialize_feature(feature, is_training):
         values["start_positions"] = [feature.start_position]
         values["end_positions"] = [feature.end_position]
         values["is_impossible"] = [int(bool(feature.is_impossible))]
-    return training.serialize_example(values)
+    return input_pipeline.serialize_example(values)
 
 
 def feature_spec(max_seq_length, is_training):
@@ -745,7 +746,7 @@ def prepare_training_features(train_file, vocab_file, tokenizer, output_dir, max
                 meta = json.load(f)
         except ValueError:
             meta = {}
-        problem = training.tfrecord_end_problem(path)
+        problem = input_pipeline.tfrecord_end_problem(path)
         if problem:
             logging.warning("Not reusing %s: it %s; converting the questions again", path, problem)
         elif meta.get("made_from") == made_from:
@@ -760,7 +761,7 @@ def prepare_training_features(train_file, vocab_file, tokenizer, output_dir, max
     progress = cli.ProgressLine("questions converted", total=len(examples))
     records = training_records(examples, tokenizer, max_seq_length, doc_stride, max_query_length,
                                num_workers=num_workers, stats=stats, progress=progress)
-    num_features = training.write_tfrecord(path, records)
+    num_features = input_pipeline.write_tfrecord(path, records)
     progress.close()
     counts = dict(num_examples=len(examples), num_features=num_features,
                   answer_not_found=stats["answer_not_found"], query_truncated=stats["query_truncated"])
@@ -1136,7 +1137,7 @@ def _window_arrays(features):
 
 def _model_order(group, length):
     """The order in which a group of windows goes to the model: input order, or with
-    `length` (a training.RealLength) by real length, so that each batch is cut short."""
+    `length` (a input_pipeline.RealLength) by real length, so that each batch is cut short."""
     if length is None:
         return list(range(len(group)))
     return sorted(range(len(group)), key=lambda i: sum(group[i].input_mask))
@@ -1155,14 +1156,14 @@ def predict_windows(strategy, model, features, batch_size, max_seq_length, recor
         batch_size: windows per model call.
         record_writer: optional tf.io.TFRecordWriter; each window's tf.Example (the
             original's eval.tf_record) is written to it.
-        length: optional training.RealLength (with a padding-masked model, --real_length):
+        length: optional input_pipeline.RealLength (with a padding-masked model, --real_length):
             windows go to the model sorted by length within groups of
-            training.GROUP_WINDOW_BATCHES batches, each batch cut to its longest window;
+            input_pipeline.GROUP_WINDOW_BATCHES batches, each batch cut to its longest window;
             the logits (of that length) are yielded in input order.
     """
     waiting = collections.deque()  # groups of windows given to the model (input order), not yet yielded
     failure = []
-    group_size = batch_size * (training.GROUP_WINDOW_BATCHES if length is not None else 1)
+    group_size = batch_size * (input_pipeline.GROUP_WINDOW_BATCHES if length is not None else 1)
 
     def batches():
         try:
@@ -1215,7 +1216,7 @@ def predict_and_write(strategy, model, examples, features, output_dir, max_seq_l
             stream_features(examples, ...): windows are made, run and
             answered a batch at a time.
         settings: AnswerSettings.
-        length: optional training.RealLength for predict_windows (--real_length).
+        length: optional input_pipeline.RealLength for predict_windows (--real_length).
 
     Returns:
         (predictions {qas_id: text}, null_odds {qas_id: score_diff}, number of windows).
@@ -1400,7 +1401,7 @@ def validate_flags_or_throw(bert_config):
                          f"window (--max_seq_length - --max_query_length - 3): the windows would skip text; use "
                          f"--doc_stride={max_tokens_for_doc} or less")
     if FLAGS.do_train:
-        training.validate_run_flags(learning_rate=FLAGS.learning_rate, num_train_epochs=FLAGS.num_train_epochs,
+        cli.validate_run_flags(learning_rate=FLAGS.learning_rate, num_train_epochs=FLAGS.num_train_epochs,
                                     warmup_proportion=FLAGS.warmup_proportion)
     for name in ("train_file", "predict_file", "vocab_file"):
         path = getattr(FLAGS, name)
@@ -1419,14 +1420,14 @@ def _log_counts(what, stats, max_query_length):
 
 def run_training(strategy, engine_config, model, counts, length):
     # Steps count questions, not windows, as the original.
-    num_train_steps, num_warmup_steps = training.epoch_steps(
+    num_train_steps, num_warmup_steps = cli.epoch_steps(
         counts["num_examples"], FLAGS.train_batch_size, FLAGS.num_train_epochs, FLAGS.warmup_proportion,
         unit="questions")
     logging.info("  Num orig examples = %d", counts["num_examples"])
     logging.info("  Num split examples = %d", counts["num_features"])
     _log_counts(FLAGS.train_file, counts, FLAGS.max_query_length)
     name_to_features = feature_spec(FLAGS.max_seq_length, is_training=True)
-    dataset_fn = training.tfrecord_dataset_fn([counts["path"]], name_to_features, engine_config.data_seed,
+    dataset_fn = input_pipeline.tfrecord_dataset_fn([counts["path"]], name_to_features, engine_config.data_seed,
                                               length=length)
     training.train(strategy, engine_config, model, squad_training_loss, dataset_fn, FLAGS.output_dir, num_train_steps,
                    num_warmup_steps, FLAGS.learning_rate, FLAGS.train_batch_size,
@@ -1517,7 +1518,7 @@ def main(_):
     # original's span loss and each window's n-best candidates cover every position, padding
     # included, so cutting the padding changes the training run and the answers. With
     # --real_length the model masks the padding out and the cut changes nothing.
-    length = training.real_length(engine_config, FLAGS.max_seq_length) if FLAGS.real_length else None
+    length = input_pipeline.real_length(engine_config, FLAGS.max_seq_length) if FLAGS.real_length else None
     if FLAGS.do_train:
         run_training(strategy, engine_config, model, train_counts, length)
     if FLAGS.do_predict:

@@ -1,6 +1,6 @@
 """Pretraining input at cluster scale: bytes each worker reads per step, and resume latency.
 
-Runs the engine's input pipeline (training.training_dataset / training.TrainingInput) for
+Runs the engine's input pipeline (input_pipeline.training_dataset / training.TrainingInput) for
 1, 2 and 4 workers, each worker's pipeline in turn in this process (what a worker's pipeline
 reads does not depend on the others running), on pretraining-schema TFRecords it writes
 (seq 128, 20 predictions, random ids):
@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from bench import results
+import input_pipeline
 import run_pretraining
 import training
 
@@ -46,7 +47,7 @@ def write_records(directory, files, records_per_file, rng):
                           "masked_lm_positions": rng.integers(0, SEQ, PREDICTIONS),
                           "masked_lm_ids": rng.integers(0, 30522, PREDICTIONS),
                           "masked_lm_weights": np.ones(PREDICTIONS, np.float32), "next_sentence_labels": [1]}
-                writer.write(training.serialize_example({k: np.asarray(v).tolist() for k, v in values.items()}))
+                writer.write(input_pipeline.serialize_example({k: np.asarray(v).tolist() for k, v in values.items()}))
         paths.append(path)
     return paths
 
@@ -61,7 +62,7 @@ def bytes_per_step(paths, workers, steps):
     per_worker = []
     for index in range(workers):
         context = tf.distribute.InputContext(workers, index, workers)
-        dataset = training.training_dataset(paths, SPEC, GLOBAL_BATCH // workers, seed=1, input_context=context)
+        dataset = input_pipeline.training_dataset(paths, SPEC, GLOBAL_BATCH // workers, seed=1, input_context=context)
         iterator = iter(dataset.prefetch(0))
         for _ in range(2):
             next(iterator)
@@ -77,7 +78,7 @@ class DatasetFn:
         self.paths = paths
 
     def __call__(self, input_context, batch_size, skip_examples):
-        return training.training_dataset(self.paths, SPEC, batch_size, seed=1, skip_examples=skip_examples,
+        return input_pipeline.training_dataset(self.paths, SPEC, batch_size, seed=1, skip_examples=skip_examples,
                                          input_context=input_context)
 
 

@@ -103,10 +103,11 @@ def random_batch(seed, batch, seq, vocab_size):
 
 def child_write_records(path, seq, count):
     """Writes `count` random full-length examples at `seq` as a pretraining TFRecord file."""
-    import training
+    import input_pipeline
     features = random_batch(0, count, seq, BASE["vocab_size"])
-    training.write_tfrecord(path, (training.serialize_example({k: v[i].tolist() for k, v in features.items()})
-                                   for i in range(count)))
+    examples = (input_pipeline.serialize_example({k: v[i].tolist() for k, v in features.items()})
+                for i in range(count))
+    input_pipeline.write_tfrecord(path, examples)
 
 
 def child_original(args):

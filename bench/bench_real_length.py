@@ -8,7 +8,7 @@ Model: BERT-Mini (L=4, H=256, A=4, I=1024) or with --model=base BERT-Base, float
 
   train    fine-tuning steps at train_batch_size 32: the original (its run_classifier
            create_model and optimization.py in a tf.compat.v1 graph, fed the same padded
-           batches), ours padded (the engine's step on training.training_dataset at
+           batches), ours padded (the engine's step on input_pipeline.training_dataset at
            max_seq_length) and ours cut to the real length (rounded up to 16, and to 8).
            All three take the same records in the same batches.
   predict  prediction at predict_batch_size 8 over the same examples, in file order:
@@ -48,6 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 import corpus  # bench/corpus.py
+import input_pipeline
 import modeling
 import optimization
 import results  # bench/results.py
@@ -152,9 +153,9 @@ class Original:
 def numpy_batches(path, batch_size, count, seed=None):
     spec = run_classifier.classifier_features(MAX_SEQ_LENGTH)
     if seed is None:
-        dataset = training.sequential_dataset([path], spec, batch_size)
+        dataset = input_pipeline.sequential_dataset([path], spec, batch_size)
     else:
-        dataset = training.training_dataset([path], spec, batch_size, seed)
+        dataset = input_pipeline.training_dataset([path], spec, batch_size, seed)
     return [{k: np.asarray(v) for k, v in b.items()} for b in dataset.take(count)]
 
 
@@ -177,12 +178,12 @@ def train_runners(path, original_dir, steps):
 
     spec = run_classifier.classifier_features(MAX_SEQ_LENGTH)
     for name, length in (("ours, padded", None),
-                         ("ours, real length (x16)", training.RealLength(MAX_SEQ_LENGTH, multiple=16)),
-                         ("ours, real length (x8)", training.RealLength(MAX_SEQ_LENGTH, multiple=8))):
+                         ("ours, real length (x16)", input_pipeline.RealLength(MAX_SEQ_LENGTH, multiple=16)),
+                         ("ours, real length (x8)", input_pipeline.RealLength(MAX_SEQ_LENGTH, multiple=8))):
         model = run_classifier.ClassifierModel(modeling.BertConfig.from_dict(CONFIG), 2)
         optimizer = optimization.create_optimizer(LEARNING_RATE, NUM_TRAIN_STEPS, NUM_WARMUP_STEPS)
         optimizer.build(model.trainable_variables)
-        dataset = training.training_dataset([path], spec, TRAIN_BATCH, 7, length=length)
+        dataset = input_pipeline.training_dataset([path], spec, TRAIN_BATCH, 7, length=length)
         iterator = iter(dataset)
         loop = training._make_train_loop(
             tf.distribute.get_strategy(), model,
@@ -213,15 +214,15 @@ def predict_runners(path, original_dir, num_examples):
     spec = run_classifier.classifier_features(MAX_SEQ_LENGTH)
     strategy = tf.distribute.get_strategy()
     for name, length in (("ours, padded", None),
-                         ("ours, length-grouped (x16)", training.RealLength(MAX_SEQ_LENGTH, multiple=16)),
-                         ("ours, length-grouped (x8)", training.RealLength(MAX_SEQ_LENGTH, multiple=8))):
+                         ("ours, length-grouped (x16)", input_pipeline.RealLength(MAX_SEQ_LENGTH, multiple=16)),
+                         ("ours, length-grouped (x8)", input_pipeline.RealLength(MAX_SEQ_LENGTH, multiple=8))):
         model = run_classifier.ClassifierModel(modeling.BertConfig.from_dict(CONFIG), 2)
         for variable_name, variable in modeling.original_name_map(model).items():
             variable.assign(weights[variable_name])
 
         def run(model=model, length=length):
-            dataset = training.sequential_dataset([path], spec, PREDICT_BATCH, length=length,
-                                                  group_window=training.PREDICTION_WINDOW_BATCHES)
+            dataset = input_pipeline.sequential_dataset([path], spec, PREDICT_BATCH, length=length,
+                                                  group_window=input_pipeline.PREDICTION_WINDOW_BATCHES)
             start = time.perf_counter()
             outputs = run_classifier.run_predictions(strategy, model, dataset, False)
             return time.perf_counter() - start, outputs["predictions"]
@@ -232,9 +233,10 @@ def predict_runners(path, original_dir, num_examples):
 def predict_once(path, mode):
     """Runs one prediction over the records in `path`, "padded" or "grouped" (a --peak_memory child)."""
     model = run_classifier.ClassifierModel(modeling.BertConfig.from_dict(CONFIG), 2)
-    length = None if mode == "padded" else training.RealLength(MAX_SEQ_LENGTH)
-    dataset = training.sequential_dataset([path], run_classifier.classifier_features(MAX_SEQ_LENGTH), PREDICT_BATCH,
-                                          length=length, group_window=training.PREDICTION_WINDOW_BATCHES)
+    length = None if mode == "padded" else input_pipeline.RealLength(MAX_SEQ_LENGTH)
+    dataset = input_pipeline.sequential_dataset(
+        [path], run_classifier.classifier_features(MAX_SEQ_LENGTH), PREDICT_BATCH, length=length,
+        group_window=input_pipeline.PREDICTION_WINDOW_BATCHES)
     run_classifier.run_predictions(tf.distribute.get_strategy(), model, dataset, False)
 
 
@@ -353,8 +355,8 @@ def speed_benchmark(args, train_path, predict_path, lengths, workloads):
             f"Model {MODELS[args.model][1]}, float32, dropout 0.1. train: {args.train_steps} steps of "
             f"batch {TRAIN_BATCH} per timed run (the same batches for every run); predict: the first "
             f"{args.predict_examples} examples at batch {PREDICT_BATCH}, in file order, window "
-            f"{training.PREDICTION_WINDOW_BATCHES} batches. {args.rounds} interleaved rounds, median shown, ratios "
-            f"also per round (min-max); warm-up s is the first runs (XLA kernel compiles for each length). "
+            f"{input_pipeline.PREDICTION_WINDOW_BATCHES} batches. {args.rounds} interleaved rounds, median shown, "
+            f"ratios also per round (min-max); warm-up s is the first runs (XLA kernel compiles for each length). "
             f"Load average (1 min) after each round: {', '.join(f'{x:.2f}' for x in loads)}: the machine was "
             f"shared with other jobs while this ran, so the timings are noisy; ratios come from the same "
             f"process and rounds.\n\n{table}\n")

@@ -208,16 +208,16 @@ class OurPrediction:
         from absl import logging
         import tensorflow as tf
 
+        import input_pipeline
         import modeling
         import run_squad
         import tokenization
-        import training
         logging.set_verbosity(logging.WARNING)  # the first 20 examples' windows are logged otherwise
         self.run_squad = run_squad
         self.tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case=True)
         self.strategy = tf.distribute.get_strategy()
         self.model = run_squad.SquadModel(modeling.BertConfig.from_json_file(config_file), mask_padding=real_length)
-        self.length = training.RealLength(SETTINGS["max_seq_length"]) if real_length else None
+        self.length = input_pipeline.RealLength(SETTINGS["max_seq_length"]) if real_length else None
         result = modeling.load_checkpoint(checkpoint, self.model)
         assert not result.not_in_checkpoint, result.not_in_checkpoint
 

@@ -749,7 +749,7 @@ def test_tfrecord_cut_inside_a_record_fails_naming_file_and_bytes(tmp_path, into
 
 
 def test_tfrecord_end_check_reads_only_the_tail_of_a_whole_file(tmp_path):
-    import training
+    import input_pipeline
     source = os.path.join(GOLDEN, "pretraining_plain_0.tfrecord")
     with open(source, "rb") as f:
         data = f.read()
@@ -757,13 +757,13 @@ def test_tfrecord_end_check_reads_only_the_tail_of_a_whole_file(tmp_path):
     with open(path, "wb") as f:
         f.write(data * 100)  # 12 MB
     started = time.monotonic()
-    assert training.tfrecord_end_problem(path) is None
+    assert input_pipeline.tfrecord_end_problem(path) is None
     assert time.monotonic() - started < 0.5
     os.truncate(path, len(data) * 100 - 3)
-    assert "is truncated" in training.tfrecord_end_problem(path)
+    assert "is truncated" in input_pipeline.tfrecord_end_problem(path)
     with open(path, "r+b") as f:  # a damaged length in the first header
         f.write(b"\xff")
-    assert "the record header at byte 0 of" in training.tfrecord_end_problem(path)
+    assert "the record header at byte 0 of" in input_pipeline.tfrecord_end_problem(path)
 
 
 def test_squad_rebuilds_a_cut_cached_train_tf_record(tmp_path, caplog):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import input_pipeline
 import modeling
 import run_classifier
 import training
@@ -26,10 +27,10 @@ def write_classifier_records(path, lengths, seed=0):
         ids = [2] + rng.integers(5, CONFIG.vocab_size, n - 2).tolist() + [3]
         split = int(rng.integers(1, n))
         pad = [0] * (MAX_SEQ_LENGTH - n)
-        records.append(training.serialize_example({
+        records.append(input_pipeline.serialize_example({
             "input_ids": ids + pad, "input_mask": [1] * n + pad, "segment_ids": [0] * split + [1] * (n - split) + pad,
             "label_ids": [int(rng.integers(0, 2))], "is_real_example": [1]}))
-    training.write_tfrecord(path, records)
+    input_pipeline.write_tfrecord(path, records)
     return path
 
 
@@ -47,30 +48,30 @@ def test_length_is_the_longest_real_sequence_rounded_up_and_keeps_masked_positio
     mask = tf.constant([[1, 1, 1, 0, 0, 0, 0, 0, 0, 0] + [0] * 54, [1] * 17 + [0] * 47])
     features = {"input_ids": mask * 7, "input_mask": mask, "segment_ids": mask * 0,
                 "masked_lm_positions": tf.constant([[1, 2, 0], [5, 0, 0]]), "label_ids": tf.constant([1, 0])}
-    cut = training.RealLength(MAX_SEQ_LENGTH, multiple=16)(features)
+    cut = input_pipeline.RealLength(MAX_SEQ_LENGTH, multiple=16)(features)
     assert [cut[name].shape for name in ("input_ids", "input_mask", "segment_ids")] == [(2, 32)] * 3
     np.testing.assert_array_equal(cut["input_mask"], mask[:, :32])
     assert cut["masked_lm_positions"].shape == (2, 3) and cut["label_ids"].shape == (2,)
-    assert int(training.RealLength(MAX_SEQ_LENGTH, multiple=8).batch_length(features)) == 24
+    assert int(input_pipeline.RealLength(MAX_SEQ_LENGTH, multiple=8).batch_length(features)) == 24
     # A masked-LM position beyond the real tokens (a record from elsewhere) is never cut off.
     features["masked_lm_positions"] = tf.constant([[1, 2, 40], [5, 0, 0]])
-    assert int(training.RealLength(MAX_SEQ_LENGTH, position_features=["masked_lm_positions"])
+    assert int(input_pipeline.RealLength(MAX_SEQ_LENGTH, position_features=["masked_lm_positions"])
                .batch_length(features)) == 48
     # A full-length row keeps the batch at max_seq_length; a mask with holes counts its last 1.
-    assert int(training.RealLength(MAX_SEQ_LENGTH).batch_length({"input_mask": tf.ones([1, 64])})) == 64
+    assert int(input_pipeline.RealLength(MAX_SEQ_LENGTH).batch_length({"input_mask": tf.ones([1, 64])})) == 64
     holes = tf.constant([[1, 0] * 16 + [0] * 32])
-    assert int(training.RealLength(MAX_SEQ_LENGTH).batch_length({"input_mask": holes})) == 32
+    assert int(input_pipeline.RealLength(MAX_SEQ_LENGTH).batch_length({"input_mask": holes})) == 32
 
 
 def test_xla_and_tpu_lengths_come_from_a_fixed_set():
-    xla = training.real_length(training.EngineConfig(use_xla=True), 128)
+    xla = input_pipeline.real_length(training.EngineConfig(use_xla=True), 128)
     assert xla.lengths() == [32, 64, 96, 128]
     for real, expected in ((1, 32), (32, 32), (33, 64), (97, 128), (128, 128)):
         mask = tf.constant([[1] * real + [0] * (128 - real)])
         assert int(xla.batch_length({"input_mask": mask})) == expected
-    assert training.real_length(training.EngineConfig(use_xla=True), 80).lengths() == [32, 64, 80]
-    assert training.real_length(training.EngineConfig(), 128).lengths() == list(range(8, 129, 8))
-    assert training.real_length(training.EngineConfig(distribution_strategy="tpu"), 128) is None
+    assert input_pipeline.real_length(training.EngineConfig(use_xla=True), 80).lengths() == [32, 64, 80]
+    assert input_pipeline.real_length(training.EngineConfig(), 128).lengths() == list(range(8, 129, 8))
+    assert input_pipeline.real_length(training.EngineConfig(distribution_strategy="tpu"), 128) is None
 
 
 def test_training_at_real_length_follows_the_padded_trajectory(tmp_path):
@@ -82,11 +83,11 @@ def test_training_at_real_length_follows_the_padded_trajectory(tmp_path):
     spec = run_classifier.classifier_features(MAX_SEQ_LENGTH)
     init = str(tmp_path / "init" / "model.ckpt")
     modeling.save_checkpoint(init, modeling.original_name_map(classifier_model()))
-    cut = training.RealLength(MAX_SEQ_LENGTH)
+    cut = input_pipeline.RealLength(MAX_SEQ_LENGTH)
     batch_size, steps = 4, 8
 
-    padded_batches = training.training_dataset([train_file], spec, batch_size, seed=5)
-    cut_batches = training.training_dataset([train_file], spec, batch_size, seed=5, length=cut)
+    padded_batches = input_pipeline.training_dataset([train_file], spec, batch_size, seed=5)
+    cut_batches = input_pipeline.training_dataset([train_file], spec, batch_size, seed=5, length=cut)
     for a, b in zip(padded_batches.take(steps), cut_batches.take(steps)):
         np.testing.assert_array_equal(a["label_ids"], b["label_ids"])
         np.testing.assert_array_equal(a["input_ids"][:, :b["input_ids"].shape[1]], b["input_ids"])
@@ -98,7 +99,7 @@ def test_training_at_real_length_follows_the_padded_trajectory(tmp_path):
         config = training.EngineConfig(seed=3, log_steps=steps, save_checkpoints_steps=steps)
 
         def dataset_fn(input_context, per_replica, skip_examples):
-            return training.training_dataset([train_file], spec, per_replica, seed=5, skip_examples=skip_examples,
+            return input_pipeline.training_dataset([train_file], spec, per_replica, seed=5, skip_examples=skip_examples,
                                              input_context=input_context, length=length)
         loss = training.train(tf.distribute.get_strategy(), config, model,
                               lambda m, f, t: tf.reduce_mean(run_classifier.example_losses(m, f, False, t)[0]),
@@ -127,10 +128,10 @@ def test_length_grouped_prediction_equals_padded_prediction_in_input_order(tmp_p
     spec = run_classifier.classifier_features(MAX_SEQ_LENGTH)
     model = classifier_model()
     strategy = tf.distribute.get_strategy()
-    padded = run_classifier.run_predictions(strategy, model, training.sequential_dataset([predict_file], spec, 8),
+    padded = run_classifier.run_predictions(strategy, model, input_pipeline.sequential_dataset([predict_file], spec, 8),
                                             False)
-    grouped_dataset = training.sequential_dataset([predict_file], spec, 8, length=training.RealLength(MAX_SEQ_LENGTH),
-                                                  group_window=3)
+    grouped_dataset = input_pipeline.sequential_dataset(
+        [predict_file], spec, 8, length=input_pipeline.RealLength(MAX_SEQ_LENGTH), group_window=3)
     # Windows of 24 examples sorted by length; a batch of length L holds the rows that fit in
     # 8 * 64 tokens (64 rows of 8 tokens, 32 of 16, 21 of 24, ..., 8 of 64), whatever the input:
     # one shape per length. Dummy rows (position -1, all zeros) fill each window's last batch.
@@ -138,9 +139,9 @@ def test_length_grouped_prediction_equals_padded_prediction_in_input_order(tmp_p
     shapes = [tuple(f["input_ids"].shape) for f in batches]
     assert all(rows == max(8, 8 * MAX_SEQ_LENGTH // length) for rows, length in shapes)
     assert max(rows for rows, _ in shapes) > 8 and min(length for _, length in shapes) <= 32
-    positions = np.concatenate([f[training.EXAMPLE_POSITION].numpy() for f in batches])
+    positions = np.concatenate([f[input_pipeline.EXAMPLE_POSITION].numpy() for f in batches])
     assert sorted(positions[positions >= 0]) == list(range(53))
-    dummies = [f["input_mask"].numpy()[f[training.EXAMPLE_POSITION].numpy() < 0] for f in batches]
+    dummies = [f["input_mask"].numpy()[f[input_pipeline.EXAMPLE_POSITION].numpy() < 0] for f in batches]
     assert sum(len(d) for d in dummies) == len(positions) - 53 > 0 and not any(d.any() for d in dummies)
     for f in batches:  # every real row fits its batch's length
         assert f["input_mask"].numpy().sum(1).max() <= f["input_ids"].shape[1]
@@ -154,7 +155,7 @@ def test_length_grouped_prediction_equals_padded_prediction_in_input_order(tmp_p
 def test_a_window_is_cut_into_one_shape_per_length_with_leftovers_carried_up():
     # Batch size 8 at max_seq_length 128: a batch of length L holds max(8, 1024 // L) rows.
     lengths = [8] * 70 + [16] * 40 + [24] * 3 + [128] * 2
-    starts, sizes, batch_lengths, dummies = training._grouped_batch_plan(tf.constant(lengths), 8, 8 * 128)
+    starts, sizes, batch_lengths, dummies = input_pipeline._grouped_batch_plan(tf.constant(lengths), 8, 8 * 128)
     # 70 rows of 8 never fill a batch of 128: they join the 40 of 16 (110 rows: one batch of
     # 64, 46 left), those the 3 of 24 (49 rows: one batch of 42, 7 left), those the 2 of 128
     # (9 rows: one batch of 8, and 1 row in a last batch of 8 with 7 dummies).
@@ -163,18 +164,18 @@ def test_a_window_is_cut_into_one_shape_per_length_with_leftovers_carried_up():
     assert batch_lengths.numpy().tolist() == [16, 24, 128, 128]
     assert int(dummies) == 7
     # A few short rows still make one whole batch of their length (no other shape).
-    starts, sizes, batch_lengths, dummies = training._grouped_batch_plan(tf.constant([8, 8, 8]), 8, 8 * 128)
+    starts, sizes, batch_lengths, dummies = input_pipeline._grouped_batch_plan(tf.constant([8, 8, 8]), 8, 8 * 128)
     assert (starts.numpy().tolist(), sizes.numpy().tolist(), batch_lengths.numpy().tolist(), int(dummies)) == (
         [0], [128], [8], 125)
 
 
 def test_outputs_come_back_in_input_order_a_window_at_a_time():
     def batch(positions):
-        return {training.EXAMPLE_POSITION: np.array(positions), "x": np.array(positions) * 10}
+        return {input_pipeline.EXAMPLE_POSITION: np.array(positions), "x": np.array(positions) * 10}
     # Two windows: [0..4] sorted as 3 1 | 4 0 2, then [5..7] as 7 5 | 6 and a dummy row (-1).
     out = list(training._in_input_order([batch([3, 1]), batch([4, 0, 2]), batch([7, 5]), batch([6, -1])]))
     assert [b["x"].tolist() for b in out] == [[0, 10, 20, 30, 40], [50], [60, 70]]
-    assert all(training.EXAMPLE_POSITION not in b for b in out)
+    assert all(input_pipeline.EXAMPLE_POSITION not in b for b in out)
     with pytest.raises(RuntimeError, match="never became contiguous"):
         list(training._in_input_order([batch([1, 2])]))
 
@@ -188,7 +189,7 @@ def test_served_classifier_runs_at_the_request_length_with_the_padded_probabilit
     text_b = tf.constant(["w6", "w7 w8", ""])
     served = export._classify(text_a, text_b)["probabilities"]
     packed = export.tokenizer.pack_inputs(text_a, text_b, MAX_SEQ_LENGTH)
-    assert int(training.RealLength(MAX_SEQ_LENGTH)(packed)["input_ids"].shape[1]) == 16
+    assert int(input_pipeline.RealLength(MAX_SEQ_LENGTH)(packed)["input_ids"].shape[1]) == 16
     padded = tf.nn.softmax(model(packed["input_ids"], packed["input_mask"], packed["segment_ids"]))
     np.testing.assert_allclose(served, padded, atol=1e-6, rtol=0)
 
@@ -197,12 +198,12 @@ def test_group_by_length_batches_similar_lengths_and_resumes_exactly(tmp_path):
     lengths = np.random.default_rng(3).integers(3, MAX_SEQ_LENGTH + 1, 300).tolist()
     train_file = write_classifier_records(str(tmp_path / "train.tf_record"), lengths)
     spec = run_classifier.classifier_features(MAX_SEQ_LENGTH)
-    window = 4 * training.GROUP_WINDOW_BATCHES  # records per sorted window at batch size 4
+    window = 4 * input_pipeline.GROUP_WINDOW_BATCHES  # records per sorted window at batch size 4
 
     def batches(skip=0, group=True):
-        dataset = training.training_dataset([train_file], spec, 4, seed=5, skip_examples=skip,
-                                            length=training.RealLength(MAX_SEQ_LENGTH), group_by_length=group)
-        return [{k: v.numpy() for k, v in b.items()} for b in dataset.take(2 * training.GROUP_WINDOW_BATCHES)]
+        dataset = input_pipeline.training_dataset([train_file], spec, 4, seed=5, skip_examples=skip,
+                                            length=input_pipeline.RealLength(MAX_SEQ_LENGTH), group_by_length=group)
+        return [{k: v.numpy() for k, v in b.items()} for b in dataset.take(2 * input_pipeline.GROUP_WINDOW_BATCHES)]
 
     def spread(batch):
         real = batch["input_mask"].sum(1)
@@ -210,7 +211,7 @@ def test_group_by_length_batches_similar_lengths_and_resumes_exactly(tmp_path):
 
     grouped, plain = batches(), batches(group=False)
     # The first window holds the same records as the original's first batches, regrouped.
-    first = training.GROUP_WINDOW_BATCHES
+    first = input_pipeline.GROUP_WINDOW_BATCHES
 
     def ids(bs):
         return sorted(tuple(row[:n]) for b in bs for row, n in zip(b["input_ids"].tolist(), b["input_mask"].sum(1)))
@@ -225,7 +226,7 @@ def test_group_by_length_batches_similar_lengths_and_resumes_exactly(tmp_path):
     for a, b in zip(grouped[10:], again):
         np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
     with pytest.raises(ValueError, match="group_by_length"):
-        training.training_dataset([train_file], spec, 4, seed=5, group_by_length=True)
+        input_pipeline.training_dataset([train_file], spec, 4, seed=5, group_by_length=True)
 
 
 def test_cut_batches_give_the_originals_outputs():
@@ -242,7 +243,7 @@ def test_cut_batches_give_the_originals_outputs():
     modeling.load_checkpoint(os.path.join(golden_dir, "modeling_tiny.ckpt"), bert, masked_lm, classifier)
     features = {"input_ids": inputs["input_ids"], "input_mask": inputs["input_mask"],
                 "segment_ids": inputs["token_type_ids"], "masked_lm_positions": inputs["masked_lm_positions"]}
-    cut = training.RealLength(11, multiple=8, position_features=["masked_lm_positions"])(features)
+    cut = input_pipeline.RealLength(11, multiple=8, position_features=["masked_lm_positions"])(features)
     assert cut["input_ids"].shape == (2, 8)
     out = bert(cut["input_ids"], input_mask=cut["input_mask"], token_type_ids=cut["segment_ids"])
     np.testing.assert_allclose(out["sequence_output"][0, :7], expected["sequence_output"][1, :7], atol=1e-5, rtol=0)

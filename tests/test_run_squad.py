@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import input_pipeline
 import modeling
 import run_squad
 import tokenization
-import training
 
 from tests import helpers
 
@@ -311,7 +311,7 @@ def test_real_length_prediction_equals_the_padding_masked_model_at_full_length(v
     run_squad.predict_and_write(tf.distribute.get_strategy(), model, examples, iter(features), str(cut),
                                 SETTINGS["max_seq_length"], 4,
                                 run_squad.AnswerSettings(version_2_with_negative=version == "v2"),
-                                length=training.RealLength(SETTINGS["max_seq_length"]))
+                                length=input_pipeline.RealLength(SETTINGS["max_seq_length"]))
     assert _load_json(cut / "predictions.json") == _load_json(paths[0])
     ours, theirs = _load_json(cut / "nbest_predictions.json"), _load_json(paths[1])
     assert list(ours) == list(theirs)
@@ -328,10 +328,10 @@ def test_real_length_training_step_equals_the_padded_masked_step():
     # Under --real_length a training batch is cut to its longest window: with padding masked
     # out of the span softmax, the loss and every gradient are those of the padded batch.
     spec = run_squad.feature_spec(SETTINGS["max_seq_length"], is_training=True)
-    records = next(iter(training.sequential_dataset([golden("squad_v1_train.tf_record")], spec, 100)))
+    records = next(iter(input_pipeline.sequential_dataset([golden("squad_v1_train.tf_record")], spec, 100)))
     short = tf.reduce_sum(records["input_mask"], 1) < 56  # the windows of shorter documents
     batch = {name: tf.boolean_mask(values, short) for name, values in records.items()}
-    length = training.RealLength(SETTINGS["max_seq_length"])
+    length = input_pipeline.RealLength(SETTINGS["max_seq_length"])
     cut = length(batch)
     assert batch["input_ids"].shape[0] >= 4 and cut["input_ids"].shape[1] == 56
     assert tf.reduce_max(batch["end_positions"]) > 0  # answers inside the windows

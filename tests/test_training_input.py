@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import input_pipeline
 import training
 
 SPEC = {"value": tf.io.FixedLenFeature([1], tf.int64)}
@@ -38,7 +39,7 @@ def test_with_enough_files_each_worker_reads_only_its_own_files(tmp_path):
     paths = write_files(str(tmp_path), files=4, records_per_file=6)
     seen = []
     for index in range(2):
-        dataset = training.training_dataset(paths, SPEC, batch_size=3, seed=1, input_context=context(2, index))
+        dataset = input_pipeline.training_dataset(paths, SPEC, batch_size=3, seed=1, input_context=context(2, index))
         stream = sum(values(dataset, batches=40), [])  # 10 passes over its 2 files
         assert {v // 1000 for v in stream} == {index, index + 2}  # files index::2, nothing else
         seen += stream
@@ -49,8 +50,8 @@ def test_with_enough_files_each_worker_reads_only_its_own_files(tmp_path):
 
 def test_with_fewer_files_than_workers_global_batches_equal_one_devices(tmp_path):
     paths = write_files(str(tmp_path), files=1, records_per_file=50)
-    one = values(training.training_dataset(paths, SPEC, batch_size=4, seed=3), batches=5)
-    pipelines = [values(training.training_dataset(paths, SPEC, batch_size=2, seed=3, input_context=context(2, i)),
+    one = values(input_pipeline.training_dataset(paths, SPEC, batch_size=4, seed=3), batches=5)
+    pipelines = [values(input_pipeline.training_dataset(paths, SPEC, batch_size=2, seed=3, input_context=context(2, i)),
                         batches=5) for i in range(2)]
     for step in range(5):
         assert sorted(pipelines[0][step] + pipelines[1][step]) == sorted(one[step])
@@ -64,7 +65,7 @@ class RecordingDatasetFn:
 
     def __call__(self, input_context, batch_size, skip_examples):
         self.skips.append(skip_examples)
-        return training.training_dataset(self.paths, SPEC, batch_size, seed=5, skip_examples=skip_examples,
+        return input_pipeline.training_dataset(self.paths, SPEC, batch_size, seed=5, skip_examples=skip_examples,
                                          input_context=input_context)
 
 
@@ -119,8 +120,8 @@ def test_resume_with_another_worker_count_reshards_and_says_so(tmp_path):
 
 def test_per_worker_files_after_a_lost_position_start_a_fresh_reshuffled_pass(tmp_path):
     paths = write_files(str(tmp_path), files=4, records_per_file=6)
-    fresh = training.training_dataset(paths, SPEC, 3, seed=1, input_context=context(2, 0))
-    resumed = training.training_dataset(paths, SPEC, 3, seed=1, skip_examples=30, input_context=context(2, 0))
+    fresh = input_pipeline.training_dataset(paths, SPEC, 3, seed=1, input_context=context(2, 0))
+    resumed = input_pipeline.training_dataset(paths, SPEC, 3, seed=1, skip_examples=30, input_context=context(2, 0))
     # No skip through the stream (its positions depend on the worker count): the same files,
     # another order.
     first, second = sum(values(fresh, 8), []), sum(values(resumed, 8), [])
