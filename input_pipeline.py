@@ -447,7 +447,22 @@ def sequential_dataset(input_files, name_to_features, batch_size, repeat=False, 
 
 
 def _length_grouped_batches(records, name_to_features, batch_size, group_window, length):
-    """Windows of group_window * batch_size records, each sorted by length and re-batched.
+    """Windows of group_window * batch_size records, parsed and grouped by length_grouped_batches."""
+    def parsed_window(positions, serialized):
+        return dict(_parse_batch(serialized, name_to_features), **{EXAMPLE_POSITION: positions})
+
+    windows = records.enumerate().batch(batch_size * group_window).map(parsed_window)
+    return length_grouped_batches(windows, batch_size, length)
+
+
+def length_grouped_batches(windows, batch_size, length):
+    """Each window of rows sorted by length and re-batched: the one length-ordered inference path.
+
+    `windows` is a dataset of dicts of [n, ...] tensors (n rows, any n), each holding the
+    sequence features, `input_mask` among them, and EXAMPLE_POSITION [n] (int64): the rows'
+    positions in the input, 0, 1, 2, ... over the windows. training.predict() runs the
+    batches and yields their outputs back in input order (sequential_dataset's group_window
+    makes such windows of TFRecords, run_squad.predict_windows of SQuAD windows).
 
     A batch of rows of rounded length L holds rows_for(L) = max(batch_size, batch_size *
     max_seq_length // L) of them: as many as fit in the tokens of one batch at max_seq_length,
@@ -465,12 +480,10 @@ def _length_grouped_batches(records, name_to_features, batch_size, group_window,
     """
     token_budget = batch_size * length.max_seq_length
 
-    def sort_window(positions, serialized):
-        features = _parse_batch(serialized, name_to_features)
+    def sort_window(features):
         row_lengths = length.row_lengths(features)
         order = tf.argsort(row_lengths, stable=True)
         features = {name: tf.gather(t, order) for name, t in features.items()}
-        features[EXAMPLE_POSITION] = tf.gather(positions, order)
         starts, sizes, lengths, dummies = _grouped_batch_plan(tf.gather(row_lengths, order), batch_size, token_budget)
         features = {name: tf.concat([t, tf.fill(tf.concat([[dummies], tf.shape(t)[1:]], 0),
                                                  tf.constant(-1 if name == EXAMPLE_POSITION else 0, t.dtype))], 0)
@@ -479,7 +492,6 @@ def _length_grouped_batches(records, name_to_features, batch_size, group_window,
         return plan.map(lambda start, size, batch_length: length.cut(
             {name: t[start:start + size] for name, t in features.items()}, batch_length))
 
-    windows = records.enumerate().batch(batch_size * group_window)
     return windows.flat_map(sort_window).prefetch(tf.data.AUTOTUNE)
 
 

@@ -1135,69 +1135,68 @@ def _window_arrays(features):
             "segment_ids": np.array([f.segment_ids for f in features], np.int32)}
 
 
-def _model_order(group, length):
-    """The order in which a group of windows goes to the model: input order, or with
-    `length` (a input_pipeline.RealLength) by real length, so that each batch is cut short."""
-    if length is None:
-        return list(range(len(group)))
-    return sorted(range(len(group)), key=lambda i: sum(group[i].input_mask))
-
-
 def predict_windows(strategy, model, features, batch_size, max_seq_length, record_writer=None, length=None):
     """Runs the model on windows as they come; yields (InputFeatures, RawResult) in order.
 
-    `features` is consumed in batches by a tf.data generator (on tf.data's thread, so
-    feature conversion overlaps the model), and a window is held only from its batch until
+    `features` is consumed a group at a time by a tf.data generator (on tf.data's thread, so
+    feature conversion overlaps the model), and a window is held only from its group until
     its logits are yielded: memory does not grow with the number of questions. An error
     while making the windows is raised here, as it was raised.
 
     Args:
         features: iterable of InputFeatures (prediction windows).
-        batch_size: windows per model call.
+        batch_size: windows per model call (at full length).
         record_writer: optional tf.io.TFRecordWriter; each window's tf.Example (the
             original's eval.tf_record) is written to it.
         length: optional input_pipeline.RealLength (with a padding-masked model, --real_length):
-            windows go to the model sorted by length within groups of
-            input_pipeline.GROUP_WINDOW_BATCHES batches, each batch cut to its longest window;
-            the logits (of that length) are yielded in input order.
+            groups of input_pipeline.PREDICTION_WINDOW_BATCHES batches go to the model as
+            input_pipeline.length_grouped_batches makes them, each batch cut to its longest
+            window; the logits (of the batch's length) come back in input order.
     """
-    waiting = collections.deque()  # groups of windows given to the model (input order), not yet yielded
+    waiting = collections.deque()  # windows given to the model (input order), not yet yielded
     failure = []
-    group_size = batch_size * (input_pipeline.GROUP_WINDOW_BATCHES if length is not None else 1)
+    group_size = batch_size * (input_pipeline.PREDICTION_WINDOW_BATCHES if length is not None else 1)
 
-    def batches():
+    def groups():
+        issued = 0
         try:
             for group in _chunks(features, group_size):
-                arrays = _window_arrays([group[i] for i in _model_order(group, length)])
+                arrays = _window_arrays(group)
                 for feature in group:
                     if record_writer is not None:
                         record_writer.write(serialize_feature(feature, False))
                     feature.input_ids = feature.input_mask = feature.segment_ids = None  # in `arrays` now
-                waiting.append(group)
-                for start in range(0, len(group), batch_size):
-                    yield {name: values[start:start + batch_size] for name, values in arrays.items()}
-        except Exception as e:  # noqa: BLE001  (re-raised below, outside tf.data)
+                if length is not None:
+                    arrays[input_pipeline.EXAMPLE_POSITION] = np.arange(issued, issued + len(group), dtype=np.int64)
+                issued += len(group)
+                waiting.extend(group)  # before the model can see them
+                yield arrays
+        except Exception as e:  # re-raised below, outside tf.data
             failure.append(e)
 
-    def predict_fn(model, features):
-        return squad_predictions(model, length(features) if length is not None else features)
+    dataset = tf.data.Dataset.from_generator(groups, output_signature=_window_signature(max_seq_length, length))
+    if length is not None:
+        dataset = input_pipeline.length_grouped_batches(dataset, batch_size, length)
+    for outputs in training.predict(strategy, model, squad_predictions, dataset.prefetch(2)):
+        for unique_id, start_logits, end_logits in zip(outputs["unique_ids"], outputs["start_logits"],
+                                                       outputs["end_logits"]):
+            feature = waiting.popleft()
+            if feature.unique_id != unique_id:
+                raise RuntimeError(f"prediction lost track of windows: {unique_id} came for {feature.unique_id}")
+            yield feature, RawResult(int(unique_id), start_logits, end_logits)
+    if failure:
+        raise failure[0]
+    if waiting:
+        raise RuntimeError(f"prediction lost track of windows: {len(waiting)} without logits")
 
+
+def _window_signature(max_seq_length, length):
     signature = {name: tf.TensorSpec([None, max_seq_length], tf.int32)
                  for name in ("input_ids", "input_mask", "segment_ids")}
     signature["unique_ids"] = tf.TensorSpec([None], tf.int32)
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
-    done = {}  # unique_id -> RawResult, for the windows of the oldest waiting group
-    for outputs in training.predict(strategy, model, predict_fn, dataset):
-        for unique_id, start_logits, end_logits in zip(outputs["unique_ids"], outputs["start_logits"],
-                                                       outputs["end_logits"]):
-            done[int(unique_id)] = RawResult(int(unique_id), start_logits, end_logits)
-        while waiting and all(feature.unique_id in done for feature in waiting[0]):
-            for feature in waiting.popleft():
-                yield feature, done.pop(feature.unique_id)
-    if failure:
-        raise failure[0]
-    if waiting or done:
-        raise RuntimeError(f"prediction lost track of windows: {len(done)} results without a window")
+    if length is not None:
+        signature[input_pipeline.EXAMPLE_POSITION] = tf.TensorSpec([None], tf.int64)
+    return signature
 
 
 def predict_and_write(strategy, model, examples, features, output_dir, max_seq_length, predict_batch_size,

@@ -935,9 +935,11 @@ def predict(strategy, model, predict_fn, dataset):
 def _in_input_order(batches):
     """Re-yields length-sorted output batches in input order, as soon as a prefix is complete.
 
-    Every output holds input_pipeline.EXAMPLE_POSITION [B]; positions are 0, 1, 2, ... in some order, a
-    window at a time, so at most one window of outputs is held. Rows at position -1 (the
-    dummy rows that fill a window's last batch) are dropped.
+    Every output holds input_pipeline.EXAMPLE_POSITION [B]; positions are 0, 1, 2, ... in some
+    order, a window at a time, so at most one window of outputs is held. Rows at position -1
+    (the dummy rows that fill a window's last batch) are dropped. An output whose rows have
+    the batch's length (SQuAD's logits [B, L]) is yielded as an object array of rows where
+    the batches merged had different lengths.
     """
     position_key = input_pipeline.EXAMPLE_POSITION
     pending, next_position = [], 0
@@ -951,7 +953,7 @@ def _in_input_order(batches):
             ready += 1
         if not ready:
             continue
-        merged = {name: np.concatenate([b[name] for b in pending]) for name in batch if name != position_key}
+        merged = {name: _rows([b[name] for b in pending]) for name in batch if name != position_key}
         yield {name: values[order[:ready]] for name, values in merged.items()}
         rest = order[ready:]
         pending = [dict({name: values[rest] for name, values in merged.items()},
@@ -960,6 +962,17 @@ def _in_input_order(batches):
     if pending:
         raise RuntimeError(f"prediction outputs of input positions {sorted(pending[0][position_key])[:5]} ... "
                            f"never became contiguous")
+
+
+def _rows(arrays):
+    """The rows of `arrays` as one array: concatenated, or where their rows' shapes differ, an
+    object array [N] of the rows."""
+    if len({a.shape[1:] for a in arrays}) <= 1:
+        return np.concatenate(arrays)
+    rows = np.empty(sum(len(a) for a in arrays), object)
+    for i, row in enumerate(row for a in arrays for row in a):
+        rows[i] = row
+    return rows
 
 
 class _ShapeLog:
