@@ -15,6 +15,7 @@ not grow with `dupe_factor`), and `--num_workers` spreads the work over processe
 import array
 import collections
 import contextlib
+import dataclasses
 import gc
 import multiprocessing
 import os
@@ -505,20 +506,35 @@ class RecordSpill:
 
 # --- The pipeline -------------------------------------------------------------------------
 
-def create_training_records(documents, vocab, encoder, rng, dupe_factor, max_seq_length, short_seq_prob,
-                            masked_lm_prob, max_predictions_per_seq, do_whole_word_mask,
-                            document_indexes=None, spill=None, progress=None):
-    """Creates every instance of `documents` (or of `document_indexes`) into a RecordSpill."""
+@dataclasses.dataclass(frozen=True)
+class InstanceSettings:
+    """How documents become instances: the original's flags of the same names, and their defaults."""
+
+    max_seq_length: int = 128
+    max_predictions_per_seq: int = 20
+    masked_lm_prob: float = 0.15
+    short_seq_prob: float = 0.1
+    do_whole_word_mask: bool = False
+    dupe_factor: int = 10
+
+
+def create_training_records(documents, vocab, encoder, rng, settings, document_indexes=None, spill=None,
+                            progress=None):
+    """Creates every instance of `documents` (or of `document_indexes`) into a RecordSpill.
+
+    `settings`: InstanceSettings; the other parameters are the data and where it goes.
+    """
     # `is None`, not `or`: an empty RecordSpill is falsy (len 0), and a worker's named spill
     # must not be swapped for an unnamed one (the parent would read empty records from it).
     spill = spill if spill is not None else RecordSpill()
     if document_indexes is None:
         document_indexes = range(len(documents))
-    for _ in range(dupe_factor):
+    for _ in range(settings.dupe_factor):
         for document_index in document_indexes:
             for instance in create_instances_from_document_with_vocab(
-                    documents, document_index, max_seq_length, short_seq_prob, masked_lm_prob,
-                    max_predictions_per_seq, vocab, rng, do_whole_word_mask):
+                    documents, document_index, settings.max_seq_length, settings.short_seq_prob,
+                    settings.masked_lm_prob, settings.max_predictions_per_seq, vocab, rng,
+                    settings.do_whole_word_mask):
                 spill.append(encoder.encode(instance))
             if progress:
                 progress(1)
@@ -573,9 +589,7 @@ def _create_shard(shard_index):
     fd, path = tempfile.mkstemp(prefix=f"{_SPILL_PREFIX}{os.getppid()}-")  # the run's pid: cleaned if it is killed
     os.close(fd)
     spill = create_training_records(
-        state["documents"], state["vocab"], state["encoder"], rng, state["dupe_factor"],
-        state["max_seq_length"], state["short_seq_prob"], state["masked_lm_prob"],
-        state["max_predictions_per_seq"], state["do_whole_word_mask"],
+        state["documents"], state["vocab"], state["encoder"], rng, state["settings"],
         document_indexes=state["shards"][shard_index], spill=RecordSpill(path))
     spill.close()  # a named file: it stays for the parent, which reads and removes it
     return path, spill.lengths
@@ -682,10 +696,10 @@ def create_pretraining_data(input_files, output_files, vocab_file, do_lower_case
         logging.info("Read %d documents with %d segments", len(documents), sum(len(d) for d in documents))
 
         creating = cli.ProgressLine("documents processed", total=dupe_factor * len(documents))
+        settings = InstanceSettings(max_seq_length, max_predictions_per_seq, masked_lm_prob, short_seq_prob,
+                                    do_whole_word_mask, dupe_factor)
         if num_workers == 1:
-            spill = create_training_records(
-                documents, vocab, encoder, rng, dupe_factor, max_seq_length, short_seq_prob, masked_lm_prob,
-                max_predictions_per_seq, do_whole_word_mask, progress=creating)
+            spill = create_training_records(documents, vocab, encoder, rng, settings, progress=creating)
             creating.close()
             order = list(range(len(spill)))
             rng.shuffle(order)  # the original shuffles its instance list: same draws, same permutation
@@ -695,9 +709,8 @@ def create_pretraining_data(input_files, output_files, vocab_file, do_lower_case
             finally:
                 spill.close()
         else:
-            total = _create_with_workers(documents, vocab, encoder, random_seed, dupe_factor, max_seq_length,
-                                         short_seq_prob, masked_lm_prob, max_predictions_per_seq,
-                                         do_whole_word_mask, num_workers, output_files, tokenizer, creating)
+            total = _create_with_workers(documents, (vocab, encoder, tokenizer), settings, random_seed, num_workers,
+                                         output_files, creating)
     finally:
         gc.unfreeze()
     logging.info("Wrote %d total instances", total)
@@ -706,14 +719,11 @@ def create_pretraining_data(input_files, output_files, vocab_file, do_lower_case
     return total
 
 
-def _create_with_workers(documents, vocab, encoder, random_seed, dupe_factor, max_seq_length, short_seq_prob,
-                         masked_lm_prob, max_predictions_per_seq, do_whole_word_mask, num_workers,
-                         output_files, tokenizer, progress):
+def _create_with_workers(documents, vocabulary, settings, random_seed, num_workers, output_files, progress):
+    """`vocabulary`: (PretrainingVocab, ExampleEncoder, FullTokenizer) of the run."""
+    vocab, encoder, tokenizer = vocabulary
     _WORKER_STATE.update(documents=documents, vocab=vocab, encoder=encoder, random_seed=random_seed,
-                         dupe_factor=dupe_factor, max_seq_length=max_seq_length, short_seq_prob=short_seq_prob,
-                         masked_lm_prob=masked_lm_prob, max_predictions_per_seq=max_predictions_per_seq,
-                         do_whole_word_mask=do_whole_word_mask, num_workers=num_workers,
-                         shards=balance_shards(documents, num_workers))
+                         settings=settings, num_workers=num_workers, shards=balance_shards(documents, num_workers))
     with multiprocessing.get_context("fork").Pool(num_workers, initializer=_init_shard_worker) as pool:
         shards = pool.map(_create_shard, range(num_workers))
     _WORKER_STATE.clear()
