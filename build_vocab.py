@@ -200,6 +200,7 @@ def learn_wordpiece_vocab(word_counts, vocab_size, reserved_tokens, basic_tokeni
                           min_count=10, upper_thresh=10_000_000, num_iterations=4,
                           max_token_length=50, max_input_words=5_000_000,
                           max_unique_chars=-1, slack_ratio=0.05):
+    # 11 parameters: the learning algorithm's settings, each a build_vocab.py flag with its default.
     """Learns a WordPiece vocab of `vocab_size` entries from word counts.
 
     Layout: `reserved_tokens`, then single characters and their `##` forms (so every
@@ -329,6 +330,7 @@ def build_vocab(input_file, output_file, vocab_size=30522, do_lower_case=True, n
                 reserved_tokens=(), min_count=10, upper_thresh=10_000_000, num_iterations=4,
                 max_token_length=50, max_input_words=5_000_000, max_unique_chars=-1,
                 max_input_chars_per_word=200, log_every_lines=1_000_000):
+    # 14 parameters: one keyword per build_vocab.py flag: the script's Python API.
     """Reads the files of `input_file` (comma list of globs), learns a vocab, writes it.
 
     Returns:

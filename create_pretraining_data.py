@@ -208,6 +208,7 @@ def _tokenize_chunks(tokenizer, lines, pool):
 def create_instances_from_document_with_vocab(all_documents, document_index, max_seq_length, short_seq_prob,
                                               masked_lm_prob, max_predictions_per_seq, vocab, rng,
                                               do_whole_word_mask=False):
+    # 9 parameters: the original's create_instances_from_document, on ids with a vocab.
     """Creates the training instances of one document, drawing from `rng` as the original.
 
     Segments are gathered into a chunk until it reaches a target length; the chunk is
@@ -520,6 +521,7 @@ class InstanceSettings:
 
 def create_training_records(documents, vocab, encoder, rng, settings, document_indexes=None, spill=None,
                             progress=None):
+    # 8 parameters: the data (documents, vocab, encoder, rng), its InstanceSettings, and where the records go.
     """Creates every instance of `documents` (or of `document_indexes`) into a RecordSpill.
 
     `settings`: InstanceSettings; the other parameters are the data and where it goes.
@@ -651,6 +653,7 @@ def create_pretraining_data(input_files, output_files, vocab_file, do_lower_case
                             do_whole_word_mask=False, max_seq_length=128, max_predictions_per_seq=20,
                             random_seed=12345, dupe_factor=10, masked_lm_prob=0.15, short_seq_prob=0.1,
                             num_workers=1):
+    # 12 parameters: one keyword per create_pretraining_data.py flag: the script's Python API.
     """Reads `input_files`, writes the pretraining TFRecords; returns the instance count."""
     check_flags(max_seq_length, max_predictions_per_seq, masked_lm_prob, short_seq_prob, dupe_factor,
                 num_workers)
@@ -843,6 +846,7 @@ def create_masked_lm_predictions(tokens, masked_lm_prob, max_predictions_per_seq
 def create_instances_from_document(all_documents, document_index, max_seq_length, short_seq_prob,
                                    masked_lm_prob, max_predictions_per_seq, vocab_words, rng,
                                    do_whole_word_mask=False):
+    # 9 parameters: the original's signature.
     """The original's instances of one document, as TrainingInstance (documents: lists of token lists)."""
     word_ids = _WordIds(vocab_words)
     instances = create_instances_from_document_with_vocab(
@@ -853,6 +857,7 @@ def create_instances_from_document(all_documents, document_index, max_seq_length
 
 def create_training_instances(input_files, tokenizer, max_seq_length, dupe_factor, short_seq_prob,
                               masked_lm_prob, max_predictions_per_seq, rng, do_whole_word_mask=False):
+    # 9 parameters: the original's signature.
     """Reads and tokenizes `input_files` and returns every TrainingInstance, shuffled, as the original.
 
     The same files, tokenizer settings and `rng` state give the original's instances in its order.

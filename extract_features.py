@@ -560,6 +560,7 @@ def _window_json(window, extractor, executor, batch_size, max_seq_length, fixed_
 
 def extract_features(input_file, output_file, extractor, tokenizer, max_seq_length=128, batch_size=32,
                      sort_window=256, fixed_shapes=False, progress_seconds=10.0):
+    # 9 parameters: the job's files, model and tokenizer, and one keyword per flag that shapes it.
     """Writes the JSON line of every line of `input_file` to `output_file`, in input order.
 
     The output is written under a temporary name and renamed at the end: after an error

@@ -319,6 +319,7 @@ def _fused_bias_gelu(x, bias):
 
 @_xla
 def _layer_norm_kernel(x, bias, residual, keys, threshold, scale, gamma, beta):
+    # 8 parameters: the tensors of one XLA kernel, which takes each as an argument.
     z = tf.cast(x, tf.float32)
     if bias is not None:
         z += tf.cast(bias, tf.float32)
@@ -335,6 +336,7 @@ def _layer_norm_kernel(x, bias, residual, keys, threshold, scale, gamma, beta):
 
 @_xla
 def _layer_norm_grad_kernel(dy, z, mean, rstd, gamma, keys, threshold, scale, with_bias):
+    # 9 parameters: the tensors of one XLA kernel, which takes each as an argument.
     dy = tf.cast(dy, tf.float32)
     normalized = (z - mean) * rstd
     dbeta = tf.reduce_sum(dy, 0)
@@ -521,6 +523,7 @@ def layer_norm(x, gamma, beta, training=False):
 
 
 def dense_add_and_norm(x, kernel, bias, residual, dropout_rate, gamma, beta, training=False):
+    # 8 parameters: the tensors of one fused sublayer step (dense, dropout, residual, LayerNorm).
     """A Transformer sublayer's output: LayerNorm(residual + dropout(x @ kernel + bias)).
 
     When training, the matmul is the fused one and bias, dropout, residual and LayerNorm

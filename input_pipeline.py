@@ -300,6 +300,7 @@ def real_length(config, max_seq_length, position_features=()):
 
 def training_dataset(input_files, name_to_features, batch_size, seed, skip_examples=0, input_context=None,
                      cycle_length=4, length=None, group_by_length=False):
+    # 9 parameters: the files and their spec, the batch, and the pipeline's options (resume, sharding, length).
     """The training pipeline: shuffled files, interleaved reads, shuffled records, batches.
 
     Deterministic for a given seed and number of input pipelines. With several pipelines

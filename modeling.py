@@ -52,6 +52,7 @@ class BertConfig:
                  intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1,
                  attention_probs_dropout_prob=0.1, max_position_embeddings=512, type_vocab_size=16,
                  initializer_range=0.02):
+        # 11 parameters: the original BertConfig's signature.
         """Builds a config.
 
         Args:

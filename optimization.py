@@ -112,6 +112,7 @@ class _AdamMomentsOptimizer(keras.optimizers.Optimizer):
         name,
         **kwargs,
     ):
+        # 9 parameters: the optimizer's hyperparameters, as Keras optimizers take them.
         # Keras' own decay and per-variable clipping would act on top of ours (and clip
         # before the cross-replica sum), and its gradient accumulation would sum embedding
         # slices densely (training.py accumulates as one larger batch would), so only their
@@ -310,6 +311,7 @@ class AdamWeightDecay(_AdamMomentsOptimizer):
         name="AdamWeightDecay",
         **kwargs,
     ):
+        # 9 parameters: the optimizer's hyperparameters, as Keras optimizers take them.
         super().__init__(
             learning_rate=learning_rate,
             weight_decay_rate=weight_decay_rate,
@@ -386,6 +388,7 @@ def _clipped(gradient, clip_scale):
 
 def _adam_weight_decay_math(value, m, v, gradient, clip_scale, learning_rate, beta_1, beta_2,
                             epsilon, decay):
+    # 10 parameters: the tensors and hyperparameters of one update, as the original's formula names them.
     """One AdamWeightDecay update as a single fused loop: (new value, new m, new v).
 
     The class docstring's formula in its order of operations, the gradient first multiplied
@@ -453,6 +456,7 @@ class Lamb(_AdamMomentsOptimizer):
         name="Lamb",
         **kwargs,
     ):
+        # 10 parameters: the optimizer's hyperparameters, as Keras optimizers take them.
         super().__init__(
             learning_rate=learning_rate,
             weight_decay_rate=weight_decay_rate,
@@ -519,6 +523,7 @@ def create_optimizer(
     exclude_from_weight_decay=DEFAULT_EXCLUDE_FROM_WEIGHT_DECAY,
     clip_norm=1.0,
 ):
+    # 10 parameters: the original's create_optimizer settings, as keywords.
     """Builds the optimizer every BERT runner trains with, configured as the original.
 
     Args:
@@ -570,6 +575,7 @@ class AdamWeightDecayOptimizer(AdamWeightDecay):
 
     def __init__(self, learning_rate, weight_decay_rate=0.0, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
                  exclude_from_weight_decay=None, name="AdamWeightDecayOptimizer", **kwargs):
+        # 8 parameters: the optimizer's hyperparameters, as Keras optimizers take them.
         super().__init__(learning_rate=learning_rate, weight_decay_rate=weight_decay_rate, beta_1=beta_1,
                          beta_2=beta_2, epsilon=epsilon, exclude_from_weight_decay=exclude_from_weight_decay,
                          name=name, **kwargs)

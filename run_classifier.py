@@ -617,6 +617,7 @@ class ClassifierExport(tf.Module):
 
 
 def export_saved_model(export_dir, model, vocab_file, do_lower_case, max_seq_length, labels, is_regression, pair):
+    # 8 parameters: the model and everything its raw-text signature needs (vocab, casing, length, labels, task kind).
     """Saves the serving SavedModel to export_dir (written next to it, then renamed).
 
     An earlier export at export_dir is replaced only once the new one is complete; any

@@ -101,6 +101,7 @@ class SquadExample:
 
     def __init__(self, qas_id, question_text, doc_tokens, orig_answer_text=None, start_position=None,
                  end_position=None, is_impossible=False, answers=None):
+        # 8 parameters: the original's record type, field for field.
         self.qas_id = qas_id
         self.question_text = question_text
         self.doc_tokens = doc_tokens
@@ -262,6 +263,7 @@ class InputFeatures:
 
     def __init__(self, unique_id, example_index, doc_span_index, tokens, token_to_orig_map, token_is_max_context,
                  input_ids, input_mask, segment_ids, start_position=None, end_position=None, is_impossible=None):
+        # 12 parameters: the original's record type, field for field.
         self.unique_id = unique_id
         self.example_index = example_index
         self.doc_span_index = doc_span_index
@@ -553,6 +555,7 @@ def _ordered_results(pool, function, items, in_flight):
 
 def stream_features(examples, tokenizer, max_seq_length, doc_stride, max_query_length, is_training,
                     output_fn=None, num_workers=1, stats=None, progress=None):
+    # 10 parameters: the original's convert_examples_to_features settings, plus workers, counters and progress.
     """Yields the windows of `examples` in order, numbered from 1000000000 (as the original).
 
     The first 20 examples' windows are logged as the original logs them. With
@@ -645,6 +648,7 @@ def _feature_pool(tokenizer, settings, num_workers, examples=None):
 
 def training_records(examples, tokenizer, max_seq_length, doc_stride, max_query_length, num_workers=1, stats=None,
                      progress=None):
+    # 8 parameters: the original's convert_examples_to_features settings, plus workers, counters and progress.
     """Yields the serialized training records (serialize_feature) of `examples`' windows, in order.
 
     The same bytes, logging and `stats` as serializing stream_features(...,
@@ -725,6 +729,7 @@ def _file_signature(path):
 
 def prepare_training_features(train_file, vocab_file, tokenizer, output_dir, max_seq_length, doc_stride,
                               max_query_length, version_2_with_negative, do_lower_case, num_workers=1):
+    # 10 parameters: the files and the original's feature settings that decide whether train.tf_record can be reused.
     """Writes `output_dir/train.tf_record` once, or reuses it when made with the same inputs.
 
     Examples are pre-shuffled with random.Random(12345) before conversion, as the original.
@@ -1022,6 +1027,7 @@ def predict_example(example, features, results, settings):
 def write_predictions(all_examples, all_features, all_results, n_best_size, max_answer_length, do_lower_case,
                       output_prediction_file, output_nbest_file, output_null_log_odds_file,
                       version_2_with_negative=False, null_score_diff_threshold=0.0, verbose_logging=False):
+    # 12 parameters: the original's signature (its flags read here as keywords).
     """The original's write_predictions: all features and results given at once, in any order.
 
     The original's signature (its flags read here as keywords). See `write_streamed_predictions`,

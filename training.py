@@ -78,6 +78,7 @@ class EngineConfig:
                  gcp_project=None, master=None, num_logical_cpus=1, precision="float32", use_xla=False,
                  optimizer="adamw", gradient_accumulation_steps=1, log_steps=100, keep_checkpoint_max=5,
                  save_checkpoints_steps=1000, iterations_per_loop=1000, seed=None, gradient_checkpointing=False):
+        # 17 parameters: one keyword per engine flag (from_flags fills them).
         self.distribution_strategy = distribution_strategy or ("tpu" if use_tpu else "one_device")
         self.tpu_name, self.tpu_zone, self.gcp_project, self.master = tpu_name, tpu_zone, gcp_project, master
         self.num_logical_cpus = num_logical_cpus
@@ -602,6 +603,7 @@ def _format_seconds(seconds):
 
 def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_steps, num_warmup_steps,
           learning_rate, train_batch_size, init_checkpoint=None, step_callback=None, callback_every_steps=None):
+    # 13 parameters: what a runner supplies (model, loss, data), the schedule and the hooks.
     """Trains `model` to `num_train_steps` optimizer steps, resuming if output_dir has a checkpoint.
 
     Args:
@@ -629,12 +631,7 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
                          f"({accumulation}) times the number of replicas ({strategy.num_replicas_in_sync})")
     micro_batch = train_batch_size // accumulation
     _check_gradient_checkpointing(model, config.gradient_checkpointing)
-    with strategy.scope():
-        optimizer = optimization.create_optimizer(learning_rate, num_train_steps, num_warmup_steps,
-                                                  optimizer_type=config.optimizer)
-        if config.precision == "mixed_float16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        optimizer.build(model.trainable_variables)
+    optimizer = _build_optimizer(strategy, config, model, learning_rate, num_train_steps, num_warmup_steps)
     chief = is_chief(strategy)
     step = restore_or_initialize(model, optimizer, output_dir, init_checkpoint)
     if step >= num_train_steps:
@@ -681,6 +678,17 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
                 step % callback_every_steps == 0 or step == num_train_steps):
             step_callback(step)
     return loss
+
+
+def _build_optimizer(strategy, config, model, learning_rate, num_train_steps, num_warmup_steps):
+    """The run's optimizer (loss-scaled under mixed_float16), its slots built in the strategy's scope."""
+    with strategy.scope():
+        optimizer = optimization.create_optimizer(learning_rate, num_train_steps, num_warmup_steps,
+                                                  optimizer_type=config.optimizer)
+        if config.precision == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+    return optimizer
 
 
 def _check_gradient_checkpointing(model, enabled):
@@ -745,6 +753,7 @@ def _next_multiple(step, every):
 
 
 def _make_train_loop(strategy, model, loss_fn, optimizer, accumulation, use_xla, seed, next_batch):
+    # 8 parameters: what one compiled training step closes over.
     """A tf.function running `steps` optimizer updates; returns their mean loss.
 
     `next_batch()` gives the next global (micro-)batch, per replica under a strategy.
