@@ -639,7 +639,7 @@ def train(strategy, config, model, loss_fn, dataset_fn, output_dir, num_train_st
         return None
 
     batches = TrainingInput(strategy, dataset_fn, micro_batch, train_batch_size, output_dir, step)
-    train_loop = _make_train_loop(strategy, model, loss_fn, optimizer, accumulation, config.use_xla,
+    train_loop = make_train_loop(strategy, model, loss_fn, optimizer, accumulation, config.use_xla,
                                   config.seed if config.seed is not None else 0, batches.next_batch)
 
     logging.info("***** Running training *****")
@@ -752,11 +752,13 @@ def _next_multiple(step, every):
     return (step // every + 1) * every
 
 
-def _make_train_loop(strategy, model, loss_fn, optimizer, accumulation, use_xla, seed, next_batch):
+def make_train_loop(strategy, model, loss_fn, optimizer, accumulation, use_xla, seed, next_batch):
     # 8 parameters: what one compiled training step closes over.
     """A tf.function running `steps` optimizer updates; returns their mean loss.
 
-    `next_batch()` gives the next global (micro-)batch, per replica under a strategy.
+    The compiled step train() runs (public for bench/, which times it alone). `next_batch()`
+    gives the next global (micro-)batch, per replica under a strategy; `accumulation`
+    micro-batches make one update; `seed` keys the dropout masks with the step.
     """
     variables = model.trainable_variables
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)

@@ -4,7 +4,7 @@ Two workloads, as issue 3 section 6 asks:
   train  MLM+NSP pretraining steps at BERT-Mini (L=4, H=256, A=4, I=1024, vocab 30522, seq 128,
          batch 32, 20 predictions, dropout 0.1): forward, loss, backward, global-norm clip
          and the AdamWeightDecay update. Ours runs the training engine's own step
-         (training._make_train_loop with optimization.create_optimizer); the original runs
+         (training.make_train_loop with optimization.create_optimizer); the original runs
          its modeling.py, run_pretraining.py heads and optimization.py in a tf.compat.v1
          graph and Session.
   infer  BERT-Base (L=12, H=768, A=12, I=3072) forward at seq 128, batch 8, fetching the
@@ -208,7 +208,7 @@ def ours_train_runner(name, precision, use_xla, features, flops):
         keras.mixed_precision.set_global_policy(previous)
     batch = {k: tf.constant(v) for k, v in features.items()}
     iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
-    train_loop = training._make_train_loop(tf.distribute.get_strategy(), model,
+    train_loop = training.make_train_loop(tf.distribute.get_strategy(), model,
                                            run_pretraining.pretraining_loss, optimizer, 1,
                                            use_xla, 0, lambda: next(iterator))
 

@@ -185,7 +185,7 @@ def train_runners(path, original_dir, steps):
         optimizer.build(model.trainable_variables)
         dataset = input_pipeline.training_dataset([path], spec, TRAIN_BATCH, 7, length=length)
         iterator = iter(dataset)
-        loop = training._make_train_loop(
+        loop = training.make_train_loop(
             tf.distribute.get_strategy(), model,
             lambda m, f, t: tf.reduce_mean(run_classifier.example_losses(m, f, False, t)[0]), optimizer, 1, False, 0,
             lambda iterator=iterator: next(iterator))
