@@ -1155,13 +1155,15 @@ def predict_windows(strategy, model, features, batch_size, max_seq_length, recor
         record_writer: optional tf.io.TFRecordWriter; each window's tf.Example (the
             original's eval.tf_record) is written to it.
         length: optional input_pipeline.RealLength (with a padding-masked model, --real_length):
-            groups of input_pipeline.PREDICTION_WINDOW_BATCHES batches go to the model as
+            groups of input_pipeline.GROUP_WINDOW_BATCHES batches go to the model as
             input_pipeline.length_grouped_batches makes them, each batch cut to its longest
             window; the logits (of the batch's length) come back in input order.
     """
     waiting = collections.deque()  # windows given to the model (input order), not yet yielded
     failure = []
-    group_size = batch_size * (input_pipeline.PREDICTION_WINDOW_BATCHES if length is not None else 1)
+    # Groups of 32 batches, not the classifier's 128: a SQuAD window holds its tokens and maps
+    # (tens of KB) until its logits are back, and the groups in flight hold them all.
+    group_size = batch_size * (input_pipeline.GROUP_WINDOW_BATCHES if length is not None else 1)
 
     def groups():
         issued = 0
