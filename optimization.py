@@ -419,7 +419,6 @@ def _adam_weight_decay_in_place(variable, m, v, *arguments):
     variable.assign(new_value)
 
 
-
 @keras.saving.register_keras_serializable(package="bert")
 class Lamb(_AdamMomentsOptimizer):
     """LAMB (You et al., 2019), as tensorflow-addons' LAMB and NVIDIA's BERT implement it.

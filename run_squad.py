@@ -1183,9 +1183,10 @@ def predict_windows(strategy, model, features, batch_size, max_seq_length, recor
             failure.append(e)
 
     dataset = tf.data.Dataset.from_generator(groups, output_signature=_window_signature(max_seq_length, length))
-    if length is not None:
-        dataset = input_pipeline.length_grouped_batches(dataset, batch_size, length)
-    for outputs in training.predict(strategy, model, squad_predictions, dataset.prefetch(2)):
+    # Either way the generator runs ahead on tf.data's thread: length_grouped_batches prefetches.
+    dataset = (input_pipeline.length_grouped_batches(dataset, batch_size, length) if length is not None
+               else dataset.prefetch(2))
+    for outputs in training.predict(strategy, model, squad_predictions, dataset):
         for unique_id, start_logits, end_logits in zip(outputs["unique_ids"], outputs["start_logits"],
                                                        outputs["end_logits"]):
             feature = waiting.popleft()

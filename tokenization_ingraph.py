@@ -455,6 +455,7 @@ class InGraphTokenizer(tf.Module):
         words_per_line = tf.concat([first_words, [tf.size(word_starts, out_type=tf.int64)]], 0)[1:] - first_words
         return words, words_per_line
 
+
 def pack_segments(segments, seq_length, cls_id, sep_id):
     """The encoder's inputs for one or two segments of token ids, as run_classifier.py packs them.
 
