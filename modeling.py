@@ -968,12 +968,8 @@ def load_checkpoint(checkpoint, *layers_or_variables):
         reader = tf.train.load_checkpoint(prefix)
     except (tf.errors.OpError, ValueError) as e:
         raise ValueError("cannot read checkpoint %s: %s" % (prefix, _one_line(e))) from None
-    problem = checkpoint_problem(prefix)
-    if problem:
-        raise ValueError(f"checkpoint {prefix} {problem}")
-    checkpoint_shapes = reader.get_variable_to_shape_map()
     variables = original_name_map(*layers_or_variables)
-    check_encoder_layers(prefix, checkpoint_shapes, variables)
+    checkpoint_shapes = check_checkpoint(prefix, variables, reader)
 
     for name, variable in variables.items():
         if name in checkpoint_shapes:
@@ -998,6 +994,19 @@ def load_checkpoint(checkpoint, *layers_or_variables):
         logging.info("  name = %s, shape = %s%s", name, tuple(variable.shape), init_string)
     unused = sorted(set(checkpoint_shapes) - set(variables))
     return CheckpointLoadResult(prefix, restored, not_in_checkpoint, unused)
+
+
+def check_checkpoint(prefix, model_names, reader=None):
+    """Raises ValueError in one line unless the checkpoint at `prefix` is whole (checkpoint_problem)
+    and holds every encoder layer that `model_names` (names of the model's variables) has
+    (check_encoder_layers); returns the checkpoint's {name: shape}. load_checkpoint runs it
+    first; the runners run it before they write anything. `reader`: the checkpoint's, if open."""
+    problem = checkpoint_problem(prefix)
+    if problem:
+        raise ValueError(f"checkpoint {prefix} {problem}")
+    shapes = (reader or tf.train.load_checkpoint(prefix)).get_variable_to_shape_map()
+    check_encoder_layers(prefix, shapes, model_names)
+    return shapes
 
 
 _ENCODER_LAYER = re.compile(r"(?:^|/)encoder/layer_(\d+)/")

@@ -388,7 +388,7 @@ def check_start_checkpoint(output_dir, init_checkpoint, config):
     """Checks the checkpoint a run will start from, before it writes anything.
 
     That is output_dir's latest checkpoint when it has one (a resume), else
-    --init_checkpoint: it must be whole (modeling.checkpoint_problem) and hold every
+    --init_checkpoint: it must be whole and hold every
     encoder layer of `config` (a BertConfig). Raises ValueError in one line.
     """
     prefix = latest_training_checkpoint(output_dir)
@@ -396,11 +396,7 @@ def check_start_checkpoint(output_dir, init_checkpoint, config):
         if not init_checkpoint:
             return
         prefix = modeling.resolve_checkpoint(init_checkpoint)
-    problem = modeling.checkpoint_problem(prefix)
-    if problem:
-        raise ValueError(f"checkpoint {prefix} {problem}")
-    names = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
-    modeling.check_encoder_layers(prefix, names, modeling.original_variable_shapes(config))
+    modeling.check_checkpoint(prefix, modeling.original_variable_shapes(config))
 
 
 def checkpoint_step(output_dir):
