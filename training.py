@@ -388,8 +388,8 @@ def check_start_checkpoint(output_dir, init_checkpoint, config):
     """Checks the checkpoint a run will start from, before it writes anything.
 
     That is output_dir's latest checkpoint when it has one (a resume), else
-    --init_checkpoint: it must be whole and hold every
-    encoder layer of `config` (a BertConfig). Raises ValueError in one line.
+    --init_checkpoint: it must be whole and hold every encoder layer of `config` (a BertConfig;
+    modeling.check_checkpoint). Raises ValueError in one line.
     """
     prefix = latest_training_checkpoint(output_dir)
     if prefix is None:
