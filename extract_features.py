@@ -9,7 +9,6 @@ adds sentence vectors as an extra field; the original fields never change.
 """
 
 import collections
-import concurrent.futures
 import contextlib
 import json
 import os
@@ -24,6 +23,7 @@ from absl import flags, logging
 import numpy as np
 import tensorflow as tf
 
+import input_pipeline
 import modeling
 import tokenization
 import training
@@ -197,39 +197,6 @@ def log_example(features):
     logging.info("input_type_ids: %s", " ".join(str(x) for x in features.input_type_ids))
 
 
-def length_sorted_batches(window, batch_size, pad_to_multiple=8, max_seq_length=None):
-    """Splits a window of `LineFeatures` into batches of similar length, padded.
-
-    Args:
-        window: list of `LineFeatures`.
-        batch_size: rows per batch (the last may have fewer).
-        pad_to_multiple: each batch is padded to its longest row rounded up to this
-            (fewer distinct shapes, fewer XLA compilations); capped at max_seq_length.
-        max_seq_length: if set with pad_to_multiple=None, every batch is padded to it.
-
-    Yields:
-        (positions in `window` [B], {"input_ids", "input_mask", "input_type_ids"}: int32 [B, S]).
-    """
-    order = sorted(range(len(window)), key=lambda i: len(window[i].input_ids))
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        longest = max(len(window[i].input_ids) for i in rows)
-        if pad_to_multiple is None:
-            length = max_seq_length
-        else:
-            length = -(-longest // pad_to_multiple) * pad_to_multiple
-            if max_seq_length is not None:
-                length = min(length, max(max_seq_length, longest))
-        arrays = {name: np.zeros((len(rows), length), np.int32)
-                  for name in ("input_ids", "input_mask", "input_type_ids")}
-        for b, i in enumerate(rows):
-            n = len(window[i].input_ids)
-            arrays["input_ids"][b, :n] = window[i].input_ids
-            arrays["input_mask"][b, :n] = 1
-            arrays["input_type_ids"][b, :n] = window[i].input_type_ids
-        yield rows, arrays
-
-
 # ------------------------------------------------------------------------------------------
 # The model.
 
@@ -268,13 +235,13 @@ class FeatureExtractor:
             pooling: any of POOLING_MODES.
             use_one_hot_embeddings: see `modeling.BertModel`.
             use_xla: compile the forward pass with XLA.
-            strategy: a tf.distribute strategy (TPU); None runs on the default device.
+            strategy: a tf.distribute strategy (TPU); None: one device (the first GPU, else the CPU).
         """
         self.layer_indexes = list(layer_indexes)
         self.pooling = list(pooling)
-        self.strategy = strategy
-        scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-        with scope:
+        self.use_xla = use_xla
+        self.strategy = strategy if strategy is not None else training.make_strategy(training.EngineConfig())
+        with self.strategy.scope():
             self.model = modeling.BertModel(bert_config, use_one_hot_embeddings=use_one_hot_embeddings)
             result = modeling.load_checkpoint(init_checkpoint, self.model)
         if not result.restored:
@@ -286,6 +253,7 @@ class FeatureExtractor:
                             len(result.not_in_checkpoint), result.checkpoint, result.not_in_checkpoint[0])
         spec = tf.TensorSpec([None, None], tf.int32)
         self._encode = tf.function(self._encode_batch, input_signature=[spec, spec, spec], jit_compile=use_xla)
+        self.predict_fn = self._outputs  # one object: training.predict traces its step once per predict_fn
 
     def _encode_batch(self, input_ids, input_mask, input_type_ids):
         outputs = self.model(input_ids, input_mask=input_mask, token_type_ids=input_type_ids, training=False)
@@ -299,26 +267,20 @@ class FeatureExtractor:
             results["mean"] = tf.reduce_sum(layers * mask, axis=1) / tf.reduce_sum(mask, axis=1)
         return results
 
+    def _outputs(self, model, features):
+        """training.predict's predict_fn: features in the pipeline's names (segment_ids)."""
+        del model  # the same model, called through the (optionally XLA-compiled) _encode
+        return self._encode(features["input_ids"], features["input_mask"], features["segment_ids"])
+
     def __call__(self, batch):
-        """{"input_ids", "input_mask", "input_type_ids"}: int32 [B, S] -> {name: numpy float32}."""
-        args = (batch["input_ids"], batch["input_mask"], batch["input_type_ids"])
-        if self.strategy is None:
-            return {name: value.numpy() for name, value in self._encode(*args).items()}
-        return self._run_distributed(args)
+        """{"input_ids", "input_mask", "input_type_ids"}: int32 [B, S] -> {name: numpy float32}.
 
-    def _run_distributed(self, args):
-        """Splits the batch over the replicas (the batch must divide evenly) and gathers it back."""
-        replicas = self.strategy.num_replicas_in_sync
-        per_replica = len(args[0]) // replicas
-
-        def replica_slice(context):
-            start = context.replica_id_in_sync_group * per_replica
-            return tuple(tf.constant(a[start:start + per_replica]) for a in args)
-
-        values = self.strategy.experimental_distribute_values_from_function(replica_slice)
-        outputs = self.strategy.run(lambda v: self._encode(*v), args=(values,))
-        return {name: np.concatenate([t.numpy() for t in self.strategy.experimental_local_results(value)], 0)
-                for name, value in outputs.items()}
+        Under a strategy of several replicas, B must divide evenly among them.
+        """
+        features = {"input_ids": batch["input_ids"], "input_mask": batch["input_mask"],
+                    "segment_ids": batch["input_type_ids"]}
+        dataset = tf.data.Dataset.from_tensors({name: tf.cast(t, tf.int32) for name, t in features.items()})
+        return next(training.predict(self.strategy, self.model, self.predict_fn, dataset))
 
 
 # ------------------------------------------------------------------------------------------
@@ -432,7 +394,8 @@ def json_lines(features, layer_values, layer_indexes, pooled=None):
 
     Args:
         features: list of B `LineFeatures`.
-        layer_values: float [B, S, len(layer_indexes), H], S >= every line's token count.
+        layer_values: float [B, S, len(layer_indexes), H], S >= every line's token count; or
+            B rows [S_b, len(layer_indexes), H] of their own S_b (a numpy object array or list).
         layer_indexes: the --layers values, written as each layer's "index".
         pooled: optional {mode: float [B, len(layer_indexes), H]}, written after the
             original fields as "pooled": {mode: [{"index", "values"}, ...]}.
@@ -440,10 +403,10 @@ def json_lines(features, layer_values, layer_indexes, pooled=None):
     Returns:
         list of B strings, each ending in "\n".
     """
-    num_layers, hidden = len(layer_indexes), layer_values.shape[-1]
+    num_layers, hidden = len(layer_indexes), np.shape(layer_values[0])[-1]
     # All the values of the batch are spelled in one call: [sum of tokens * layers, H].
     rows = format_rounded_values(np.concatenate(
-        [layer_values[b, :len(f.tokens)].reshape(-1, hidden) for b, f in enumerate(features)]))
+        [layer_values[b][:len(f.tokens)].reshape(-1, hidden) for b, f in enumerate(features)]))
     pooled_rows = {mode: format_rounded_values(values.reshape(-1, hidden)) for mode, values in (pooled or {}).items()}
     lines, offset = [], 0
     for b, feature in enumerate(features):
@@ -463,23 +426,6 @@ def json_lines(features, layer_values, layer_indexes, pooled=None):
             line += ', "pooled": {%s}' % ", ".join(modes)
         lines.append(line + "}\n")
     return lines
-
-
-def encode_ahead(extractor, batches, executor, depth=2):
-    """Yields (rows, outputs, model seconds) in order, the model running up to `depth` batches
-    ahead in `executor`'s thread while the caller writes JSON (TF releases the GIL)."""
-    def encode(rows, arrays):
-        start = time.perf_counter()
-        outputs = extractor(arrays)
-        return rows, outputs, time.perf_counter() - start
-
-    pending = collections.deque()
-    for rows, arrays in batches:
-        pending.append(executor.submit(encode, rows, arrays))
-        if len(pending) > depth:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
 
 
 # ------------------------------------------------------------------------------------------
@@ -536,26 +482,56 @@ def _read_window(line_iter, first_index, size, max_seq_length, tokenizer, notes)
     return window
 
 
-def _window_json(window, extractor, executor, batch_size, max_seq_length, fixed_shapes, seconds):
-    """The JSON lines of a window, in its order; the model runs ahead in `executor`'s thread.
+def _window_arrays(window, max_seq_length):
+    """A window of LineFeatures as rows padded to max_seq_length, with their input positions."""
+    arrays = {name: np.zeros((len(window), max_seq_length), np.int32) for name in input_pipeline.SEQUENCE_FEATURES}
+    for row, features in enumerate(window):
+        n = len(features.input_ids)
+        arrays["input_ids"][row, :n] = features.input_ids
+        arrays["input_mask"][row, :n] = 1
+        arrays["segment_ids"][row, :n] = features.input_type_ids
+    arrays[input_pipeline.EXAMPLE_POSITION] = np.array([f.unique_id for f in window], np.int64)
+    return arrays
 
-    Adds the model's and the JSON's seconds to `seconds`.
+
+def _line_windows(input_file, max_seq_length, tokenizer, sort_window, state):
+    """The dataset of windows of `sort_window` lines that length_grouped_batches takes.
+
+    Lines are read and tokenized by a generator on tf.data's thread, so that work overlaps the
+    model. Each window's LineFeatures go to `state.waiting` (for the JSON) before the model can
+    see them; an error while reading is kept in `state.failure` and ends the dataset (raised
+    by the caller, as it was raised).
     """
-    texts = [None] * len(window)
-    if fixed_shapes:
-        batches = _fixed_shape_batches(window, batch_size, max_seq_length)
-    else:
-        batches = length_sorted_batches(window, batch_size, max_seq_length=max_seq_length)
-    for rows, outputs, model_seconds in encode_ahead(extractor, batches, executor):
+    def windows():
+        try:
+            line_iter, lines = iter(read_lines(input_file)), 0
+            while True:
+                start = time.perf_counter()
+                window = _read_window(line_iter, lines, sort_window, max_seq_length, tokenizer, state.notes)
+                state.seconds["read and tokenize"] += time.perf_counter() - start
+                if not window:
+                    return
+                state.waiting.update((features.unique_id, features) for features in window)
+                lines += len(window)
+                yield _window_arrays(window, max_seq_length)
+        except Exception as e:  # re-raised by extract_features, outside tf.data
+            state.failure.append(e)
+
+    signature = {name: tf.TensorSpec([None, max_seq_length], tf.int32) for name in input_pipeline.SEQUENCE_FEATURES}
+    signature[input_pipeline.EXAMPLE_POSITION] = tf.TensorSpec([None], tf.int64)
+    return tf.data.Dataset.from_generator(windows, output_signature=signature)
+
+
+def _timed(iterable, seconds, stage):
+    """Re-yields `iterable`'s items, adding the time each took to make to seconds[stage]."""
+    iterator = iter(iterable)
+    while True:
         start = time.perf_counter()
-        batch_features = [window[i] for i in rows]
-        pooled = {mode: outputs[mode] for mode in extractor.pooling}
-        for i, text in zip(rows, json_lines(batch_features, outputs["layers"][:len(rows)],
-                                            extractor.layer_indexes, pooled)):
-            texts[i] = text
-        seconds["model"] += model_seconds
-        seconds["JSON"] += time.perf_counter() - start
-    return texts
+        item = next(iterator, None)
+        seconds[stage] += time.perf_counter() - start
+        if item is None:
+            return
+        yield item
 
 
 def extract_features(input_file, output_file, extractor, tokenizer, max_seq_length=128, batch_size=32,
@@ -563,14 +539,19 @@ def extract_features(input_file, output_file, extractor, tokenizer, max_seq_leng
     # 9 parameters: the job's files, model and tokenizer, and one keyword per flag that shapes it.
     """Writes the JSON line of every line of `input_file` to `output_file`, in input order.
 
-    The output is written under a temporary name and renamed at the end: after an error
-    nothing is left at `output_file`.
+    Lines are read and tokenized `sort_window` at a time (on tf.data's thread) and batched by
+    length inside the window (input_pipeline.length_grouped_batches, each batch cut to its
+    longest line); training.predict runs the model up to two batches ahead on a thread of its
+    own while the JSON of the last batch is made; training.in_input_order puts the JSON back
+    in input order. The output is written under a temporary name and renamed at the end:
+    after an error nothing is left at `output_file`.
 
     Args:
         extractor: a `FeatureExtractor`.
         tokenizer: a `tokenization.FullTokenizer`.
+        batch_size: lines per model call.
         sort_window: lines encoded together, sorted by length; memory grows with it.
-        fixed_shapes: pad every batch to max_seq_length and batch_size rows (TPU).
+        fixed_shapes: every batch [batch_size, max_seq_length], in input order (TPU).
 
     Returns:
         `ExtractionStats`.
@@ -582,47 +563,65 @@ def extract_features(input_file, output_file, extractor, tokenizer, max_seq_leng
     if total == 0:
         raise ValueError(empty)
     seconds = collections.OrderedDict((stage, 0.0) for stage in ("read and tokenize", "model", "JSON", "write"))
-    notes = _LineNotes()  # nothing here grows with the input
+    state = _JobState(_LineNotes(), {}, [], seconds)  # nothing here grows with the input
+    length = None
+    if not fixed_shapes:
+        buckets = None
+        if extractor.use_xla:  # XLA compiles once per shape: lengths of 32, 64, ...
+            buckets = list(range(input_pipeline.XLA_BUCKET_WIDTH, max_seq_length, input_pipeline.XLA_BUCKET_WIDTH))
+            buckets.append(max_seq_length)
+        length = input_pipeline.RealLength(max_seq_length, buckets=buckets)
+    dataset = input_pipeline.length_grouped_batches(
+        _line_windows(input_file, max_seq_length, tokenizer, sort_window, state), batch_size, length,
+        grow_short_batches=False)
+    # Model order: each batch's JSON is made as it comes (while the model runs the next one in
+    # its own thread), and the text is put back in input order, not the larger float outputs.
+    outputs = training.predict(extractor.strategy, extractor.model, extractor.predict_fn, dataset, input_order=False)
     progress = cli.ProgressLine("extract_features: lines", total=total, interval=progress_seconds)
     lines = 0
-    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     with contextlib.ExitStack() as stack:
-        stack.callback(executor.shutdown, wait=True, cancel_futures=True)
         temp = stack.enter_context(cli.atomic_output(output_file))  # renamed to output_file on success
         # Bytes through Python's own file object for local files: faster than GFile or a text
         # file for the hundreds of MB this job writes. The JSON is ASCII (json.dumps escapes).
         local = "://" not in output_file
-        with (open(temp, "wb") if local else tf.io.gfile.GFile(temp, "wb")) as writer:
-            line_iter = iter(read_lines(input_file))
-            while True:
-                start = time.perf_counter()
-                window = _read_window(line_iter, lines, sort_window, max_seq_length, tokenizer, notes)
-                seconds["read and tokenize"] += time.perf_counter() - start
-                if not window:
-                    break
-                texts = _window_json(window, extractor, executor, batch_size, max_seq_length, fixed_shapes, seconds)
-                start = time.perf_counter()
-                writer.write("".join(texts).encode("ascii"))
-                seconds["write"] += time.perf_counter() - start
-                lines += len(window)
-                progress(len(window))
+        writer = stack.enter_context(open(temp, "wb") if local else tf.io.gfile.GFile(temp, "wb"))
+        # Entered last, so closed first on the way out: the model's thread stops before the rest.
+        ahead = stack.enter_context(contextlib.closing(training.run_ahead(_timed(outputs, seconds, "model"), depth=2)))
+        for texts in training.in_input_order(_json_batches(ahead, state, extractor)):
+            start = time.perf_counter()
+            writer.write("".join(texts["json"]).encode("ascii"))
+            seconds["write"] += time.perf_counter() - start
+            lines += len(texts["json"])
+            progress(len(texts["json"]))
+        if state.failure:
+            raise state.failure[0]
+        if state.waiting:
+            raise RuntimeError(f"extract_features lost track of lines: {len(state.waiting)} without outputs")
         if lines == 0:
             raise ValueError(empty)
     progress.close()
-    notes.log(lines, max_seq_length)
+    state.notes.log(lines, max_seq_length)
     logging.info("Wrote %d lines to %s; seconds per stage: %s", lines, output_file,
                  ", ".join(f"{stage} {value:.2f}" for stage, value in seconds.items()))
-    return ExtractionStats(lines, notes.truncated, notes.first_truncated, dict(seconds))
+    return ExtractionStats(lines, state.notes.truncated, state.notes.first_truncated, dict(seconds))
 
 
-def _fixed_shape_batches(window, batch_size, max_seq_length):
-    """Batches padded to [batch_size, max_seq_length] (rows of a short last batch repeat row 0)."""
-    for rows, arrays in length_sorted_batches(window, batch_size, pad_to_multiple=None,
-                                              max_seq_length=max_seq_length):
-        missing = batch_size - len(rows)
-        if missing:
-            arrays = {name: np.concatenate([a, np.repeat(a[:1], missing, 0)]) for name, a in arrays.items()}
-        yield rows, arrays
+def _json_batches(batches, state, extractor):
+    """{"json": the JSON lines [B], EXAMPLE_POSITION [B]} of each batch of model outputs."""
+    for outputs in batches:
+        start = time.perf_counter()
+        positions = outputs[input_pipeline.EXAMPLE_POSITION]
+        features = [state.waiting.pop(position) for position in positions.tolist()]
+        pooled = {mode: outputs[mode] for mode in extractor.pooling}
+        texts = np.array(json_lines(features, outputs["layers"], extractor.layer_indexes, pooled), object)
+        state.seconds["JSON"] += time.perf_counter() - start
+        yield {"json": texts, input_pipeline.EXAMPLE_POSITION: positions}
+
+
+_JobState = collections.namedtuple("_JobState", ["notes", "waiting", "failure", "seconds"])
+_JobState.__doc__ = """What extract_features' reading thread shares with the writing one: the
+lines to warn about, the LineFeatures read and not yet written ({linex_index: LineFeatures}), a
+reading error, seconds per stage."""
 
 
 def main(_):

@@ -45,7 +45,8 @@ TF1_ONLY = {
     ("extract_features", "model_fn_builder"):
         "extract_features.FeatureExtractor(bert_config, init_checkpoint, layer_indexes)(batch)",
     ("extract_features", "input_fn_builder"):
-        "extract_features.length_sorted_batches(features, batch_size), fed to FeatureExtractor",
+        "extract_features.extract_features(input_file, output_file, extractor, tokenizer) for a file, "
+        "or FeatureExtractor(...)(batch) for arrays",
 }
 
 

@@ -94,24 +94,69 @@ def pretraining_loss(model, features, training):
     return pretraining_losses(model, features, training)[0]
 
 
+# Per row of a length-grouped evaluation: the masked-LM weight and the size of the original
+# batch it came from, so that the "loss" metric is the original's mean over its batches.
+BATCH_MASKED_LM_WEIGHT = "batch_masked_lm_weight"
+BATCH_ROWS = "batch_rows"
+
+
 def pretraining_metrics(model, features):
-    """The original's eval metrics as (weighted sum, weight) pairs."""
-    total_loss, mlm_per_example, mlm_log_probs, nsp_per_example, nsp_log_probs = pretraining_losses(
+    """The original's eval metrics as (weighted sum, weight) pairs, summed row by row.
+
+    Each row counts on its own, so any regrouping of the original's batches gives the same
+    metrics: rows at EXAMPLE_POSITION -1 (a window's filler) weigh nothing, and the
+    Estimator's "loss" (the mean over the original's batches of the batch's total loss) is a
+    sum of per-row shares: mlm_row / (batch's masked-LM weight + 1e-5) + nsp_row / batch size.
+    Features: the records' (eval_dataset adds EXAMPLE_POSITION and BATCH_MASKED_LM_WEIGHT;
+    without them, each batch is taken as one of the original's).
+    """
+    _, mlm_per_example, mlm_log_probs, nsp_per_example, nsp_log_probs = pretraining_losses(
         model, features, training=False)
-    weights = tf.cast(features["masked_lm_weights"], tf.float32)
+    weights = tf.cast(features["masked_lm_weights"], tf.float32)  # [B, P]; 0 in filler rows
     mlm_correct = tf.cast(tf.equal(tf.argmax(mlm_log_probs, -1, output_type=tf.int32),
                                    features["masked_lm_ids"]), tf.float32)
     nsp_labels = tf.reshape(features["next_sentence_labels"], [-1])
     nsp_correct = tf.cast(tf.equal(tf.argmax(nsp_log_probs, -1, output_type=tf.int32), nsp_labels), tf.float32)
-    count = tf.cast(tf.size(nsp_labels), tf.float32)
+    rows = tf.shape(nsp_labels)[0]
+    if input_pipeline.EXAMPLE_POSITION in features:
+        real = tf.cast(features[input_pipeline.EXAMPLE_POSITION] >= 0, tf.float32)
+        batch_weight, batch_rows = features[BATCH_MASKED_LM_WEIGHT], features[BATCH_ROWS]
+    else:
+        real = tf.ones([rows], tf.float32)
+        batch_weight = tf.fill([rows], tf.reduce_sum(weights))
+        batch_rows = tf.fill([rows], tf.cast(rows, tf.float32))
+    mlm_rows = tf.reduce_sum(mlm_per_example * weights, axis=1)  # [B]
     return {
         "masked_lm_accuracy": (tf.reduce_sum(mlm_correct * weights), tf.reduce_sum(weights)),
-        "masked_lm_loss": (tf.reduce_sum(mlm_per_example * weights), tf.reduce_sum(weights)),
-        "next_sentence_accuracy": (tf.reduce_sum(nsp_correct), count),
-        "next_sentence_loss": (tf.reduce_sum(nsp_per_example), count),
-        # Estimator's "loss": the mean over batches of each batch's total loss.
-        "loss": (total_loss, tf.constant(1.0)),
+        "masked_lm_loss": (tf.reduce_sum(mlm_rows), tf.reduce_sum(weights)),
+        "next_sentence_accuracy": (tf.reduce_sum(nsp_correct * real), tf.reduce_sum(real)),
+        "next_sentence_loss": (tf.reduce_sum(nsp_per_example * real), tf.reduce_sum(real)),
+        "loss": (tf.reduce_sum(mlm_rows / (batch_weight + 1e-5) + tf.math.divide_no_nan(real * nsp_per_example,
+                                                                                          batch_rows)),
+                 tf.reduce_sum(tf.math.divide_no_nan(real, batch_rows))),
     }
+
+
+def eval_dataset(input_files, name_to_features, batch_size, max_steps, length, vocab_size):
+    # 6 parameters: the records, their batches, and how they are cut and checked.
+    """The original's evaluation input, length-grouped: `max_steps` batches of `batch_size`
+    records (the files repeated as needed), whose rows are regrouped by length in windows of
+    PREDICTION_WINDOW_BATCHES batches (`length` None, TPU: the original's batches as they
+    are). Each row carries its input position and its original batch's masked-LM weight and
+    size (filler rows: 0), so pretraining_metrics gives the original's numbers."""
+    batches = input_pipeline.check_token_ids(input_pipeline.sequential_dataset(
+        input_files, name_to_features, batch_size, repeat=True, drop_remainder=True), vocab_size).take(max_steps)
+
+    def with_batch_features(index, features):
+        rows = tf.shape(features["next_sentence_labels"], out_type=tf.int64)[0]
+        weight = tf.reduce_sum(tf.cast(features["masked_lm_weights"], tf.float32))
+        return dict(features, **{input_pipeline.EXAMPLE_POSITION: index * rows + tf.range(rows),
+                                 BATCH_MASKED_LM_WEIGHT: tf.fill([rows], weight),
+                                 BATCH_ROWS: tf.fill([rows], tf.cast(rows, tf.float32))})
+
+    windows = batches.enumerate().map(with_batch_features).unbatch().batch(
+        batch_size * input_pipeline.PREDICTION_WINDOW_BATCHES)
+    return input_pipeline.length_grouped_batches(windows, batch_size, length)
 
 
 # --- The original's head functions, eager (issue 23) -------------------------------------------
@@ -190,13 +235,10 @@ def main(_):
             training.restore_for_inference(model, FLAGS.output_dir, FLAGS.init_checkpoint, doing="Evaluating")
         logging.info("***** Running evaluation *****")
         logging.info("  Batch size = %d", FLAGS.eval_batch_size)
-        # The original's batches (its "loss" is a mean of batch means), each cut to its real length.
-        dataset = input_pipeline.check_token_ids(input_pipeline.sequential_dataset(
-            input_files, name_to_features, FLAGS.eval_batch_size, repeat=True, drop_remainder=True, length=length),
-            bert_config.vocab_size)
+        dataset = eval_dataset(input_files, name_to_features, FLAGS.eval_batch_size, FLAGS.max_eval_steps, length,
+                               bert_config.vocab_size)
         with input_pipeline.naming_damaged_input(input_files):
-            results = training.evaluate(strategy, model, pretraining_metrics, dataset,
-                                        max_steps=FLAGS.max_eval_steps)
+            results = training.evaluate(strategy, model, pretraining_metrics, dataset)
         results["global_step"] = training.checkpoint_step(FLAGS.output_dir)
         if training.is_chief(strategy):
             cli.write_eval_results(os.path.join(FLAGS.output_dir, "eval_results.txt"), results)

@@ -11,8 +11,10 @@ import collections
 import contextlib
 import json
 import os
+import queue
 import re
 import socket
+import threading
 import time
 import weakref
 
@@ -900,15 +902,18 @@ def evaluate(strategy, model, metric_fn, dataset, max_steps=None):
     return {name: np.float32(total / weight if weight else 0.0) for name, (total, weight) in sums.items()}
 
 
-def predict(strategy, model, predict_fn, dataset):
+def predict(strategy, model, predict_fn, dataset, input_order=True):
     """Yields {name: numpy array [B, ...]} for each global batch of `dataset`, in order.
 
-    A length-grouped dataset (sequential_dataset with group_window) runs its batches in
+    A length-grouped dataset (input_pipeline.length_grouped_batches) runs its batches in
     length order; the outputs are yielded back in input order, a window at a time (the
     batches yielded then hold other rows than the input batches, same rows in all).
 
     Args:
         predict_fn: (model, features) -> {name: tensor [per-replica batch, ...]}.
+        input_order: False: a length-grouped dataset's outputs come as the model makes them,
+            each batch with its rows' input_pipeline.EXAMPLE_POSITION (dummy rows dropped),
+            for a caller that orders what it makes of them (`in_input_order`).
     """
     grouped = input_pipeline.EXAMPLE_POSITION in dataset.element_spec
     dist_dataset = _loop_input(strategy, dataset)
@@ -920,12 +925,17 @@ def predict(strategy, model, predict_fn, dataset):
                 outputs[input_pipeline.EXAMPLE_POSITION] = features[input_pipeline.EXAMPLE_POSITION]
             return outputs
 
-        @tf.function(reduce_retracing=True)
         def step(features):
             return strategy.run(replica_step, args=(features,))
-        return step
+        if signature is not None:
+            return tf.function(step, input_signature=[signature])
+        return tf.function(step, reduce_retracing=True)
 
-    step = _cached_step(model, ("predict", strategy, predict_fn), build)
+    # Batches as the dataset makes them (one device): one trace for any shape the dataset's
+    # spec allows. Tracing per shape until reduce_retracing relaxes it traced (and optimized
+    # the whole model's graph) twice, about 1 s of a BERT-Base job's start on 2 CPUs.
+    signature = dataset.element_spec if isinstance(dist_dataset, tf.data.Dataset) else None
+    step = _cached_step(model, ("predict", strategy, predict_fn, repr(signature)), build)
 
     def batches():
         shapes = _ShapeLog("prediction")
@@ -936,10 +946,22 @@ def predict(strategy, model, predict_fn, dataset):
                    for name, value in outputs.items()}
         shapes.log(step)
 
-    yield from (_in_input_order(batches()) if grouped else batches())
+    if not grouped:
+        yield from batches()
+    elif input_order:
+        yield from in_input_order(batches())
+    else:
+        yield from _real_rows(batches())
 
 
-def _in_input_order(batches):
+def _real_rows(batches):
+    """The batches without their dummy rows (input_pipeline.EXAMPLE_POSITION -1)."""
+    for batch in batches:
+        real = batch[input_pipeline.EXAMPLE_POSITION] >= 0
+        yield batch if real.all() else {name: values[real] for name, values in batch.items()}
+
+
+def in_input_order(batches):
     """Re-yields length-sorted output batches in input order, as soon as a prefix is complete.
 
     Every output holds input_pipeline.EXAMPLE_POSITION [B]; positions are 0, 1, 2, ... in some
@@ -950,9 +972,8 @@ def _in_input_order(batches):
     """
     position_key = input_pipeline.EXAMPLE_POSITION
     pending, next_position = [], 0
-    for batch in batches:
-        real = batch[position_key] >= 0
-        pending.append(batch if real.all() else {name: values[real] for name, values in batch.items()})
+    for batch in _real_rows(batches):
+        pending.append(batch)
         positions = np.concatenate([b[position_key] for b in pending])
         order = np.argsort(positions, kind="stable")
         ready = 0
@@ -980,6 +1001,56 @@ def _rows(arrays):
     for i, row in enumerate(row for a in arrays for row in a):
         rows[i] = row
     return rows
+
+
+def run_ahead(iterable, depth=1):
+    """Yields the items of `iterable`, made on a thread of their own up to `depth` items ahead.
+
+    For a loop whose items come from the model (predict()) and whose body is slow Python
+    (formatting, writing): TensorFlow releases the GIL while a step runs, so the model works
+    on the next items while the caller handles this one. At most depth + 2 items exist at
+    once (the caller's, `depth` waiting, the one being made). An exception of `iterable` is
+    raised here, at its place in the sequence; when the caller stops early, the thread stops
+    at its next item and `iterable` is closed.
+    """
+    items = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item):
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce():
+        iterator = iter(iterable)
+        try:
+            for item in iterator:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as e:  # handed to the caller's thread and raised there
+            put((end, e))
+        finally:
+            getattr(iterator, "close", lambda: None)()
+
+    thread = threading.Thread(target=produce, name="run_ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = items.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 class _ShapeLog:

@@ -12,6 +12,10 @@ agree, and writes the entry to stdout for `cat >> bench/RESULTS.md`.
 The original: see tests/golden/original.py (--original_dir, default /tmp/orig).
 
     .venv/bin/python bench/bench_extract_features.py --output=/tmp/entry.md && cat /tmp/entry.md >> bench/RESULTS.md
+
+Before/after a change: `git worktree add /tmp/before HEAD~1`, then `--baseline=/tmp/before`
+runs that checkout's extract_features as a third side (`--sides=ours,baseline` skips the
+original).
 """
 
 import argparse
@@ -177,6 +181,10 @@ def main():
     parser.add_argument("--rounds", type=int, default=2,
                         help="runs of each side, interleaved; the fastest counts (the machine is shared)")
     parser.add_argument("--output", help="also write the RESULTS.md entry here")
+    parser.add_argument("--baseline", help="a checkout of this project (e.g. a git worktree of an earlier commit) "
+                                           "whose extract_features runs as a third side, `baseline`")
+    parser.add_argument("--sides", default="original,ours,baseline",
+                        help="sides to run, of original, ours, baseline (baseline only with --baseline)")
     args = parser.parse_args()
     if args.side == "original":
         return run_original(args)
@@ -205,9 +213,14 @@ def main():
                         break
         checkpoint, config_file = make_checkpoint(size, vocab_file, work)
         timings = {}
-        for side in ("original", "ours") * args.rounds:
+        sides = [side for side in args.sides.split(",") if side != "baseline" or args.baseline]
+        for side in sides * args.rounds:
             output_file = os.path.join(work, f"{size}_{side}.jsonl")
-            command = [sys.executable, os.path.abspath(__file__), f"--side={side}", f"--input_file={input_file}",
+            script = os.path.abspath(__file__)
+            if side == "baseline":  # the baseline checkout's own copy of this script, as its `ours`
+                script = os.path.join(os.path.abspath(args.baseline), "bench", os.path.basename(__file__))
+            command = [sys.executable, script, "--side=" + ("ours" if side == "baseline" else side),
+                       f"--input_file={input_file}",
                        f"--output_file={output_file}", f"--vocab_file={vocab_file}",
                        f"--bert_config_file={config_file}", f"--init_checkpoint={checkpoint}",
                        f"--original_dir={args.original_dir}"] + (["--use_xla"] if args.use_xla else [])
@@ -218,20 +231,25 @@ def main():
             timing = json.loads(result.stdout.strip().splitlines()[-1])
             if side not in timings or timing["total"] < timings[side]["total"]:
                 timings[side] = timing
-        worst, same_tokens = compare_outputs(os.path.join(work, f"{size}_ours.jsonl"),
-                                             os.path.join(work, f"{size}_original.jsonl"))
-        notes.append(f"{size}: {count} lines, outputs agree: tokens {'identical' if same_tokens else 'DIFFER'}, "
-                     f"max abs difference of values {worst:.1e}")
-        base = timings["original"]["total"]
-        for side in ("original", "ours"):
+        reference = next(side for side in ("original", "baseline", "ours") if side in timings)
+        for side in timings:
+            if side != reference:
+                worst, same_tokens = compare_outputs(os.path.join(work, f"{size}_{side}.jsonl"),
+                                                     os.path.join(work, f"{size}_{reference}.jsonl"))
+                notes.append(f"{size}: {count} lines, {side} and {reference} agree: tokens "
+                             f"{'identical' if same_tokens else 'DIFFER'}, max abs difference of values {worst:.1e}")
+        base = timings[reference]["total"]
+        for side in timings:
             total = timings[side]["total"]
             shares = " / ".join(f"{100 * timings[side]['seconds'][s] / total:.0f}%" for s in STAGES)
             rows.append([f"{size} ({count} lines)", side, f"{count / total:,.1f}", f"{total:.1f}",
                          f"{base / total:.2f}x", shares])
     table = results.markdown_table(
-        ["model", "code", "lines/s", "seconds", "vs original", "setup / read+tokenize / model / JSON+write"], rows)
+        ["model", "code", "lines/s", "seconds", f"vs {reference}", "setup / read+tokenize / model / JSON+write"],
+        rows)
     body = (f"Input: the first non-blank lines of {corpus_path}; vocab {vocab_file}; max_seq_length 128, batch 32, "
-            f"layers -1,-2,-3,-4, float32, random weights{', ours with XLA' if args.use_xla else ''}. Each side in "
+            f"layers -1,-2,-3,-4, float32, random weights{', ours with XLA' if args.use_xla else ''}"
+            f"{f'; baseline: the checkout at {args.baseline}' if args.baseline else ''}. Each side in "
             f"its own process, timed after imports (graph/model building and checkpoint restore included); "
             f"{args.rounds} interleaved runs per side, the fastest shown. Stage shares are of the wall time; ours "
             f"runs the model in a thread alongside the JSON, so its shares add up to more than 100%.\n\n"

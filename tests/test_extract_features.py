@@ -232,10 +232,11 @@ def test_parse_layer_indexes_rejects_words():
     assert extract_features.parse_layer_indexes("-4,3", 4) == [-4, 3]
 
 
-def test_input_is_read_one_window_at_a_time(tmp_path, config, tokenizer, monkeypatch):
-    """Memory stays flat: when a batch is encoded, at most one window of lines has been read."""
+def test_input_is_read_a_bounded_number_of_windows_ahead(tmp_path, config, tokenizer, monkeypatch):
+    """Memory stays flat: when a line's JSON is written, at most a few windows past it have been read,
+    however long the input (here 20 windows of 8 lines)."""
     path = tmp_path / "in.txt"
-    path.write_text("".join(f"the quick brown fox {'dog ' * (i % 7)}\n" for i in range(40)), encoding="utf-8")
+    path.write_text("".join(f"the quick brown fox {'dog ' * (i % 7)}\n" for i in range(160)), encoding="utf-8")
     consumed = [0]
     read_lines = extract_features.read_lines
 
@@ -245,20 +246,18 @@ def test_input_is_read_one_window_at_a_time(tmp_path, config, tokenizer, monkeyp
             yield line
 
     monkeypatch.setattr(extract_features, "read_lines", counting_read_lines)
+    json_lines = extract_features.json_lines
+    written = []  # (lines read, first linex_index of the JSON lines being made)
+
+    def recording_json_lines(features, *args, **kwargs):
+        written.append((consumed[0], features[0].unique_id))
+        return json_lines(features, *args, **kwargs)
+
+    monkeypatch.setattr(extract_features, "json_lines", recording_json_lines)
     extractor = extract_features.FeatureExtractor(config, CHECKPOINT, [-1])
-    encode = extractor._encode
-    seen = []
-
-    def recording_encode(*args):
-        seen.append((consumed[0], len(args[0])))
-        return encode(*args)
-
-    extractor._encode = recording_encode
     output = tmp_path / "out.jsonl"
     extract_features.extract_features(str(path), str(output), extractor, tokenizer, max_seq_length=16,
                                       batch_size=3, sort_window=8)
-    assert len(seen) == 5 * 3  # 5 windows of 8 lines, 3 batches each (3 + 3 + 2)
-    for call, (lines_read, _) in enumerate(seen):
-        window = call // 3
-        assert lines_read <= 8 * (window + 1)
-    assert [dict(x)["linex_index"] for x in read_jsonl(output)] == list(range(40))
+    assert [dict(x)["linex_index"] for x in read_jsonl(output)] == list(range(160))
+    ahead = max(read - first for read, first in written)
+    assert 8 <= ahead <= 8 * 5, written

@@ -9,6 +9,7 @@ import tensorflow as tf
 import input_pipeline
 import modeling
 import run_classifier
+import run_pretraining
 import training
 
 from tests import helpers
@@ -152,6 +153,75 @@ def test_length_grouped_prediction_equals_padded_prediction_in_input_order(tmp_p
     np.testing.assert_allclose(grouped["per_example_loss"], padded["per_example_loss"], atol=1e-5, rtol=0)
 
 
+def write_pretraining_records(path, lengths, max_predictions=5, seed=0):
+    """Pretraining records (create_pretraining_data's schema) whose real lengths are `lengths`."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for n in lengths:
+        ids = [2] + rng.integers(5, CONFIG.vocab_size, n - 2).tolist() + [3]
+        predictions = int(rng.integers(1, min(max_predictions, n - 2) + 1))
+        positions = sorted(rng.choice(np.arange(1, n - 1), predictions, replace=False).tolist())
+        pad, pad_predictions = [0] * (MAX_SEQ_LENGTH - n), [0] * (max_predictions - predictions)
+        records.append(input_pipeline.serialize_example({
+            "input_ids": ids + pad, "input_mask": [1] * n + pad,
+            "segment_ids": [0] * (n // 2) + [1] * (n - n // 2) + pad,
+            "masked_lm_positions": positions + pad_predictions,
+            "masked_lm_ids": rng.integers(5, CONFIG.vocab_size, predictions).tolist() + pad_predictions,
+            "masked_lm_weights": [1.0] * predictions + [0.0] * len(pad_predictions),
+            "next_sentence_labels": [int(rng.integers(0, 2))]}))
+    input_pipeline.write_tfrecord(path, records)
+    return path
+
+
+def original_pretraining_metrics(model, batches):
+    """The original's eval metrics over padded batches, written out in numpy (tf.metrics.mean and
+    accuracy with weights; Estimator's "loss" as the mean of the batch losses)."""
+    sums = {name: [0.0, 0.0] for name in ("masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy",
+                                           "next_sentence_loss", "loss")}
+    for features in batches:
+        mlm_logits, nsp_logits = (t.numpy().astype(np.float64) for t in model(features, training=False))
+        mlm_log_probs = mlm_logits - np.log(np.exp(mlm_logits).sum(-1, keepdims=True))
+        nsp_log_probs = nsp_logits - np.log(np.exp(nsp_logits).sum(-1, keepdims=True))
+        ids, weights = features["masked_lm_ids"].numpy(), features["masked_lm_weights"].numpy()
+        labels = features["next_sentence_labels"].numpy().reshape(-1)
+        mlm_nll = -np.take_along_axis(mlm_log_probs, ids[..., None], -1)[..., 0]
+        nsp_nll = -nsp_log_probs[np.arange(len(labels)), labels]
+        for name, value, weight in (
+                ("masked_lm_accuracy", ((mlm_log_probs.argmax(-1) == ids) * weights).sum(), weights.sum()),
+                ("masked_lm_loss", (mlm_nll * weights).sum(), weights.sum()),
+                ("next_sentence_accuracy", (nsp_log_probs.argmax(-1) == labels).sum(), len(labels)),
+                ("next_sentence_loss", nsp_nll.sum(), len(labels)),
+                ("loss", (mlm_nll * weights).sum() / (weights.sum() + 1e-5) + nsp_nll.mean(), 1)):
+            sums[name][0] += value
+            sums[name][1] += weight
+    return {name: total / weight for name, (total, weight) in sums.items()}
+
+
+@pytest.mark.parametrize("length", [input_pipeline.RealLength(MAX_SEQ_LENGTH, position_features=(
+    "masked_lm_positions",)), None], ids=["grouped", "fixed"])
+def test_length_grouped_pretraining_eval_gives_the_original_metrics(tmp_path, length):
+    # 45 records read as 7 batches of 8 (the files repeated, as the original's eval input_fn),
+    # mostly short with some at full length: the regrouped batches mix the original's.
+    rng = np.random.default_rng(4)
+    lengths = rng.integers(4, 20, 45)
+    lengths[::6] = MAX_SEQ_LENGTH
+    path = write_pretraining_records(str(tmp_path / "eval.tf_record"), lengths.tolist())
+    spec = run_pretraining.pretraining_features(MAX_SEQ_LENGTH, 5)
+    model = run_pretraining.PretrainingModel(CONFIG)
+    padded = input_pipeline.sequential_dataset([path], spec, 8, repeat=True, drop_remainder=True).take(7)
+    expected = original_pretraining_metrics(model, padded)
+    dataset = run_pretraining.eval_dataset([path], spec, 8, 7, length, CONFIG.vocab_size)
+    shapes = [tuple(f["input_ids"].shape) for f in dataset]
+    if length is None:
+        assert shapes == [(8, MAX_SEQ_LENGTH)] * 7  # the original's batches
+    else:
+        assert min(length for _, length in shapes) < MAX_SEQ_LENGTH and max(rows for rows, _ in shapes) > 8
+    results = training.evaluate(tf.distribute.get_strategy(), model, run_pretraining.pretraining_metrics, dataset)
+    assert set(results) == set(expected)
+    for name, value in expected.items():
+        assert results[name] == pytest.approx(value, abs=2e-5), name
+
+
 def test_a_window_is_cut_into_one_shape_per_length_with_leftovers_carried_up():
     # Batch size 8 at max_seq_length 128: a batch of length L holds max(8, 1024 // L) rows.
     lengths = [8] * 70 + [16] * 40 + [24] * 3 + [128] * 2
@@ -169,15 +239,57 @@ def test_a_window_is_cut_into_one_shape_per_length_with_leftovers_carried_up():
         [0], [128], [8], 125)
 
 
+def test_fixed_shape_windows_keep_input_order_in_whole_batches():
+    """length None (TPU): every batch [batch_size, width], rows in input order, dummies fill each window's last."""
+    def window(first, rows):
+        return {"input_ids": np.arange(first, first + rows, dtype=np.int32)[:, None] + np.zeros((1, 6), np.int32),
+                input_pipeline.EXAMPLE_POSITION: np.arange(first, first + rows, dtype=np.int64)}
+    signature = {"input_ids": tf.TensorSpec([None, 6], tf.int32),
+                 input_pipeline.EXAMPLE_POSITION: tf.TensorSpec([None], tf.int64)}
+    windows = tf.data.Dataset.from_generator(lambda: iter([window(0, 7), window(7, 4)]), output_signature=signature)
+    batches = input_pipeline.length_grouped_batches(windows, 3, None)
+    assert batches.element_spec["input_ids"].shape.as_list() == [3, 6]  # static, as XLA on a TPU needs
+    positions = [b[input_pipeline.EXAMPLE_POSITION].numpy().tolist() for b in batches]
+    assert positions == [[0, 1, 2], [3, 4, 5], [6, -1, -1], [7, 8, 9], [10, -1, -1]]
+    assert [b["input_ids"].numpy()[:, 0].tolist() for b in batches][2] == [6, 0, 0]
+
+
+def test_run_ahead_keeps_order_raises_in_place_and_stops_when_left():
+    assert list(training.run_ahead(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("bad line 2")
+    got = []
+    with pytest.raises(ValueError, match="bad line 2"):
+        for item in training.run_ahead(failing()):
+            got.append(item)
+    assert got == [1]
+
+    made, closed = [], []
+
+    def endless():
+        try:
+            for i in range(10**6):
+                made.append(i)
+                yield i
+        finally:
+            closed.append(True)
+    ahead = training.run_ahead(endless(), depth=1)
+    assert next(ahead) == 0
+    ahead.close()
+    assert closed == [True] and len(made) <= 4  # the caller's item, one queued, one being made
+
+
 def test_outputs_come_back_in_input_order_a_window_at_a_time():
     def batch(positions):
         return {input_pipeline.EXAMPLE_POSITION: np.array(positions), "x": np.array(positions) * 10}
     # Two windows: [0..4] sorted as 3 1 | 4 0 2, then [5..7] as 7 5 | 6 and a dummy row (-1).
-    out = list(training._in_input_order([batch([3, 1]), batch([4, 0, 2]), batch([7, 5]), batch([6, -1])]))
+    out = list(training.in_input_order([batch([3, 1]), batch([4, 0, 2]), batch([7, 5]), batch([6, -1])]))
     assert [b["x"].tolist() for b in out] == [[0, 10, 20, 30, 40], [50], [60, 70]]
     assert all(input_pipeline.EXAMPLE_POSITION not in b for b in out)
     with pytest.raises(RuntimeError, match="never became contiguous"):
-        list(training._in_input_order([batch([1, 2])]))
+        list(training.in_input_order([batch([1, 2])]))
 
 
 def test_served_classifier_runs_at_the_request_length_with_the_padded_probabilities(tmp_path):
