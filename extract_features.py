@@ -569,12 +569,9 @@ def extract_features(input_file, output_file, extractor, tokenizer, max_seq_leng
     seconds = collections.OrderedDict((stage, 0.0) for stage in ("read and tokenize", "model", "JSON", "write"))
     state = _JobState(_LineNotes(), {}, [], seconds)  # nothing here grows with the input
     length = None
-    if not fixed_shapes:
-        buckets = None
-        if extractor.use_xla:  # XLA compiles once per shape: lengths of 32, 64, ...
-            buckets = list(range(input_pipeline.XLA_BUCKET_WIDTH, max_seq_length, input_pipeline.XLA_BUCKET_WIDTH))
-            buckets.append(max_seq_length)
-        length = input_pipeline.RealLength(max_seq_length, buckets=buckets)
+    if not fixed_shapes:  # under XLA (one compile per shape) at most max_seq_length / 32 lengths
+        length = input_pipeline.RealLength(
+            max_seq_length, buckets=input_pipeline.xla_buckets(max_seq_length) if extractor.use_xla else None)
     dataset = input_pipeline.length_grouped_batches(
         _line_windows(input_file, max_seq_length, tokenizer, sort_window, state), batch_size, length,
         grow_short_batches=False)

@@ -931,10 +931,15 @@ def predict(strategy, model, predict_fn, dataset, input_order=True):
             return tf.function(step, input_signature=[signature])
         return tf.function(step, reduce_retracing=True)
 
-    # Batches as the dataset makes them (one device): one trace for any shape the dataset's
-    # spec allows. Tracing per shape until reduce_retracing relaxes it traced (and optimized
-    # the whole model's graph) twice, about 1 s of a BERT-Base job's start on 2 CPUs.
-    signature = dataset.element_spec if isinstance(dist_dataset, tf.data.Dataset) else None
+    # Batches as the dataset makes them (one device): one trace for any batch and length of the
+    # dataset's structure, and one step per structure in the cache (a spec with static shapes
+    # would trace, and keep, a step per shape of one-batch datasets such as FeatureExtractor's
+    # calls). Tracing per shape until reduce_retracing relaxed it traced (and optimized) the
+    # model's graph twice.
+    signature = None
+    if isinstance(dist_dataset, tf.data.Dataset):
+        signature = tf.nest.map_structure(lambda spec: tf.TensorSpec([None] * spec.shape.rank, spec.dtype),
+                                          dataset.element_spec)
     step = _cached_step(model, ("predict", strategy, predict_fn, repr(signature)), build)
 
     def batches():

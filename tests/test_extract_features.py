@@ -261,3 +261,15 @@ def test_input_is_read_a_bounded_number_of_windows_ahead(tmp_path, config, token
     assert [dict(x)["linex_index"] for x in read_jsonl(output)] == list(range(160))
     ahead = max(read - first for read, first in written)
     assert 8 <= ahead <= 8 * 5, written
+
+
+def test_calls_of_any_shape_share_one_traced_step(config):
+    """FeatureExtractor(batch) at any batch size and length reuses one step: nothing piles up per shape."""
+    import training
+    extractor = extract_features.FeatureExtractor(config, CHECKPOINT, [-1])
+    for rows, length in [(2, 5), (3, 7), (1, 16)]:
+        ids = np.full((rows, length), 5, np.int32)
+        out = extractor({"input_ids": ids, "input_mask": np.ones_like(ids), "input_type_ids": np.zeros_like(ids)})
+        assert out["layers"].shape[:3] == (rows, length, 1)
+    steps = training._STEP_CACHE[extractor.model]
+    assert len(steps) == 1 and next(iter(steps.values())).experimental_get_tracing_count() == 1
